@@ -1,0 +1,55 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/serenorg/postgres-seren-replicator/internal/conninfo"
+	"github.com/serenorg/postgres-seren-replicator/internal/selection"
+)
+
+// Exit codes, documented in --help and the README.
+const (
+	ExitOK      = 0
+	ExitFailed  = 1
+	ExitUsage   = 2
+	ExitRuntime = 3
+)
+
+// ErrCheckFailed reports that a command ran to the end and found a problem
+// (a failed validation check, a data mismatch, an unhealthy status).
+var ErrCheckFailed = errors.New("check failed")
+
+// ErrUsage marks an error in the command line or its values.
+var ErrUsage = errors.New("usage")
+
+// ExitCode maps an error to the process exit code.
+func ExitCode(err error) int {
+	switch {
+	case err == nil:
+		return ExitOK
+	case errors.Is(err, ErrCheckFailed):
+		return ExitFailed
+	case errors.Is(err, ErrUsage), errors.Is(err, conninfo.ErrConfig), errors.Is(err, selection.ErrInvalid):
+		return ExitUsage
+	default:
+		return ExitRuntime
+	}
+}
+
+// usageError makes a one-line usage error (exit code 2).
+func usageError(format string, args ...any) error {
+	return fmt.Errorf("%w: %s", ErrUsage, fmt.Sprintf(format, args...))
+}
+
+// redactError renders an error for the user: one line, no password, without
+// the classification prefixes that only pick the exit code.
+func redactError(err error) string {
+	msg := conninfo.Redact(err.Error())
+	for _, prefix := range []string{ErrUsage.Error() + ": ", conninfo.ErrConfig.Error() + ": ", selection.ErrInvalid.Error() + ": "} {
+		if len(msg) > len(prefix) && msg[:len(prefix)] == prefix {
+			msg = msg[len(prefix):]
+		}
+	}
+	return msg
+}

@@ -1,0 +1,116 @@
+package main
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"os"
+
+	"golang.org/x/term"
+
+	"github.com/serenorg/postgres-seren-replicator/internal/conninfo"
+	"github.com/serenorg/postgres-seren-replicator/internal/plan"
+	"github.com/serenorg/postgres-seren-replicator/internal/selection"
+)
+
+// Env carries what every command needs: output streams and the logger.
+type Env struct {
+	Stdout io.Writer
+	Stderr io.Writer
+	Log    *slog.Logger
+}
+
+// Logging holds the global logging flags.
+type Logging struct {
+	LogFormat string `name:"log-format" enum:"auto,text,json" default:"auto" env:"SEREN_LOG_FORMAT" help:"Log format: auto (text; without timestamps under journald), text or json."`
+	LogLevel  string `name:"log-level" enum:"debug,info,warn,error" default:"info" env:"SEREN_LOG_LEVEL" help:"Minimum log level."`
+}
+
+// Logger builds the process logger. Every record passes through the
+// redacting handler so no password reaches the log.
+func (l Logging) Logger(w io.Writer) *slog.Logger {
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(l.LogLevel))
+	opts := &slog.HandlerOptions{Level: level, ReplaceAttr: redactAttr}
+	underJournal := os.Getenv("JOURNAL_STREAM") != ""
+	if underJournal && l.LogFormat == "auto" {
+		opts.ReplaceAttr = func(groups []string, a slog.Attr) slog.Attr {
+			if len(groups) == 0 && a.Key == slog.TimeKey {
+				return slog.Attr{} // journald stamps each line itself
+			}
+			return redactAttr(groups, a)
+		}
+	}
+	if l.LogFormat == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+func redactAttr(_ []string, a slog.Attr) slog.Attr {
+	switch a.Value.Kind() {
+	case slog.KindString:
+		a.Value = slog.StringValue(conninfo.Redact(a.Value.String()))
+	case slog.KindAny:
+		if err, ok := a.Value.Any().(error); ok {
+			a.Value = slog.StringValue(conninfo.Redact(err.Error()))
+		}
+	}
+	return a
+}
+
+// Endpoints are the source and target connection strings.
+type Endpoints struct {
+	Source string `required:"" env:"SEREN_SOURCE" placeholder:"URL" help:"Source connection string (postgres:// URL or keyword/value)."`
+	Target string `required:"" env:"SEREN_TARGET" placeholder:"URL" help:"Target connection string (postgres:// URL or keyword/value)."`
+}
+
+// Parse parses both connection strings.
+func (e Endpoints) Parse() (src, dst *conninfo.Conn, err error) {
+	if src, err = conninfo.Parse(e.Source); err != nil {
+		return nil, nil, usageError("--source: %s", conninfo.Redact(err.Error()))
+	}
+	if dst, err = conninfo.Parse(e.Target); err != nil {
+		return nil, nil, usageError("--target: %s", conninfo.Redact(err.Error()))
+	}
+	return src, dst, nil
+}
+
+// Selection holds the database and table filters.
+type Selection struct {
+	IncludeDatabases []string `name:"include-databases" sep:"," env:"SEREN_INCLUDE_DATABASES" placeholder:"DB" help:"Replicate only these databases."`
+	ExcludeDatabases []string `name:"exclude-databases" sep:"," env:"SEREN_EXCLUDE_DATABASES" placeholder:"DB" help:"Replicate every database but these."`
+	IncludeTables    []string `name:"include-tables" sep:"," env:"SEREN_INCLUDE_TABLES" placeholder:"DB.[SCHEMA.]TABLE" help:"Replicate only these tables (of the databases they name; schema defaults to public)."`
+	ExcludeTables    []string `name:"exclude-tables" sep:"," env:"SEREN_EXCLUDE_TABLES" placeholder:"DB.[SCHEMA.]TABLE" help:"Replicate every table but these."`
+}
+
+// Filter builds the selection filter from the flags.
+func (s Selection) Filter() (selection.Filter, error) {
+	return selection.New(s.IncludeDatabases, s.ExcludeDatabases, s.IncludeTables, s.ExcludeTables)
+}
+
+// Common are the flags every replication command shares.
+type Common struct {
+	Endpoints
+	Selection
+}
+
+// Resolve parses the flags and connects to the source to list the selected
+// databases and tables.
+func (c Common) Resolve(ctx context.Context) (plan.Plan, error) {
+	src, dst, err := c.Endpoints.Parse()
+	if err != nil {
+		return plan.Plan{}, err
+	}
+	f, err := c.Selection.Filter()
+	if err != nil {
+		return plan.Plan{}, err
+	}
+	return plan.Resolve(ctx, src, dst, f)
+}
+
+// isTerminal reports whether w is an interactive terminal.
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	return ok && term.IsTerminal(int(f.Fd()))
+}

@@ -1,0 +1,83 @@
+// Command postgres-seren-replicator moves a live PostgreSQL database to
+// another server with zero downtime: a consistent snapshot, then the
+// source's logical-decoding stream applied with ordinary SQL.
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/alecthomas/kong"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+// CLI is the command line: global flags and one struct per command.
+type CLI struct {
+	Logging
+
+	Validate ValidateCmd      `cmd:"" help:"Check that source and target are ready for replication."`
+	Init     InitCmd          `cmd:"" help:"Copy schema and data from a consistent snapshot and prepare streaming."`
+	Sync     SyncCmd          `cmd:"" help:"Stream changes from the source and apply them to the target."`
+	Status   StatusCmd        `cmd:"" help:"Show replication state and lag per database."`
+	Verify   VerifyCmd        `cmd:"" help:"Compare source and target data with checksums."`
+	Cleanup  CleanupCmd       `cmd:"" help:"Drop the slots, publication and checkpoint schema the tool created."`
+	Version  kong.VersionFlag `help:"Print the version and exit."`
+}
+
+const description = `Zero-downtime PostgreSQL migration by logical replication, without subscriptions on the target.
+
+Exit codes:
+  0  success
+  1  a check or verification failed (validate, verify, status)
+  2  usage or configuration error (bad flag, connection string, filter, login)
+  3  runtime failure (lost connection, failed copy or apply)
+
+Every flag can also be set by the environment variable shown beside it.
+Connection strings are libpq URLs or keyword/value strings; PG* variables
+and ~/.pgpass (or PGPASSFILE) fill in what they leave out.`
+
+func main() {
+	os.Exit(run(context.Background(), os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// run parses args, runs the command and returns the process exit code.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	var cli CLI
+	exitCode := -1
+	parser, err := kong.New(&cli,
+		kong.Name("postgres-seren-replicator"),
+		kong.Description(description),
+		kong.Vars{"version": version},
+		kong.Writers(stdout, stderr),
+		kong.Exit(func(code int) { exitCode = code }),
+		kong.ConfigureHelp(kong.HelpOptions{Compact: true}),
+	)
+	if err != nil {
+		fmt.Fprintf(stderr, "error: %v\n", err)
+		return ExitRuntime
+	}
+	kctx, err := parser.Parse(args)
+	if exitCode >= 0 { // --help or --version
+		return exitCode
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "error: %s (see --help)\n", redactError(err))
+		return ExitUsage
+	}
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	env := &Env{Stdout: stdout, Stderr: stderr, Log: cli.Logging.Logger(stderr)}
+	kctx.BindTo(ctx, (*context.Context)(nil))
+	if err := kctx.Run(env); err != nil {
+		code := ExitCode(err)
+		fmt.Fprintf(stderr, "error: %s\n", redactError(err))
+		return code
+	}
+	return ExitOK
+}

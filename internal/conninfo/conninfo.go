@@ -1,0 +1,149 @@
+// Package conninfo parses PostgreSQL connection strings the way libpq does
+// (URLs, keyword/value DSNs, PG* environment variables, .pgpass, TLS options)
+// and keeps passwords out of everything the tool prints.
+package conninfo
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+)
+
+// DefaultApplicationName is the application_name sent when neither the
+// connection string nor PGAPPNAME sets one.
+const DefaultApplicationName = "postgres-seren-replicator"
+
+// DefaultConnectTimeout applies when neither the connection string nor
+// PGCONNECT_TIMEOUT sets connect_timeout, so an unreachable host fails fast.
+const DefaultConnectTimeout = 10 * time.Second
+
+// ErrConfig marks errors caused by the user's connection string or the
+// server refusing it (bad host, password, database): exit code 2.
+var ErrConfig = errors.New("connection configuration")
+
+// Conn is a parsed connection string: the libpq settings for one server and
+// database, with the database replaceable for multi-database runs.
+type Conn struct {
+	cfg *pgconn.Config
+	raw string
+}
+
+// Parse reads a libpq connection string (URL or keyword/value) with libpq's
+// fallbacks: PG* variables, the password file, sslmode and friends.
+func Parse(dsn string) (*Conn, error) {
+	cfg, err := pgconn.ParseConfig(dsn)
+	if err != nil {
+		// pgconn redacts the password it can recognise; Redact is the backstop.
+		return nil, fmt.Errorf("%w: %s", ErrConfig, Redact(err.Error()))
+	}
+	Register(cfg.Password)
+	if _, ok := cfg.RuntimeParams["application_name"]; !ok {
+		cfg.RuntimeParams["application_name"] = DefaultApplicationName
+	}
+	if cfg.ConnectTimeout == 0 {
+		cfg.ConnectTimeout = DefaultConnectTimeout
+	}
+	return &Conn{cfg: cfg, raw: dsn}, nil
+}
+
+// Database is the database the connection string names (libpq's default,
+// the user name, when it names none).
+func (c *Conn) Database() string { return c.cfg.Database }
+
+// User is the role the connection logs in as.
+func (c *Conn) User() string { return c.cfg.User }
+
+// Host is the first host the connection tries.
+func (c *Conn) Host() string { return c.cfg.Host }
+
+// Port is the first port the connection tries.
+func (c *Conn) Port() uint16 { return c.cfg.Port }
+
+// String describes the connection without its password: user@host:port/db.
+func (c *Conn) String() string {
+	host := c.cfg.Host
+	if strings.HasPrefix(host, "/") {
+		host = "[" + host + "]"
+	}
+	return fmt.Sprintf("%s@%s/%s", c.cfg.User, net.JoinHostPort(host, fmt.Sprint(c.cfg.Port)), c.cfg.Database)
+}
+
+// WithDatabase returns the same server connection pointed at another database.
+func (c *Conn) WithDatabase(db string) *Conn {
+	cfg := c.cfg.Copy()
+	cfg.Database = db
+	return &Conn{cfg: cfg, raw: c.raw}
+}
+
+// Config returns a copy of the pgconn configuration, safe to modify.
+func (c *Conn) Config() *pgconn.Config { return c.cfg.Copy() }
+
+// Connect opens an ordinary SQL session.
+func (c *Conn) Connect(ctx context.Context) (*pgx.Conn, error) {
+	cc, err := pgx.ParseConfig("")
+	if err != nil {
+		return nil, fmt.Errorf("connect %s: %w", c, err)
+	}
+	cc.Config = *c.cfg.Copy()
+	conn, err := pgx.ConnectConfig(ctx, cc)
+	if err != nil {
+		return nil, connectError(c, err)
+	}
+	return conn, nil
+}
+
+// ConnectPg opens a low-level SQL session without pgx's statement cache.
+func (c *Conn) ConnectPg(ctx context.Context) (*pgconn.PgConn, error) {
+	conn, err := pgconn.ConnectConfig(ctx, c.cfg.Copy())
+	if err != nil {
+		return nil, connectError(c, err)
+	}
+	return conn, nil
+}
+
+// ConnectReplication opens a logical replication connection
+// (replication=database) to the connection's database.
+func (c *Conn) ConnectReplication(ctx context.Context) (*pgconn.PgConn, error) {
+	cfg := c.cfg.Copy()
+	cfg.RuntimeParams["replication"] = "database"
+	conn, err := pgconn.ConnectConfig(ctx, cfg)
+	if err != nil {
+		return nil, connectError(c, err)
+	}
+	return conn, nil
+}
+
+// connectError wraps a failed connection attempt. Failures the user fixes in
+// the connection string (unknown host, refused login, missing database) wrap
+// ErrConfig; others (server down, timeouts) stay runtime errors.
+func connectError(c *Conn, err error) error {
+	msg := Redact(err.Error())
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		switch pgErr.Code {
+		case "28P01", "28000", "3D000", "42501":
+			return fmt.Errorf("%w: connect %s: %s", ErrConfig, c, msg)
+		}
+	}
+	var dnsErr *net.DNSError
+	if errors.As(err, &dnsErr) {
+		return fmt.Errorf("%w: connect %s: unknown host %q", ErrConfig, c, dnsErr.Name)
+	}
+	return &redactedError{msg: fmt.Sprintf("connect %s: %s", c, msg), err: err}
+}
+
+// redactedError shows a scrubbed message but keeps the original error
+// reachable for errors.Is and errors.As.
+type redactedError struct {
+	msg string
+	err error
+}
+
+func (e *redactedError) Error() string { return e.msg }
+func (e *redactedError) Unwrap() error { return e.err }
