@@ -1,15 +1,104 @@
 package main
 
-import "context"
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pglogrepl"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/serenorg/postgres-seren-replicator/checkpoint"
+	"github.com/serenorg/postgres-seren-replicator/internal/plan"
+	"github.com/serenorg/postgres-seren-replicator/stream"
+)
 
 // SyncCmd streams changes from the source and applies them to the target.
 type SyncCmd struct {
 	Common
 	Interactive bool `env:"SEREN_INTERACTIVE" help:"Choose databases and tables interactively."`
 	CatchUp     bool `name:"catch-up" env:"SEREN_CATCH_UP" help:"Apply everything up to the source's current WAL position, then exit."`
+	Replication
+
+	MaxBatchChanges  int           `name:"max-batch-changes" default:"20000" env:"SEREN_MAX_BATCH_CHANGES" help:"Most changes in one target transaction."`
+	MaxBatchDelay    time.Duration `name:"max-batch-delay" default:"100ms" env:"SEREN_MAX_BATCH_DELAY" help:"Longest time a target transaction stays open while changes keep coming."`
+	StatusInterval   time.Duration `name:"status-interval" default:"5s" env:"SEREN_STATUS_INTERVAL" help:"Longest time between status updates to the source (keep well under wal_sender_timeout)."`
+	SequenceInterval time.Duration `name:"sequence-interval" default:"1m" env:"SEREN_SEQUENCE_INTERVAL" help:"How often the daemon copies sequence values to the target (0 turns it off)."`
+	MaxRetryDelay    time.Duration `name:"max-retry-delay" default:"30s" env:"SEREN_MAX_RETRY_DELAY" help:"Longest wait between reconnection attempts."`
+}
+
+// Replication holds the names of what init creates and sync uses.
+type Replication struct {
+	Slot             string `env:"SEREN_SLOT" help:"Replication slot name (only with one database; default: derived from the database name)."`
+	Publication      string `default:"seren_replicator_pub" env:"SEREN_PUBLICATION" help:"Publication name on the source."`
+	CheckpointSchema string `name:"checkpoint-schema" default:"seren_replicator" env:"SEREN_CHECKPOINT_SCHEMA" help:"Target schema holding the checkpoint table."`
+}
+
+// SlotFor is the slot of one database of the plan.
+func (r Replication) SlotFor(db string) string {
+	if r.Slot != "" {
+		return r.Slot
+	}
+	return stream.DefaultSlotName(db)
+}
+
+// Check rejects --slot with several databases (each needs its own slot).
+func (r Replication) Check(p plan.Plan) error {
+	if r.Slot != "" && len(p.Databases) > 1 {
+		return usageError("--slot names one slot but %d databases are selected: leave --slot out to use one derived slot per database", len(p.Databases))
+	}
+	return nil
 }
 
 // Run streams until stopped (or until caught up with --catch-up).
 func (c *SyncCmd) Run(ctx context.Context, env *Env) error {
-	return errNotBuilt("sync")
+	p, err := c.Resolve(ctx)
+	if err != nil {
+		return err
+	}
+	if err := c.Replication.Check(p); err != nil {
+		return err
+	}
+	start := time.Now()
+	g, gctx := errgroup.WithContext(ctx)
+	results := make([]pipelineResult, len(p.Databases))
+	for i, db := range p.Databases {
+		r := &pipelineRunner{cmd: c, db: db, slot: c.SlotFor(db.Name), log: env.Log.With("database", db.Name)}
+		g.Go(func() error {
+			res, err := r.run(gctx)
+			results[i] = res
+			if err != nil {
+				return fmt.Errorf("database %s: %w", db.Name, err)
+			}
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return err
+	}
+	if c.CatchUp {
+		for i, db := range p.Databases {
+			fmt.Fprintf(env.Stdout, "%s: caught up to %s (slot %s) in %s\n", db.Name, results[i].position.EndLSN, c.SlotFor(db.Name), time.Since(start).Round(time.Millisecond))
+		}
+	}
+	return nil
+}
+
+// pipelineResult is where one database's pipeline ended.
+type pipelineResult struct {
+	position checkpoint.Position
+}
+
+// stopLSN is the source's current WAL position: what --catch-up drains to.
+func stopLSN(ctx context.Context, db plan.Database) (pglogrepl.LSN, error) {
+	conn, err := db.Source.Connect(ctx)
+	if err != nil {
+		return 0, err
+	}
+	defer conn.Close(ctx)
+	var s string
+	if err := conn.QueryRow(ctx, "SELECT pg_current_wal_lsn()::text").Scan(&s); err != nil {
+		return 0, fmt.Errorf("read source WAL position: %w", err)
+	}
+	return pglogrepl.ParseLSN(s)
 }

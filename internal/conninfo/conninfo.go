@@ -86,11 +86,20 @@ func (c *Conn) Config() *pgconn.Config { return c.cfg.Copy() }
 
 // Connect opens an ordinary SQL session.
 func (c *Conn) Connect(ctx context.Context) (*pgx.Conn, error) {
+	return c.ConnectWith(ctx, nil)
+}
+
+// ConnectWith opens an ordinary SQL session with extra session settings
+// (GUCs sent in the startup packet).
+func (c *Conn) ConnectWith(ctx context.Context, settings map[string]string) (*pgx.Conn, error) {
 	cc, err := pgx.ParseConfig("")
 	if err != nil {
 		return nil, fmt.Errorf("connect %s: %w", c, err)
 	}
 	cc.Config = *c.cfg.Copy()
+	for k, v := range settings {
+		cc.RuntimeParams[k] = v
+	}
 	conn, err := pgx.ConnectConfig(ctx, cc)
 	if err != nil {
 		return nil, connectError(c, err)
@@ -110,7 +119,16 @@ func (c *Conn) ConnectPg(ctx context.Context) (*pgconn.PgConn, error) {
 // ConnectReplication opens a logical replication connection
 // (replication=database) to the connection's database.
 func (c *Conn) ConnectReplication(ctx context.Context) (*pgconn.PgConn, error) {
+	return c.ConnectReplicationWith(ctx, nil)
+}
+
+// ConnectReplicationWith opens a logical replication connection with extra
+// session settings (GUCs sent in the startup packet).
+func (c *Conn) ConnectReplicationWith(ctx context.Context, settings map[string]string) (*pgconn.PgConn, error) {
 	cfg := c.cfg.Copy()
+	for k, v := range settings {
+		cfg.RuntimeParams[k] = v
+	}
 	cfg.RuntimeParams["replication"] = "database"
 	conn, err := pgconn.ConnectConfig(ctx, cfg)
 	if err != nil {

@@ -1,0 +1,366 @@
+// Package apply writes a source's decoded changes to the target with
+// ordinary SQL, in source commit order. Several source transactions are
+// grouped into one target transaction (a batch); the checkpoint row that
+// records the batch's end LSN is written in that same transaction, so after
+// a crash the target holds each source transaction exactly once.
+package apply
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/serenorg/postgres-seren-replicator/checkpoint"
+	"github.com/serenorg/postgres-seren-replicator/internal/conninfo"
+	"github.com/serenorg/postgres-seren-replicator/stream"
+)
+
+// Defaults for Config, chosen by measurement (see the README's benchmark).
+const (
+	// DefaultMaxBatchChanges closes a batch after this many changes.
+	DefaultMaxBatchChanges = 20000
+	// DefaultMaxBatchDelay closes a batch this long after it opened, so lag
+	// stays low under steady load; a batch also closes whenever no more
+	// changes are waiting.
+	DefaultMaxBatchDelay = 100 * time.Millisecond
+	// DefaultPipelineStatements is how many statements go to the target in
+	// one round trip.
+	DefaultPipelineStatements = 1000
+	// DefaultPipelineBytes caps the parameter bytes of one round trip, which
+	// bounds memory whatever the size of a source transaction.
+	DefaultPipelineBytes = 8 << 20
+	// keepaliveCheckpointEvery limits how often an idle stream's position is
+	// written to the checkpoint.
+	keepaliveCheckpointEvery = time.Second
+)
+
+// Config tunes an Applier.
+type Config struct {
+	// Database names the source database, for logs and metrics.
+	Database string
+	// Slot is the replication slot whose checkpoint the applier keeps.
+	Slot string
+	// Store locates the checkpoint table on the target.
+	Store checkpoint.Store
+	// MaxBatchChanges, MaxBatchDelay, PipelineStatements and PipelineBytes
+	// bound a batch; the Default constants apply when zero.
+	MaxBatchChanges    int
+	MaxBatchDelay      time.Duration
+	PipelineStatements int
+	PipelineBytes      int
+	// StopAt, when set, makes Run return once the checkpoint reaches it
+	// (sync --catch-up).
+	StopAt pglogrepl.LSN
+	// Observer receives statistics; may be nil.
+	Observer Observer
+}
+
+// Observer receives what the applier did (the metrics package implements it).
+type Observer interface {
+	// BatchCommitted reports one committed target transaction.
+	BatchCommitted(db string, txns, changes int, took time.Duration, pos checkpoint.Position)
+	// RowsApplied reports rows changed in one table by one operation.
+	RowsApplied(db, table, op string, n int)
+}
+
+// Acker is told each position that is durably applied: the stream reports
+// it to the source as flushed.
+type Acker interface {
+	SetFlushed(pglogrepl.LSN)
+}
+
+// Applier applies one source database's changes to its target database.
+type Applier struct {
+	conn        *pgconn.PgConn
+	cfg         Config
+	log         *slog.Logger
+	replicaMode bool
+
+	rels  map[uint32]*relation
+	types map[uint32]*stream.Type
+	seq   int // names prepared statements
+
+	pos checkpoint.Position // durable on the target
+
+	// The source transaction being read.
+	inSource   bool
+	skipSource bool
+	// The open target transaction (batch).
+	inTarget      bool
+	batchStart    time.Time
+	batchTxns     int
+	batchChanges  int
+	batchEnd      pglogrepl.LSN // end LSN of the last source transaction in the batch
+	batchCommitAt time.Time
+	rowCounts     map[[3]string]int
+	pipe          pipeline
+
+	lastIdleCheckpoint time.Time
+}
+
+// sessionSettings make the target parse values exactly as the source printed
+// them (see stream.OutputSettings) and make every commit durable before it
+// is acknowledged.
+var sessionSettings = map[string]string{
+	"synchronous_commit": "on",
+	"statement_timeout":  "0",
+	"lock_timeout":       "0",
+}
+
+// New connects to the target, loads the slot's checkpoint and chooses the
+// apply mode: session_replication_role = replica where the role may set it
+// (no triggers or FK checks fire twice), source order otherwise.
+func New(ctx context.Context, target *conninfo.Conn, cfg Config, log *slog.Logger) (*Applier, error) {
+	if cfg.MaxBatchChanges <= 0 {
+		cfg.MaxBatchChanges = DefaultMaxBatchChanges
+	}
+	if cfg.MaxBatchDelay <= 0 {
+		cfg.MaxBatchDelay = DefaultMaxBatchDelay
+	}
+	if cfg.PipelineStatements <= 0 {
+		cfg.PipelineStatements = DefaultPipelineStatements
+	}
+	if cfg.PipelineBytes <= 0 {
+		cfg.PipelineBytes = DefaultPipelineBytes
+	}
+	settings := map[string]string{}
+	for k, v := range stream.OutputSettings {
+		settings[k] = v
+	}
+	for k, v := range sessionSettings {
+		settings[k] = v
+	}
+	db, err := target.ConnectWith(ctx, settings)
+	if err != nil {
+		return nil, err
+	}
+	conn := db.PgConn()
+	a := &Applier{conn: conn, cfg: cfg, log: log, rels: map[uint32]*relation{}, types: map[uint32]*stream.Type{}, rowCounts: map[[3]string]int{}}
+	if err := conn.Exec(ctx, "SET session_replication_role = replica").Close(); err == nil {
+		a.replicaMode = true
+	} else if !isPermissionError(err) {
+		conn.Close(context.Background())
+		return nil, fmt.Errorf("set up target session: %w", err)
+	}
+	if a.pos, err = cfg.Store.Load(ctx, db, cfg.Slot); err != nil {
+		conn.Close(context.Background())
+		return nil, err
+	}
+	return a, nil
+}
+
+// ReplicaMode reports whether triggers and FK checks are off during apply.
+func (a *Applier) ReplicaMode() bool { return a.replicaMode }
+
+// Position is the durable checkpoint: where streaming must resume.
+func (a *Applier) Position() checkpoint.Position { return a.pos }
+
+// Close closes the target connection; an open batch is rolled back.
+func (a *Applier) Close() {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	a.conn.Close(ctx)
+}
+
+// Run applies events until the stream ends, ctx ends or (with StopAt) the
+// checkpoint reaches StopAt. On ctx's end it commits the batch when it holds
+// only whole source transactions and rolls it back otherwise, then returns
+// nil. Each durable position is passed to ack.
+func (a *Applier) Run(ctx context.Context, events <-chan stream.Event, ack Acker) error {
+	if a.reachedStop() {
+		return nil
+	}
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	for {
+		var ev stream.Event
+		var ok bool
+		if a.inTarget && !a.inSource {
+			// Between source transactions with a batch open: take more work if
+			// it is waiting, otherwise commit now so lag stays low.
+			select {
+			case ev, ok = <-events:
+			default:
+				if err := a.commit(ctx, ack); err != nil {
+					return err
+				}
+				if a.reachedStop() {
+					return nil
+				}
+				continue
+			}
+		} else {
+			select {
+			case ev, ok = <-events:
+			case <-ctx.Done():
+				return a.shutdown(ack)
+			}
+		}
+		if !ok {
+			if ctx.Err() != nil {
+				return a.shutdown(ack)
+			}
+			return fmt.Errorf("apply %s: %w", a.cfg.Database, ErrStreamEnded)
+		}
+		if err := a.handle(ctx, ev, ack); err != nil {
+			return err
+		}
+		if a.reachedStop() {
+			return nil
+		}
+	}
+}
+
+// ErrStreamEnded means the stream closed its channel: its own error says why.
+var ErrStreamEnded = errors.New("stream ended")
+
+func (a *Applier) reachedStop() bool {
+	return a.cfg.StopAt != 0 && a.pos.EndLSN >= a.cfg.StopAt && !a.inTarget
+}
+
+// shutdown ends a run on request: a batch of whole source transactions is
+// committed, a partly read source transaction is rolled back (it comes again
+// from the checkpoint).
+func (a *Applier) shutdown(ack Acker) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if a.inTarget && !a.inSource {
+		return a.commit(ctx, ack)
+	}
+	if a.inTarget {
+		a.rollback(ctx)
+	}
+	return nil
+}
+
+func (a *Applier) handle(ctx context.Context, ev stream.Event, ack Acker) error {
+	if ev.Msg == nil {
+		return a.keepalive(ctx, ev.KeepaliveLSN, ack)
+	}
+	switch m := ev.Msg.(type) {
+	case *stream.Begin:
+		if a.inSource {
+			return fmt.Errorf("apply %s: Begin at %s inside an open transaction", a.cfg.Database, ev.LSN)
+		}
+		a.inSource = true
+		// A transaction whose commit record starts before the checkpoint was
+		// applied already (the checkpoint is the end of the last one applied).
+		a.skipSource = m.FinalLSN < a.pos.EndLSN
+		if !a.skipSource && !a.inTarget {
+			a.begin()
+		}
+	case *stream.Commit:
+		if !a.inSource {
+			return fmt.Errorf("apply %s: Commit at %s without Begin", a.cfg.Database, ev.LSN)
+		}
+		a.inSource = false
+		if a.skipSource {
+			return nil
+		}
+		a.batchTxns++
+		a.batchEnd = m.EndLSN
+		a.batchCommitAt = m.CommitTime
+		if a.batchChanges >= a.cfg.MaxBatchChanges || time.Since(a.batchStart) >= a.cfg.MaxBatchDelay ||
+			(a.cfg.StopAt != 0 && m.EndLSN >= a.cfg.StopAt) {
+			return a.commit(ctx, ack)
+		}
+	case *stream.Relation:
+		if err := a.reconcile(ctx, m); err != nil {
+			return err
+		}
+		a.rels[m.ID] = newRelation(m)
+	case *stream.Type:
+		a.types[m.ID] = m
+	case *stream.Insert, *stream.Update, *stream.Delete, *stream.Truncate:
+		if !a.inSource {
+			return fmt.Errorf("apply %s: change at %s outside a transaction", a.cfg.Database, ev.LSN)
+		}
+		if a.skipSource {
+			return nil
+		}
+		if err := a.change(ctx, ev.Msg); err != nil {
+			return err
+		}
+		a.batchChanges++
+		if a.pipe.full(a.cfg.PipelineStatements, a.cfg.PipelineBytes) {
+			return a.flush(ctx)
+		}
+	case *stream.Origin, *stream.LogicalMessage:
+		// Origins name where a change first came from; messages are not data.
+	default:
+		return fmt.Errorf("apply %s: unexpected message %T", a.cfg.Database, m)
+	}
+	return nil
+}
+
+// keepalive moves the checkpoint over WAL that carried nothing for us, so an
+// idle publication does not pin WAL on the source. It is safe only with no
+// source transaction open: everything before lsn has then been received.
+func (a *Applier) keepalive(ctx context.Context, lsn pglogrepl.LSN, ack Acker) error {
+	if a.inSource || lsn <= a.pos.EndLSN {
+		return nil
+	}
+	if a.inTarget {
+		// The open batch ends at lsn: nothing in between is ours.
+		if lsn > a.batchEnd {
+			a.batchEnd = lsn
+		}
+		return nil
+	}
+	catchUpDone := a.cfg.StopAt != 0 && lsn >= a.cfg.StopAt
+	if !catchUpDone && time.Since(a.lastIdleCheckpoint) < keepaliveCheckpointEvery {
+		return nil
+	}
+	a.lastIdleCheckpoint = time.Now()
+	a.begin()
+	a.batchEnd = lsn
+	a.batchCommitAt = a.pos.CommitTime
+	return a.commit(ctx, ack)
+}
+
+func (a *Applier) begin() {
+	a.inTarget = true
+	a.batchStart = time.Now()
+	a.batchTxns, a.batchChanges = 0, 0
+	a.batchEnd = a.pos.EndLSN
+	a.pipe.add("BEGIN", "", nil, stmtInfo{})
+}
+
+// commit writes the checkpoint and commits the batch, then reports the new
+// durable position.
+func (a *Applier) commit(ctx context.Context, ack Acker) error {
+	start := time.Now()
+	pos := checkpoint.Position{Slot: a.cfg.Slot, EndLSN: a.batchEnd, CommitTime: a.batchCommitAt}
+	if pos.CommitTime.IsZero() {
+		pos.CommitTime = a.pos.CommitTime
+	}
+	sql, params := a.cfg.Store.Statement(pos)
+	a.pipe.add(sql, "", params, stmtInfo{})
+	a.pipe.add("COMMIT", "", nil, stmtInfo{})
+	if err := a.flush(ctx); err != nil {
+		return err
+	}
+	a.inTarget = false
+	pos.AppliedAt = time.Now()
+	a.pos = pos
+	ack.SetFlushed(pos.EndLSN)
+	if o := a.cfg.Observer; o != nil {
+		o.BatchCommitted(a.cfg.Database, a.batchTxns, a.batchChanges, time.Since(start), pos)
+		for k, n := range a.rowCounts {
+			o.RowsApplied(a.cfg.Database, k[0], k[1], n)
+		}
+	}
+	clear(a.rowCounts)
+	return nil
+}
+
+func (a *Applier) rollback(ctx context.Context) {
+	a.pipe.reset()
+	_ = a.conn.Exec(ctx, "ROLLBACK").Close()
+	a.inTarget = false
+}

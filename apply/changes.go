@@ -1,0 +1,353 @@
+package apply
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/serenorg/postgres-seren-replicator/stream"
+)
+
+// stmtInfo says what a pipelined statement is, to check its result and to
+// name the table when it fails.
+type stmtInfo struct {
+	table     string // schema.table; empty for BEGIN, COMMIT and the checkpoint
+	op        string // insert, update, delete, truncate
+	wantOne   bool   // must change exactly one row
+	keyValues string // for error messages
+}
+
+// pipeline collects statements for one round trip to the target.
+type pipeline struct {
+	batch pgconn.Batch
+	infos []stmtInfo
+	bytes int
+}
+
+func (p *pipeline) add(sql, prepared string, params [][]byte, info stmtInfo) {
+	if prepared != "" {
+		p.batch.ExecPrepared(prepared, params, nil, nil)
+	} else {
+		p.batch.ExecParams(sql, params, nil, nil, nil)
+	}
+	p.infos = append(p.infos, info)
+	for _, v := range params {
+		p.bytes += len(v)
+	}
+}
+
+func (p *pipeline) full(statements, bytes int) bool {
+	return len(p.infos) >= statements || p.bytes >= bytes
+}
+
+func (p *pipeline) reset() {
+	p.batch = pgconn.Batch{}
+	p.infos = p.infos[:0]
+	p.bytes = 0
+}
+
+// flush sends the pipelined statements in one round trip and checks each
+// result: an UPDATE or DELETE that matched no row means the target has
+// diverged, and is an error, never skipped.
+func (a *Applier) flush(ctx context.Context) error {
+	if len(a.pipe.infos) == 0 {
+		return nil
+	}
+	defer a.pipe.reset()
+	mrr := a.conn.ExecBatch(ctx, &a.pipe.batch)
+	i := 0
+	for ; mrr.NextResult(); i++ {
+		tag, err := mrr.ResultReader().Close()
+		if err != nil {
+			mrr.Close()
+			return a.statementError(i, err)
+		}
+		info := a.pipe.infos[i]
+		if info.wantOne && tag.RowsAffected() != 1 {
+			mrr.Close()
+			return permanent(fmt.Errorf("%s on table %s matched %d rows on the target for %s: the target has diverged from the source; run verify, and re-run init for this table",
+				info.op, info.table, tag.RowsAffected(), info.keyValues))
+		}
+		if info.table != "" {
+			a.rowCounts[[3]string{info.table, info.op}] += int(tag.RowsAffected())
+		}
+	}
+	if err := mrr.Close(); err != nil {
+		return a.statementError(i, err)
+	}
+	return nil
+}
+
+func (a *Applier) statementError(i int, err error) error {
+	var info stmtInfo
+	if i < len(a.pipe.infos) {
+		info = a.pipe.infos[i]
+	}
+	if info.table == "" {
+		return classify(fmt.Errorf("apply batch to %s: %w", a.cfg.Database, err))
+	}
+	return classify(fmt.Errorf("apply %s on table %s (%s): %w", info.op, info.table, info.keyValues, err))
+}
+
+// query runs one statement outside the pipeline (catalog lookups, DDL) and
+// returns its rows as text.
+func (a *Applier) query(ctx context.Context, sql string, params ...string) ([][][]byte, error) {
+	args := make([][]byte, len(params))
+	for i, p := range params {
+		args[i] = []byte(p)
+	}
+	res := a.conn.ExecParams(ctx, sql, args, nil, nil, nil).Read()
+	if res.Err != nil {
+		return nil, classify(res.Err)
+	}
+	return res.Rows, nil
+}
+
+// change queues the statement for one row change or truncate.
+func (a *Applier) change(ctx context.Context, msg stream.Message) error {
+	switch m := msg.(type) {
+	case *stream.Insert:
+		r, err := a.relation(m.RelationID)
+		if err != nil {
+			return err
+		}
+		params, err := values(r, m.New, "insert")
+		if err != nil {
+			return err
+		}
+		name, err := a.prepare(ctx, r, "i", r.insertSQL)
+		if err != nil {
+			return err
+		}
+		a.pipe.add("", name, params, stmtInfo{table: r.name, op: "insert"})
+	case *stream.Update:
+		r, err := a.relation(m.RelationID)
+		if err != nil {
+			return err
+		}
+		if len(m.New) != len(r.cols) {
+			return fmt.Errorf("update on table %s: %d values for %d columns", r.name, len(m.New), len(r.cols))
+		}
+		var set []int
+		var params [][]byte
+		for i, v := range m.New {
+			switch v.Kind {
+			case stream.ValueUnchangedToast:
+				continue // not sent: the target keeps its value
+			case stream.ValueNull:
+				params = append(params, nil)
+			case stream.ValueText:
+				params = append(params, v.Data)
+			default:
+				return fmt.Errorf("update on table %s: column %d has value kind %q", r.name, i, v.Kind)
+			}
+			set = append(set, i)
+		}
+		old := m.Old
+		if m.OldKind == 0 {
+			old = m.New // key unchanged: the new tuple carries it
+		}
+		where, keyParams, err := a.match(r, old, m.OldKind, "update")
+		if err != nil {
+			return err
+		}
+		if len(set) == 0 {
+			return nil // only unchanged TOAST values: nothing to write
+		}
+		shape := "u" + setKey(set) + "/" + where.key()
+		name, err := a.prepare(ctx, r, shape, func() string { return r.updateSQL(set, where) })
+		if err != nil {
+			return err
+		}
+		a.pipe.add("", name, append(params, keyParams...), stmtInfo{table: r.name, op: "update", wantOne: true, keyValues: describeKey(r, where, keyParams)})
+	case *stream.Delete:
+		r, err := a.relation(m.RelationID)
+		if err != nil {
+			return err
+		}
+		where, keyParams, err := a.match(r, m.Old, m.OldKind, "delete")
+		if err != nil {
+			return err
+		}
+		name, err := a.prepare(ctx, r, "d/"+where.key(), func() string { return r.deleteSQL(where) })
+		if err != nil {
+			return err
+		}
+		a.pipe.add("", name, keyParams, stmtInfo{table: r.name, op: "delete", wantOne: true, keyValues: describeKey(r, where, keyParams)})
+	case *stream.Truncate:
+		var names, shown []string
+		for _, id := range m.RelationIDs {
+			r, err := a.relation(id)
+			if err != nil {
+				return err
+			}
+			names = append(names, r.target)
+			shown = append(shown, r.name)
+		}
+		sql := "TRUNCATE ONLY " + strings.Join(names, ", ")
+		if m.RestartIdentity() {
+			sql += " RESTART IDENTITY"
+		}
+		if m.Cascade() {
+			sql += " CASCADE"
+		}
+		a.pipe.add(sql, "", nil, stmtInfo{table: strings.Join(shown, ", "), op: "truncate"})
+	}
+	return nil
+}
+
+func (a *Applier) relation(id uint32) (*relation, error) {
+	r, ok := a.rels[id]
+	if !ok {
+		return nil, fmt.Errorf("apply %s: change for relation %d before its Relation message", a.cfg.Database, id)
+	}
+	return r, nil
+}
+
+// values turns a tuple into text parameters, one per column.
+func values(r *relation, t stream.Tuple, op string) ([][]byte, error) {
+	if len(t) != len(r.cols) {
+		return nil, fmt.Errorf("%s on table %s: %d values for %d columns", op, r.name, len(t), len(r.cols))
+	}
+	params := make([][]byte, len(t))
+	for i, v := range t {
+		switch v.Kind {
+		case stream.ValueNull:
+		case stream.ValueText:
+			params[i] = v.Data
+		default:
+			return nil, fmt.Errorf("%s on table %s: column %s has value kind %q", op, r.name, r.msg.Columns[i].Name, v.Kind)
+		}
+	}
+	return params, nil
+}
+
+// match builds the WHERE that finds the changed row: from the old key (kind
+// 'K'), the whole old row ('O', REPLICA IDENTITY FULL), or the key columns of
+// the tuple itself when the key did not change.
+func (a *Applier) match(r *relation, old stream.Tuple, kind byte, op string) (matcher, [][]byte, error) {
+	if len(old) != len(r.cols) {
+		return matcher{}, nil, fmt.Errorf("%s on table %s: old tuple has %d values for %d columns", op, r.name, len(old), len(r.cols))
+	}
+	m := matcher{full: r.full}
+	cols := r.key
+	if r.full {
+		cols = make([]int, len(r.cols))
+		for i := range cols {
+			cols[i] = i
+		}
+	}
+	if len(cols) == 0 {
+		return m, nil, permanent(fmt.Errorf("%s on table %s: the table has no replica identity to find the row by: add a primary key or run ALTER TABLE %s REPLICA IDENTITY FULL on the source, then re-run init for it", op, r.name, r.target))
+	}
+	var params [][]byte
+	for _, c := range cols {
+		v := old[c]
+		switch v.Kind {
+		case stream.ValueText:
+			m.cols = append(m.cols, c)
+			m.nulls = append(m.nulls, false)
+			params = append(params, v.Data)
+		case stream.ValueNull:
+			m.cols = append(m.cols, c)
+			m.nulls = append(m.nulls, true)
+		case stream.ValueUnchangedToast:
+			if r.full {
+				continue // cannot happen for FULL (the old row is complete); never guess
+			}
+			return m, nil, permanent(fmt.Errorf("%s on table %s: key column %s was not sent (unchanged TOAST value): use REPLICA IDENTITY FULL for this table on the source, then re-run init for it", op, r.name, r.msg.Columns[c].Name))
+		default:
+			return m, nil, fmt.Errorf("%s on table %s: key column %s has value kind %q", op, r.name, r.msg.Columns[c].Name, v.Kind)
+		}
+	}
+	if !r.full && kind != 'O' {
+		for i := range m.nulls {
+			if m.nulls[i] {
+				return m, nil, permanent(fmt.Errorf("%s on table %s: key column %s is NULL: the replica identity index must cover NOT NULL columns", op, r.name, r.msg.Columns[m.cols[i]].Name))
+			}
+		}
+	}
+	return m, params, nil
+}
+
+// prepare returns the name of the prepared statement for shape, preparing
+// it on first use.
+func (a *Applier) prepare(ctx context.Context, r *relation, shape string, sql func() string) (string, error) {
+	if name, ok := r.stmts[shape]; ok {
+		return name, nil
+	}
+	a.seq++
+	name := fmt.Sprintf("seren_%d", a.seq)
+	if _, err := a.conn.Prepare(ctx, name, sql(), nil); err != nil {
+		return "", classify(fmt.Errorf("prepare statement for table %s: %w", r.name, err))
+	}
+	r.stmts[shape] = name
+	return name, nil
+}
+
+func setKey(set []int) string {
+	var b strings.Builder
+	for _, c := range set {
+		fmt.Fprintf(&b, "%d,", c)
+	}
+	return b.String()
+}
+
+// describeKey renders the key of a change for an error message, shortened.
+func describeKey(r *relation, m matcher, params [][]byte) string {
+	var parts []string
+	p := 0
+	for i, c := range m.cols {
+		v := "NULL"
+		if !m.nulls[i] {
+			v = string(params[p])
+			p++
+			if len(v) > 40 {
+				v = v[:40] + "…"
+			}
+		}
+		parts = append(parts, r.msg.Columns[c].Name+"="+v)
+		if len(parts) == 4 && len(m.cols) > 4 {
+			parts = append(parts, "…")
+			break
+		}
+	}
+	return strings.Join(parts, ", ")
+}
+
+// ErrPermanent marks errors that a retry cannot fix (schema differences, a
+// diverged target, constraint violations): sync stops and says what to do.
+var ErrPermanent = errors.New("permanent apply error")
+
+type permanentError struct{ err error }
+
+func (e permanentError) Error() string { return e.err.Error() }
+func (e permanentError) Unwrap() []error {
+	return []error{e.err, ErrPermanent}
+}
+
+func permanent(err error) error { return permanentError{err} }
+
+// classify marks errors that retrying will not fix as permanent: every
+// server error except those of connections, shutdowns, deadlocks and
+// serialization failures.
+func classify(err error) error {
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) {
+		return err // network and context errors: retry
+	}
+	switch {
+	case strings.HasPrefix(pgErr.Code, "08"), strings.HasPrefix(pgErr.Code, "57"), strings.HasPrefix(pgErr.Code, "53"),
+		pgErr.Code == "40001", pgErr.Code == "40P01", pgErr.Code == "55P03":
+		return err
+	}
+	return permanent(err)
+}
+
+func isPermissionError(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && pgErr.Code == "42501"
+}

@@ -1,0 +1,200 @@
+package apply
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/serenorg/postgres-seren-replicator/stream"
+)
+
+// firstNormalOID is where user-created objects' OIDs start: types below it
+// are built in and have the same OID on every server.
+const firstNormalOID = 16384
+
+// relation is what the applier knows of one published table: the source's
+// latest Relation message and the statements prepared for it on the target.
+type relation struct {
+	msg    *stream.Relation
+	name   string   // schema.table, for messages
+	target string   // quoted "schema"."table"
+	cols   []string // quoted column names, in message order
+	key    []int    // indexes of replica identity columns
+	full   bool     // REPLICA IDENTITY FULL: match whole rows, one at a time
+	stmts  map[string]string
+}
+
+func newRelation(msg *stream.Relation) *relation {
+	r := &relation{
+		msg:    msg,
+		name:   msg.Namespace + "." + msg.Name,
+		target: pgx.Identifier{msg.Namespace, msg.Name}.Sanitize(),
+		full:   msg.ReplicaIdentity == 'f',
+		stmts:  map[string]string{},
+	}
+	for i, c := range msg.Columns {
+		r.cols = append(r.cols, pgx.Identifier{c.Name}.Sanitize())
+		if c.Key {
+			r.key = append(r.key, i)
+		}
+	}
+	return r
+}
+
+// targetColumn is a column of the target table.
+type targetColumn struct {
+	typ       string
+	generated bool
+}
+
+// reconcile compares a Relation message with the target table. Columns the
+// source added are added on the target (pgoutput carries no DDL); any other
+// difference stops replication with an error naming the table and the fix,
+// since guessing could lose data.
+func (a *Applier) reconcile(ctx context.Context, msg *stream.Relation) error {
+	name := msg.Namespace + "." + msg.Name
+	qualified := pgx.Identifier{msg.Namespace, msg.Name}.Sanitize()
+	rows, err := a.query(ctx, `SELECT a.attname, format_type(a.atttypid, a.atttypmod), a.attgenerated <> ''
+		FROM pg_attribute a WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped`, qualified)
+	if err != nil {
+		return fmt.Errorf("read target columns of %s: %w", name, err)
+	}
+	if len(rows) == 0 {
+		return permanent(fmt.Errorf("table %s is published on the source but does not exist on the target: create it there (re-run init, or run the source's CREATE TABLE on the target), then restart sync", name))
+	}
+	target := map[string]targetColumn{}
+	for _, r := range rows {
+		target[string(r[0])] = targetColumn{typ: string(r[1]), generated: string(r[2]) == "t"}
+	}
+	inStream := map[string]bool{}
+	for _, c := range msg.Columns {
+		inStream[c.Name] = true
+		want, err := a.typeName(ctx, c.TypeOID, c.TypeMod)
+		if err != nil {
+			return fmt.Errorf("table %s column %s: %w", name, c.Name, err)
+		}
+		have, ok := target[c.Name]
+		switch {
+		case !ok:
+			ddl := fmt.Sprintf("ALTER TABLE %s ADD COLUMN %s %s", qualified, pgx.Identifier{c.Name}.Sanitize(), want)
+			if err := a.flush(ctx); err != nil {
+				return err
+			}
+			if _, err := a.query(ctx, ddl); err != nil {
+				return permanent(fmt.Errorf("table %s: add column %s %s that the source added: %w", name, c.Name, want, err))
+			}
+			a.log.Info("added column the source added", "table", name, "column", c.Name, "type", want)
+		case have.typ != want:
+			return permanent(fmt.Errorf("table %s: column %s is %s on the source but %s on the target: run ALTER TABLE %s ALTER COLUMN %s TYPE %s on the target, then restart sync",
+				name, c.Name, want, have.typ, qualified, pgx.Identifier{c.Name}.Sanitize(), want))
+		}
+	}
+	for col, tc := range target {
+		if !inStream[col] && !tc.generated {
+			return permanent(fmt.Errorf("table %s: column %s exists on the target but the source no longer sends it (dropped or renamed on the source): apply the same change on the target (ALTER TABLE %s DROP COLUMN or RENAME COLUMN), then restart sync",
+				name, col, qualified))
+		}
+	}
+	return nil
+}
+
+// typeName renders a source column type as the target spells it. Built-in
+// types share OIDs across servers; others are named by the Type message
+// pgoutput sends before the Relation that uses them.
+func (a *Applier) typeName(ctx context.Context, oid uint32, typmod int32) (string, error) {
+	var rows [][][]byte
+	var err error
+	if oid < firstNormalOID {
+		rows, err = a.query(ctx, `SELECT format_type($1::oid, $2::int)`, strconv.FormatUint(uint64(oid), 10), strconv.Itoa(int(typmod)))
+	} else {
+		t, ok := a.types[oid]
+		if !ok {
+			return "", fmt.Errorf("type %d was not described by the source", oid)
+		}
+		qualified := pgx.Identifier{t.Namespace, t.Name}.Sanitize()
+		rows, err = a.query(ctx, `SELECT format_type(to_regtype($1), $2::int)`, qualified, strconv.Itoa(int(typmod)))
+		if err == nil && (len(rows) == 0 || rows[0][0] == nil) {
+			return "", permanent(fmt.Errorf("type %s does not exist on the target: create it there (as on the source), then restart sync", qualified))
+		}
+	}
+	if err != nil {
+		return "", fmt.Errorf("look up type %d: %w", oid, err)
+	}
+	if len(rows) == 0 || rows[0][0] == nil {
+		return "", fmt.Errorf("look up type %d: no such type", oid)
+	}
+	return string(rows[0][0]), nil
+}
+
+// The statements below are built per relation, operation and "shape" (which
+// columns are present, which old values are NULL) and prepared once.
+
+func (r *relation) insertSQL() string {
+	params := make([]string, len(r.cols))
+	for i := range r.cols {
+		params[i] = "$" + strconv.Itoa(i+1)
+	}
+	return fmt.Sprintf("INSERT INTO %s (%s) VALUES (%s)", r.target, strings.Join(r.cols, ", "), strings.Join(params, ", "))
+}
+
+// updateSQL sets the columns in set (unchanged TOAST columns are left out, so
+// the target keeps its value) and matches the row by where.
+func (r *relation) updateSQL(set []int, where matcher) string {
+	parts := make([]string, len(set))
+	for i, c := range set {
+		parts[i] = r.cols[c] + " = $" + strconv.Itoa(i+1)
+	}
+	return fmt.Sprintf("UPDATE %s SET %s WHERE %s", r.target, strings.Join(parts, ", "), where.sql(r, len(set)+1))
+}
+
+func (r *relation) deleteSQL(where matcher) string {
+	return fmt.Sprintf("DELETE FROM %s WHERE %s", r.target, where.sql(r, 1))
+}
+
+// matcher selects the row a change applies to: by key columns, or, under
+// REPLICA IDENTITY FULL, exactly one row equal to the old tuple (tables
+// without a key may hold duplicates; the source changed one of them).
+type matcher struct {
+	cols  []int  // columns compared, in parameter order
+	nulls []bool // per cols entry: the old value is NULL
+	full  bool
+}
+
+func (m matcher) key() string {
+	var b strings.Builder
+	for i, c := range m.cols {
+		fmt.Fprintf(&b, "%d", c)
+		if m.nulls[i] {
+			b.WriteByte('n')
+		}
+		b.WriteByte(',')
+	}
+	return b.String()
+}
+
+func (m matcher) sql(r *relation, firstParam int) string {
+	conds := make([]string, 0, len(m.cols))
+	p := firstParam
+	for i, c := range m.cols {
+		switch {
+		case m.nulls[i]:
+			conds = append(conds, r.cols[c]+" IS NULL")
+		case m.full:
+			// Compare text forms: every type has one (json, point, xml have no
+			// equality operator), and both sides print with the same settings.
+			conds = append(conds, r.cols[c]+"::text = $"+strconv.Itoa(p)+"::text")
+			p++
+		default:
+			conds = append(conds, r.cols[c]+" = $"+strconv.Itoa(p))
+			p++
+		}
+	}
+	cond := strings.Join(conds, " AND ")
+	if m.full {
+		return fmt.Sprintf("ctid = (SELECT ctid FROM %s WHERE %s LIMIT 1)", r.target, cond)
+	}
+	return cond
+}

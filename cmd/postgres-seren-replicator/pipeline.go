@@ -1,0 +1,171 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/jackc/pglogrepl"
+
+	"github.com/serenorg/postgres-seren-replicator/apply"
+	"github.com/serenorg/postgres-seren-replicator/checkpoint"
+	"github.com/serenorg/postgres-seren-replicator/internal/plan"
+	"github.com/serenorg/postgres-seren-replicator/stream"
+)
+
+// pipelineRunner streams one database: source → stream → apply →
+// checkpoint, reconnecting with backoff after transient failures.
+type pipelineRunner struct {
+	cmd  *SyncCmd
+	db   plan.Database
+	slot string
+	log  *slog.Logger
+
+	stopAt pglogrepl.LSN // --catch-up target, fixed at the first attempt
+}
+
+// run streams until ctx ends (nil), the catch-up target is reached (nil) or
+// a failure that a retry cannot fix.
+func (r *pipelineRunner) run(ctx context.Context) (pipelineResult, error) {
+	delay := time.Second
+	for {
+		res, err := r.once(ctx)
+		if err == nil || ctx.Err() != nil {
+			return res, nil
+		}
+		if errors.Is(err, apply.ErrPermanent) || errors.Is(err, errSetup) {
+			return res, err
+		}
+		r.log.Warn("replication interrupted; reconnecting", "retry_in", delay.String(), "error", err)
+		select {
+		case <-ctx.Done():
+			return res, nil
+		case <-time.After(delay):
+		}
+		delay = min(delay*2, r.cmd.MaxRetryDelay)
+	}
+}
+
+// errSetup marks a state the user must fix before sync can run (no slot,
+// no checkpoint, lost WAL): retrying would only repeat it.
+var errSetup = errors.New("replication setup")
+
+func setupError(format string, args ...any) error {
+	return fmt.Errorf("%w: %s", errSetup, fmt.Sprintf(format, args...))
+}
+
+// once runs one connection's worth of streaming.
+func (r *pipelineRunner) once(ctx context.Context) (pipelineResult, error) {
+	store := checkpoint.Store{Schema: r.cmd.CheckpointSchema}
+	if err := r.checkSlot(ctx); err != nil {
+		return pipelineResult{}, err
+	}
+	if r.cmd.CatchUp && r.stopAt == 0 {
+		lsn, err := stopLSN(ctx, r.db)
+		if err != nil {
+			return pipelineResult{}, err
+		}
+		r.stopAt = lsn
+	}
+	applier, err := apply.New(ctx, r.db.Target, apply.Config{
+		Database:        r.db.Name,
+		Slot:            r.slot,
+		Store:           store,
+		MaxBatchChanges: r.cmd.MaxBatchChanges,
+		MaxBatchDelay:   r.cmd.MaxBatchDelay,
+		StopAt:          r.stopAt,
+	}, r.log)
+	if errors.Is(err, checkpoint.ErrNotFound) {
+		return pipelineResult{}, setupError("no checkpoint for slot %s on the target database %s: run init first", r.slot, r.db.Target)
+	}
+	if err != nil {
+		return pipelineResult{}, err
+	}
+	defer applier.Close()
+	pos := applier.Position()
+	if err := r.checkResumable(ctx, pos); err != nil {
+		return pipelineResult{position: pos}, err
+	}
+	if r.stopAt != 0 && pos.EndLSN >= r.stopAt {
+		return pipelineResult{position: pos}, nil
+	}
+	mode := "ordered (target triggers fire; source commit order keeps foreign keys valid)"
+	if applier.ReplicaMode() {
+		mode = "replica (session_replication_role = replica: no triggers or FK checks on apply)"
+	}
+	r.log.Info("streaming", "slot", r.slot, "from", pos.EndLSN.String(), "apply_mode", mode)
+
+	st, err := stream.Open(ctx, r.db.Source, stream.Config{
+		Slot:           r.slot,
+		Publication:    r.cmd.Publication,
+		Start:          pos.EndLSN,
+		StatusInterval: r.cmd.StatusInterval,
+	}, r.log)
+	if err != nil {
+		return pipelineResult{position: pos}, err
+	}
+	defer st.Close()
+	// The stream outlives ctx by a little: it must send the final flush
+	// position after the applier's last commit.
+	streamCtx, stopStream := context.WithCancel(context.WithoutCancel(ctx))
+	streamErr := make(chan error, 1)
+	go func() { streamErr <- st.Run(streamCtx) }()
+	applyErr := applier.Run(ctx, st.Events(), st)
+	stopStream()
+	sErr := <-streamErr
+	res := pipelineResult{position: applier.Position()}
+	if errors.Is(applyErr, apply.ErrStreamEnded) && sErr != nil {
+		return res, sErr
+	}
+	if applyErr != nil {
+		return res, applyErr
+	}
+	if ctx.Err() == nil && r.stopAt == 0 {
+		return res, sErr
+	}
+	return res, nil
+}
+
+// checkSlot refuses to stream from a slot that is missing or has lost WAL.
+func (r *pipelineRunner) checkSlot(ctx context.Context) error {
+	conn, err := r.db.Source.Connect(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(ctx)
+	slot, err := stream.LookupSlot(ctx, conn, r.slot)
+	if errors.Is(err, stream.ErrSlotMissing) {
+		return setupError("replication slot %s does not exist on the source database %s: run init (again) to create it and copy the data", r.slot, r.db.Name)
+	}
+	if err != nil {
+		return err
+	}
+	if slot.WALStatus == "lost" {
+		return setupError("replication slot %s was invalidated (the source removed WAL it needed; see max_slot_wal_keep_size): run cleanup, then init again", r.slot)
+	}
+	if slot.Database != r.db.Name {
+		return setupError("replication slot %s belongs to database %s, not %s: choose another --slot", r.slot, slot.Database, r.db.Name)
+	}
+	return nil
+}
+
+// checkResumable refuses a checkpoint the slot has moved past: the changes
+// in between are gone from the source, so the target would silently miss them.
+func (r *pipelineRunner) checkResumable(ctx context.Context, pos checkpoint.Position) error {
+	conn, err := r.db.Source.Connect(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(ctx)
+	slot, err := stream.LookupSlot(ctx, conn, r.slot)
+	if err != nil {
+		return err
+	}
+	if slot.ConfirmedFlush > pos.EndLSN {
+		return setupError("replication slot %s is at %s but the target checkpoint is at %s: the changes in between are gone from the source; run cleanup, then init again",
+			r.slot, slot.ConfirmedFlush, pos.EndLSN)
+	}
+	return nil
+}

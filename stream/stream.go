@@ -1,0 +1,305 @@
+// Package stream reads a source database's pgoutput stream over a
+// replication connection and hands the decoded messages, in WAL order, to
+// the applier. It reports to the source only the position the applier has
+// made durable on the target (SetFlushed), never what it merely received.
+package stream
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgproto3"
+
+	"github.com/serenorg/postgres-seren-replicator/internal/conninfo"
+)
+
+// Defaults for Config.
+const (
+	// DefaultStatusInterval is how often a status update goes to the source
+	// even when nothing changed: well inside the default 60 s wal_sender_timeout.
+	DefaultStatusInterval = 5 * time.Second
+	// DefaultBuffer is how many events may wait between stream and applier.
+	DefaultBuffer = 4096
+)
+
+// OutputSettings make the source's text output of values match what the
+// target parses and prints (dates, intervals, floats, bytea), whatever the
+// servers' defaults are.
+var OutputSettings = map[string]string{
+	"DateStyle":          "ISO, MDY",
+	"IntervalStyle":      "postgres",
+	"TimeZone":           "UTC",
+	"extra_float_digits": "3",
+	"bytea_output":       "hex",
+}
+
+// Event is one item of the pipeline. Either Msg is set (a decoded pgoutput
+// message at WAL position LSN), or it is a keepalive: the source has sent
+// everything before KeepaliveLSN, so once the applier has durably applied
+// every earlier message it may treat that position as reached.
+type Event struct {
+	Msg          Message
+	LSN          pglogrepl.LSN
+	KeepaliveLSN pglogrepl.LSN
+	// Size is the wire size of the message, for memory accounting.
+	Size int
+}
+
+// Config selects what to stream.
+type Config struct {
+	// Slot is the logical replication slot to read.
+	Slot string
+	// Publication names the publication the slot decodes.
+	Publication string
+	// Start is the position to resume from: the stored checkpoint.
+	Start pglogrepl.LSN
+	// StatusInterval is the longest time between status updates; DefaultStatusInterval when zero.
+	StatusInterval time.Duration
+	// Buffer is the capacity of the event channel; DefaultBuffer when zero.
+	Buffer int
+}
+
+// Stream is one open replication connection streaming one slot.
+type Stream struct {
+	conn    *pgconn.PgConn
+	cfg     Config
+	log     *slog.Logger
+	events  chan Event
+	flushed atomic.Uint64 // durable on the target: the only position reported as flush
+	nudge   chan struct{}
+
+	received     pglogrepl.LSN // highest WAL position seen; reported as write only
+	lastReported pglogrepl.LSN
+	lastStatus   time.Time
+	closeOnce    sync.Once
+}
+
+// Open connects to the source database and starts streaming the slot from
+// cfg.Start.
+func Open(ctx context.Context, src *conninfo.Conn, cfg Config, log *slog.Logger) (*Stream, error) {
+	if cfg.StatusInterval <= 0 {
+		cfg.StatusInterval = DefaultStatusInterval
+	}
+	if cfg.Buffer <= 0 {
+		cfg.Buffer = DefaultBuffer
+	}
+	conn, err := src.ConnectReplicationWith(ctx, OutputSettings)
+	if err != nil {
+		return nil, err
+	}
+	err = pglogrepl.StartReplication(ctx, conn, pgx.Identifier{cfg.Slot}.Sanitize(), cfg.Start, pglogrepl.StartReplicationOptions{
+		Mode: pglogrepl.LogicalReplication,
+		PluginArgs: []string{
+			"proto_version '1'",
+			"publication_names " + quoteLiteral(pgx.Identifier{cfg.Publication}.Sanitize()),
+		},
+	})
+	if err != nil {
+		conn.Close(context.Background())
+		return nil, fmt.Errorf("start replication on slot %s: %s", cfg.Slot, conninfo.Redact(err.Error()))
+	}
+	s := &Stream{conn: conn, cfg: cfg, log: log, events: make(chan Event, cfg.Buffer), nudge: make(chan struct{}, 1)}
+	s.flushed.Store(uint64(cfg.Start))
+	s.received = cfg.Start
+	return s, nil
+}
+
+// Events is the channel the applier reads. It is closed when Run returns.
+func (s *Stream) Events() <-chan Event { return s.events }
+
+// SetFlushed records that everything up to lsn is durably applied on the
+// target; the next status update reports it to the source.
+func (s *Stream) SetFlushed(lsn pglogrepl.LSN) {
+	for {
+		cur := s.flushed.Load()
+		if uint64(lsn) <= cur || s.flushed.CompareAndSwap(cur, uint64(lsn)) {
+			break
+		}
+	}
+	select {
+	case s.nudge <- struct{}{}:
+	default:
+	}
+}
+
+// Flushed is the durable position last recorded with SetFlushed.
+func (s *Stream) Flushed() pglogrepl.LSN { return pglogrepl.LSN(s.flushed.Load()) }
+
+// Run receives messages until ctx ends or the connection fails, delivering
+// them on Events. Before returning it sends a final status update with the
+// flushed position. Run closes Events.
+func (s *Stream) Run(ctx context.Context) error {
+	defer close(s.events)
+	defer func() {
+		// A last report, on a fresh context: ctx may already be done.
+		fctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = s.sendStatus(fctx)
+	}()
+	for {
+		if err := s.maybeSendStatus(ctx); err != nil {
+			return err
+		}
+		rctx, cancel := context.WithTimeout(ctx, s.untilNextStatus())
+		raw, err := s.conn.ReceiveMessage(rctx)
+		cancel()
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			if pgconn.Timeout(err) {
+				continue
+			}
+			return fmt.Errorf("receive from slot %s: %s: %w", s.cfg.Slot, conninfo.Redact(err.Error()), ErrConnection)
+		}
+		switch msg := raw.(type) {
+		case *pgproto3.CopyData:
+			if err := s.handleCopyData(ctx, msg.Data); err != nil {
+				return err
+			}
+		case *pgproto3.ErrorResponse:
+			return fmt.Errorf("slot %s: source error: %s (SQLSTATE %s)", s.cfg.Slot, msg.Message, msg.Code)
+		case *pgproto3.CopyDone:
+			return fmt.Errorf("slot %s: source ended the stream: %w", s.cfg.Slot, ErrConnection)
+		}
+	}
+}
+
+// ErrConnection marks a lost or ended replication connection: worth a retry.
+var ErrConnection = errors.New("replication connection lost")
+
+func (s *Stream) handleCopyData(ctx context.Context, data []byte) error {
+	if len(data) == 0 {
+		return fmt.Errorf("slot %s: empty CopyData message", s.cfg.Slot)
+	}
+	switch data[0] {
+	case pglogrepl.PrimaryKeepaliveMessageByteID:
+		ka, err := pglogrepl.ParsePrimaryKeepaliveMessage(data[1:])
+		if err != nil {
+			return fmt.Errorf("slot %s: keepalive: %w", s.cfg.Slot, err)
+		}
+		s.advanceReceived(ka.ServerWALEnd)
+		if ka.ReplyRequested {
+			if err := s.sendStatus(ctx); err != nil {
+				return err
+			}
+		}
+		// Keepalives travel through the pipeline so the applier can move the
+		// checkpoint past WAL that holds nothing for us; never block on them.
+		select {
+		case s.events <- Event{KeepaliveLSN: ka.ServerWALEnd}:
+		default:
+		}
+	case pglogrepl.XLogDataByteID:
+		xld, err := pglogrepl.ParseXLogData(data[1:])
+		if err != nil {
+			return fmt.Errorf("slot %s: XLogData: %w", s.cfg.Slot, err)
+		}
+		msg, err := Decode(xld.WALData)
+		if err != nil {
+			return fmt.Errorf("slot %s: decode pgoutput at %s: %w", s.cfg.Slot, xld.WALStart, err)
+		}
+		s.advanceReceived(xld.WALStart)
+		return s.deliver(ctx, Event{Msg: msg, LSN: xld.WALStart, Size: len(xld.WALData)})
+	default:
+		return fmt.Errorf("slot %s: unknown replication message %q", s.cfg.Slot, data[0])
+	}
+	return nil
+}
+
+// deliver hands an event to the applier. While the applier is busy (the
+// channel is full) it keeps sending status updates, so a long apply never
+// makes the walsender time out.
+func (s *Stream) deliver(ctx context.Context, ev Event) error {
+	select {
+	case s.events <- ev:
+		return nil
+	default:
+	}
+	tick := time.NewTicker(s.cfg.StatusInterval / 2)
+	defer tick.Stop()
+	for {
+		select {
+		case s.events <- ev:
+			return nil
+		case <-tick.C:
+			if err := s.sendStatus(ctx); err != nil {
+				return err
+			}
+		case <-ctx.Done():
+			return nil
+		}
+	}
+}
+
+func (s *Stream) advanceReceived(lsn pglogrepl.LSN) {
+	if lsn > s.received {
+		s.received = lsn
+	}
+}
+
+func (s *Stream) untilNextStatus() time.Duration {
+	d := time.Until(s.lastStatus.Add(s.cfg.StatusInterval))
+	if d > time.Second {
+		d = time.Second // wake up to report newly flushed positions promptly
+	}
+	if d < 10*time.Millisecond {
+		d = 10 * time.Millisecond
+	}
+	return d
+}
+
+// maybeSendStatus sends a status update when the interval has passed or the
+// flushed position moved.
+func (s *Stream) maybeSendStatus(ctx context.Context) error {
+	moved := false
+	select {
+	case <-s.nudge:
+		moved = s.Flushed() != s.lastReported
+	default:
+	}
+	if moved || time.Since(s.lastStatus) >= s.cfg.StatusInterval {
+		return s.sendStatus(ctx)
+	}
+	return nil
+}
+
+// sendStatus reports write = received and flush = apply = durably applied.
+// All three are set explicitly: pglogrepl fills zero flush/apply with write.
+func (s *Stream) sendStatus(ctx context.Context) error {
+	flushed := s.Flushed()
+	write := s.received
+	if write < flushed {
+		write = flushed
+	}
+	err := pglogrepl.SendStandbyStatusUpdate(ctx, s.conn, pglogrepl.StandbyStatusUpdate{
+		WALWritePosition: write,
+		WALFlushPosition: flushed,
+		WALApplyPosition: flushed,
+		ClientTime:       time.Now(),
+		ReplyRequested:   false,
+	})
+	if err != nil {
+		return fmt.Errorf("slot %s: send status update: %s: %w", s.cfg.Slot, conninfo.Redact(err.Error()), ErrConnection)
+	}
+	s.lastReported = flushed
+	s.lastStatus = time.Now()
+	return nil
+}
+
+// Close closes the replication connection.
+func (s *Stream) Close() {
+	s.closeOnce.Do(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		s.conn.Close(ctx)
+	})
+}
