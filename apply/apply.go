@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/serenorg/postgres-seren-replicator/checkpoint"
@@ -45,6 +46,9 @@ type Config struct {
 	Database string
 	// Slot is the replication slot whose checkpoint the applier keeps.
 	Slot string
+	// Source is the source database, asked for column type names when a
+	// table's shape changes.
+	Source *conninfo.Conn
 	// Store locates the checkpoint table on the target.
 	Store checkpoint.Store
 	// MaxBatchChanges, MaxBatchDelay, PipelineStatements and PipelineBytes
@@ -81,9 +85,10 @@ type Applier struct {
 	log         *slog.Logger
 	replicaMode bool
 
-	rels  map[uint32]*relation
-	types map[uint32]*stream.Type
-	seq   int // names prepared statements
+	rels      map[uint32]*relation
+	typeNames map[[2]int64]string
+	source    *pgx.Conn // opened on first use, to describe column types
+	seq       int       // names prepared statements
 
 	pos checkpoint.Position // durable on the target
 
@@ -140,7 +145,7 @@ func New(ctx context.Context, target *conninfo.Conn, cfg Config, log *slog.Logge
 		return nil, err
 	}
 	conn := db.PgConn()
-	a := &Applier{conn: conn, cfg: cfg, log: log, rels: map[uint32]*relation{}, types: map[uint32]*stream.Type{}, rowCounts: map[[3]string]int{}}
+	a := &Applier{conn: conn, cfg: cfg, log: log, rels: map[uint32]*relation{}, typeNames: map[[2]int64]string{}, rowCounts: map[[3]string]int{}}
 	if err := conn.Exec(ctx, "SET session_replication_role = replica").Close(); err == nil {
 		a.replicaMode = true
 	} else if !isPermissionError(err) {
@@ -165,6 +170,9 @@ func (a *Applier) Close() {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	a.conn.Close(ctx)
+	if a.source != nil {
+		a.source.Close(ctx)
+	}
 }
 
 // Run applies events until the stream ends, ctx ends or (with StopAt) the
@@ -274,8 +282,6 @@ func (a *Applier) handle(ctx context.Context, ev stream.Event, ack Acker) error 
 			return err
 		}
 		a.rels[m.ID] = newRelation(m)
-	case *stream.Type:
-		a.types[m.ID] = m
 	case *stream.Insert, *stream.Update, *stream.Delete, *stream.Truncate:
 		if !a.inSource {
 			return fmt.Errorf("apply %s: change at %s outside a transaction", a.cfg.Database, ev.LSN)
@@ -290,8 +296,9 @@ func (a *Applier) handle(ctx context.Context, ev stream.Event, ack Acker) error 
 		if a.pipe.full(a.cfg.PipelineStatements, a.cfg.PipelineBytes) {
 			return a.flush(ctx)
 		}
-	case *stream.Origin, *stream.LogicalMessage:
-		// Origins name where a change first came from; messages are not data.
+	case *stream.Origin, *stream.LogicalMessage, *stream.Type:
+		// Origins name where a change first came from; messages are not data;
+		// types are looked up in the source catalog by OID when needed.
 	default:
 		return fmt.Errorf("apply %s: unexpected message %T", a.cfg.Database, m)
 	}

@@ -11,10 +11,6 @@ import (
 	"github.com/serenorg/postgres-seren-replicator/stream"
 )
 
-// firstNormalOID is where user-created objects' OIDs start: types below it
-// are built in and have the same OID on every server.
-const firstNormalOID = 16384
-
 // relation is what the applier knows of one published table: the source's
 // latest Relation message and the statements prepared for it on the target.
 type relation struct {
@@ -101,32 +97,30 @@ func (a *Applier) reconcile(ctx context.Context, msg *stream.Relation) error {
 	return nil
 }
 
-// typeName renders a source column type as the target spells it. Built-in
-// types share OIDs across servers; others are named by the Type message
-// pgoutput sends before the Relation that uses them.
+// typeName renders a source column type as format_type prints it on the
+// source. The source's catalog is asked because pgoutput's Type message
+// names a domain's base type, not the domain.
 func (a *Applier) typeName(ctx context.Context, oid uint32, typmod int32) (string, error) {
-	var rows [][][]byte
-	var err error
-	if oid < firstNormalOID {
-		rows, err = a.query(ctx, `SELECT format_type($1::oid, $2::int)`, strconv.FormatUint(uint64(oid), 10), strconv.Itoa(int(typmod)))
-	} else {
-		t, ok := a.types[oid]
-		if !ok {
-			return "", fmt.Errorf("type %d was not described by the source", oid)
+	key := [2]int64{int64(oid), int64(typmod)}
+	if name, ok := a.typeNames[key]; ok {
+		return name, nil
+	}
+	if a.source == nil {
+		conn, err := a.cfg.Source.ConnectWith(ctx, map[string]string{"search_path": "public"})
+		if err != nil {
+			return "", fmt.Errorf("connect to the source to describe types: %w", err)
 		}
-		qualified := pgx.Identifier{t.Namespace, t.Name}.Sanitize()
-		rows, err = a.query(ctx, `SELECT format_type(to_regtype($1), $2::int)`, qualified, strconv.Itoa(int(typmod)))
-		if err == nil && (len(rows) == 0 || rows[0][0] == nil) {
-			return "", permanent(fmt.Errorf("type %s does not exist on the target: create it there (as on the source), then restart sync", qualified))
-		}
+		a.source = conn
 	}
-	if err != nil {
-		return "", fmt.Errorf("look up type %d: %w", oid, err)
+	var name *string
+	if err := a.source.QueryRow(ctx, `SELECT format_type($1::oid, $2::int)`, oid, typmod).Scan(&name); err != nil {
+		return "", fmt.Errorf("look up source type %d: %w", oid, err)
 	}
-	if len(rows) == 0 || rows[0][0] == nil {
-		return "", fmt.Errorf("look up type %d: no such type", oid)
+	if name == nil || *name == "???" {
+		return "", permanent(fmt.Errorf("source type %d no longer exists", oid))
 	}
-	return string(rows[0][0]), nil
+	a.typeNames[key] = *name
+	return *name, nil
 }
 
 // The statements below are built per relation, operation and "shape" (which

@@ -72,6 +72,7 @@ func (r *pipelineRunner) once(ctx context.Context) (pipelineResult, error) {
 	applier, err := apply.New(ctx, r.db.Target, apply.Config{
 		Database:        r.db.Name,
 		Slot:            r.slot,
+		Source:          r.db.Source,
 		Store:           store,
 		MaxBatchChanges: r.cmd.MaxBatchChanges,
 		MaxBatchDelay:   r.cmd.MaxBatchDelay,
