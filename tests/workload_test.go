@@ -5,6 +5,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"os/exec"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -131,22 +132,25 @@ func TestSyncSurvivesKill9Loop(t *testing.T) {
 	prepareStreaming(t, src, dst, "bank", workloadSchema, "public.acct", "public.hist")
 	w := startWorkload(t, src, "bank", 4)
 	rng := rand.New(rand.NewPCG(42, 42))
-	rounds := 20
+	rounds, streamed := 20, 0
 	for i := 0; i < rounds; i++ {
 		cmd := startSync(t, nil, syncArgs(src, dst, "bank", "--max-retry-delay", "200ms")...)
-		time.Sleep(time.Duration(200+rng.IntN(1300)) * time.Millisecond)
+		time.Sleep(time.Duration(600+rng.IntN(1900)) * time.Millisecond)
 		if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
 			t.Fatal(err)
 		}
 		cmd.Wait()
-		if i == rounds-1 {
-			t.Logf("last daemon log:\n%s", syncLog(cmd))
+		if strings.Contains(syncLog(cmd), "msg=streaming") {
+			streamed++
 		}
 	}
 	txns := w.stop()
 	catchUp(t, src, dst, "bank")
 	assertSameTables(t, src, dst, "bank", workloadTables...)
-	t.Logf("%d workload transactions, %d rounds of kill -9", txns, rounds)
+	t.Logf("%d workload transactions, %d rounds of kill -9, %d of them while streaming", txns, rounds, streamed)
+	if streamed < rounds/2 {
+		t.Errorf("only %d of %d rounds were killed while streaming", streamed, rounds)
+	}
 	if txns < 100 {
 		t.Fatalf("workload committed only %d transactions: the test proved little", txns)
 	}
