@@ -90,7 +90,8 @@ type Applier struct {
 	source    *pgx.Conn // opened on first use, to describe column types
 	seq       int       // names prepared statements
 
-	pos checkpoint.Position // durable on the target
+	pos   checkpoint.Position // durable on the target
+	stats Stats
 
 	// The source transaction being read.
 	inSource   bool
@@ -106,6 +107,7 @@ type Applier struct {
 	pipe          pipeline
 
 	lastIdleCheckpoint time.Time
+	idleLSN            pglogrepl.LSN // newest keepalive position not yet checkpointed
 }
 
 // sessionSettings make the target parse values exactly as the source printed
@@ -159,6 +161,14 @@ func New(ctx context.Context, target *conninfo.Conn, cfg Config, log *slog.Logge
 	return a, nil
 }
 
+// Stats counts what an Applier committed.
+type Stats struct {
+	Transactions, Changes, Batches int
+}
+
+// Stats returns the totals committed so far.
+func (a *Applier) Stats() Stats { return a.stats }
+
 // ReplicaMode reports whether triggers and FK checks are off during apply.
 func (a *Applier) ReplicaMode() bool { return a.replicaMode }
 
@@ -183,8 +193,6 @@ func (a *Applier) Run(ctx context.Context, events <-chan stream.Event, ack Acker
 	if a.reachedStop() {
 		return nil
 	}
-	timer := time.NewTimer(time.Hour)
-	defer timer.Stop()
 	for {
 		var ev stream.Event
 		var ok bool
@@ -207,6 +215,9 @@ func (a *Applier) Run(ctx context.Context, events <-chan stream.Event, ack Acker
 			case ev, ok = <-events:
 			case <-ctx.Done():
 				return a.shutdown(ack)
+			case <-a.idleTimer():
+				// A keepalive position held back by the rate limit is due.
+				ev, ok = stream.Event{KeepaliveLSN: a.idleLSN}, true
 			}
 		}
 		if !ok {
@@ -321,13 +332,24 @@ func (a *Applier) keepalive(ctx context.Context, lsn pglogrepl.LSN, ack Acker) e
 	}
 	catchUpDone := a.cfg.StopAt != 0 && lsn >= a.cfg.StopAt
 	if !catchUpDone && time.Since(a.lastIdleCheckpoint) < keepaliveCheckpointEvery {
+		a.idleLSN = lsn // written by the idle timer unless a batch covers it first
 		return nil
 	}
 	a.lastIdleCheckpoint = time.Now()
+	a.idleLSN = 0
 	a.begin()
 	a.batchEnd = lsn
 	a.batchCommitAt = a.pos.CommitTime
 	return a.commit(ctx, ack)
+}
+
+// idleTimer fires when a held-back keepalive position is due to be
+// checkpointed; nil (never fires) when there is none.
+func (a *Applier) idleTimer() <-chan time.Time {
+	if a.idleLSN <= a.pos.EndLSN {
+		return nil
+	}
+	return time.After(time.Until(a.lastIdleCheckpoint.Add(keepaliveCheckpointEvery)))
 }
 
 func (a *Applier) begin() {
@@ -355,6 +377,9 @@ func (a *Applier) commit(ctx context.Context, ack Acker) error {
 	a.inTarget = false
 	pos.AppliedAt = time.Now()
 	a.pos = pos
+	a.stats.Transactions += a.batchTxns
+	a.stats.Changes += a.batchChanges
+	a.stats.Batches++
 	ack.SetFlushed(pos.EndLSN)
 	if o := a.cfg.Observer; o != nil {
 		o.BatchCommitted(a.cfg.Database, a.batchTxns, a.batchChanges, time.Since(start), pos)

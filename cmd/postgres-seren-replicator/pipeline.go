@@ -30,8 +30,13 @@ type pipelineRunner struct {
 // a failure that a retry cannot fix.
 func (r *pipelineRunner) run(ctx context.Context) (pipelineResult, error) {
 	delay := time.Second
+	var total apply.Stats
 	for {
 		res, err := r.once(ctx)
+		total.Transactions += res.stats.Transactions
+		total.Changes += res.stats.Changes
+		total.Batches += res.stats.Batches
+		res.stats = total
 		if err == nil || ctx.Err() != nil {
 			return res, nil
 		}
@@ -116,7 +121,7 @@ func (r *pipelineRunner) once(ctx context.Context) (pipelineResult, error) {
 	applyErr := applier.Run(ctx, st.Events(), st)
 	stopStream()
 	sErr := <-streamErr
-	res := pipelineResult{position: applier.Position()}
+	res := pipelineResult{position: applier.Position(), stats: applier.Stats()}
 	if errors.Is(applyErr, apply.ErrStreamEnded) && sErr != nil {
 		return res, sErr
 	}

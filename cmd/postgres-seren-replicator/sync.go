@@ -3,11 +3,13 @@ package main
 import (
 	"context"
 	"fmt"
+	"syscall"
 	"time"
 
 	"github.com/jackc/pglogrepl"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/serenorg/postgres-seren-replicator/apply"
 	"github.com/serenorg/postgres-seren-replicator/checkpoint"
 	"github.com/serenorg/postgres-seren-replicator/internal/plan"
 	"github.com/serenorg/postgres-seren-replicator/stream"
@@ -78,15 +80,28 @@ func (c *SyncCmd) Run(ctx context.Context, env *Env) error {
 	}
 	if c.CatchUp {
 		for i, db := range p.Databases {
-			fmt.Fprintf(env.Stdout, "%s: caught up to %s (slot %s) in %s\n", db.Name, results[i].position.EndLSN, c.SlotFor(db.Name), time.Since(start).Round(time.Millisecond))
+			r := results[i]
+			fmt.Fprintf(env.Stdout, "%s: caught up to %s (slot %s): %d transactions, %d changes in %d batches\n",
+				db.Name, r.position.EndLSN, c.SlotFor(db.Name), r.stats.Transactions, r.stats.Changes, r.stats.Batches)
 		}
+		fmt.Fprintf(env.Stdout, "took %s, peak memory %d MiB\n", time.Since(start).Round(time.Millisecond), peakRSS()>>20)
 	}
 	return nil
+}
+
+// peakRSS is the process's peak resident memory in bytes.
+func peakRSS() int64 {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return ru.Maxrss << 10 // Linux reports KiB
 }
 
 // pipelineResult is where one database's pipeline ended.
 type pipelineResult struct {
 	position checkpoint.Position
+	stats    apply.Stats
 }
 
 // stopLSN is the source's current WAL position: what --catch-up drains to.
