@@ -41,7 +41,7 @@ func TestSyncTypesRoundTrip(t *testing.T) {
 }
 
 // An UPDATE that leaves a TOASTed column alone does not send its value
-// (kind 'u'): the target must keep the value, never write NULL or ''.
+// (kind 'u'): the target must keep the value, never write NULL or ”.
 func TestSyncUnchangedToastKept(t *testing.T) {
 	src, dst := pgtestPair(t)
 	prepareStreaming(t, src, dst, "toast", `CREATE TABLE docs (id int PRIMARY KEY, body text, n int);

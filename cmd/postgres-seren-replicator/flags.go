@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
@@ -9,6 +10,7 @@ import (
 	"golang.org/x/term"
 
 	"github.com/serenorg/postgres-seren-replicator/internal/conninfo"
+	"github.com/serenorg/postgres-seren-replicator/internal/interactive"
 	"github.com/serenorg/postgres-seren-replicator/internal/plan"
 	"github.com/serenorg/postgres-seren-replicator/internal/selection"
 )
@@ -113,4 +115,35 @@ func (c Common) Resolve(ctx context.Context) (plan.Plan, error) {
 func isTerminal(w io.Writer) bool {
 	f, ok := w.(*os.File)
 	return ok && term.IsTerminal(int(f.Fd()))
+}
+
+// ResolveInteractive is Resolve, then, when enabled (the --interactive
+// flag), lets the user narrow the plan on the terminal. The prompts go to
+// stderr so stdout stays clean for --json. Without a terminal on stdin,
+// --interactive is a usage error.
+func (c Common) ResolveInteractive(ctx context.Context, env *Env, enabled bool) (plan.Plan, error) {
+	if !enabled {
+		return c.Resolve(ctx)
+	}
+	if !term.IsTerminal(int(os.Stdin.Fd())) {
+		return plan.Plan{}, usageError("--interactive needs a terminal on standard input; without one, choose with --include-databases/--exclude-databases and --include-tables/--exclude-tables")
+	}
+	p, err := c.Resolve(ctx)
+	if err != nil {
+		return plan.Plan{}, err
+	}
+	f, err := interactive.Choose(os.Stdin, env.Stderr, p)
+	if err != nil {
+		return plan.Plan{}, err
+	}
+	if p, err = interactive.Narrow(p, f); err != nil {
+		return plan.Plan{}, err
+	}
+	if len(c.IncludeTables)+len(c.ExcludeTables) > 0 {
+		// The choice was made from an already filtered list: only a full
+		// list repeats it, since include and exclude flags do not combine.
+		f = interactive.Explicit(p)
+	}
+	fmt.Fprintf(env.Stderr, "To make this choice without --interactive, use: %s\n", interactive.Flags(f))
+	return p, nil
 }

@@ -1,17 +1,363 @@
 package main
 
-import "context"
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"runtime"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/serenorg/postgres-seren-replicator/checkpoint"
+	"github.com/serenorg/postgres-seren-replicator/internal/conninfo"
+	"github.com/serenorg/postgres-seren-replicator/internal/interactive"
+	"github.com/serenorg/postgres-seren-replicator/internal/plan"
+	"github.com/serenorg/postgres-seren-replicator/snapshot"
+	"github.com/serenorg/postgres-seren-replicator/stream"
+)
+
+// maxDefaultJobs caps the default --jobs: beyond it the source's disks,
+// not the CPU count, limit a copy.
+const maxDefaultJobs = 8
 
 // InitCmd copies the selected databases from a consistent snapshot and
 // prepares streaming from exactly that point.
 type InitCmd struct {
 	Common
-	Interactive  bool `env:"SEREN_INTERACTIVE" help:"Choose databases and tables interactively."`
-	Yes          bool `short:"y" env:"SEREN_YES" help:"Do not ask for confirmation."`
-	DropExisting bool `name:"drop-existing" env:"SEREN_DROP_EXISTING" help:"Drop and recreate target databases that already exist."`
+	Interactive      bool   `env:"SEREN_INTERACTIVE" help:"Choose databases and tables interactively."`
+	Yes              bool   `short:"y" env:"SEREN_YES" help:"Do not ask for confirmation."`
+	DropExisting     bool   `name:"drop-existing" env:"SEREN_DROP_EXISTING" help:"Drop and recreate target databases that already exist."`
+	Slot             string `name:"slot" env:"SEREN_SLOT" placeholder:"NAME" help:"Replication slot to create on the source (default: seren_<database>)."`
+	Publication      string `name:"publication" env:"SEREN_PUBLICATION" default:"seren_replicator_pub" help:"Publication to create on the source."`
+	Jobs             int    `name:"jobs" short:"j" env:"SEREN_JOBS" help:"Parallel copy and index-build sessions (default: CPU count, at most 8)."`
+	NoRoles          bool   `name:"no-roles" env:"SEREN_NO_ROLES" help:"Do not copy roles and memberships."`
+	CheckpointSchema string `name:"checkpoint-schema" env:"SEREN_CHECKPOINT_SCHEMA" default:"seren_replicator" help:"Target schema for the checkpoint and init progress tables."`
+	ChunkBytes       int64  `name:"chunk-bytes" env:"SEREN_CHUNK_BYTES" hidden:"" help:"Split tables into block ranges of about this many bytes."`
+}
+
+// slotFor is the slot name of one database.
+func (c *InitCmd) slotFor(db string) string {
+	if c.Slot != "" {
+		return c.Slot
+	}
+	return stream.DefaultSlotName(db)
+}
+
+// initTarget is what init does to one target database before copying.
+type initTarget struct {
+	db       plan.Database
+	est      snapshot.Estimate
+	state    snapshot.TargetState
+	create   bool
+	reset    bool
+	recreate bool
+	note     string
 }
 
 // Run performs the initial copy.
 func (c *InitCmd) Run(ctx context.Context, env *Env) error {
-	return errNotBuilt("init")
+	if c.Jobs < 0 {
+		return usageError("--jobs must be at least 1")
+	}
+	if c.Jobs == 0 {
+		c.Jobs = min(runtime.NumCPU(), maxDefaultJobs)
+	}
+	if c.CheckpointSchema == "" || c.Publication == "" {
+		return usageError("--checkpoint-schema and --publication must not be empty")
+	}
+	p, err := c.ResolveInteractive(ctx, env, c.Interactive)
+	if err != nil {
+		return err
+	}
+	if c.Slot != "" && len(p.Databases) > 1 {
+		return usageError("--slot names one slot but %d databases are selected: leave --slot out (each database gets seren_<database>) or select one database", len(p.Databases))
+	}
+	start := time.Now()
+	actions, err := c.inspect(ctx, p)
+	if err != nil {
+		return err
+	}
+	sourceMajor := 0
+	for _, a := range actions {
+		sourceMajor = max(sourceMajor, a.est.SourceMajor)
+	}
+	tools, err := snapshot.FindTools(ctx, sourceMajor)
+	if err != nil {
+		return usageError("%v", err)
+	}
+	env.Log.Debug("client tools", "pg_dump", tools.PgDump, "version", tools.Major)
+	printInitEstimate(env.Stdout, actions, c.Jobs)
+	if err := c.confirm(env, actions); err != nil {
+		return err
+	}
+
+	caps, err := c.targetCapabilities(ctx, p)
+	if err != nil {
+		return err
+	}
+	var rolesTook time.Duration
+	if !c.NoRoles {
+		t := time.Now()
+		if err := c.copyRoles(ctx, env, p); err != nil {
+			return err
+		}
+		rolesTook = time.Since(t)
+	}
+	progress := snapshot.NewProgress(env.Stderr, isTerminal(env.Stderr), env.Log, 0)
+	var results []snapshot.Result
+	for _, a := range actions {
+		if err := c.prepareTarget(ctx, env, a); err != nil {
+			return err
+		}
+		res, err := snapshot.InitDatabase(ctx, a.db, snapshot.Options{
+			Slot:             c.slotFor(a.db.Name),
+			Publication:      c.Publication,
+			CheckpointSchema: c.CheckpointSchema,
+			Jobs:             c.Jobs,
+			ChunkBytes:       c.ChunkBytes,
+			DropStaleSlot:    a.reset || a.recreate,
+			Tools:            tools,
+			Target:           caps,
+			Progress:         progress,
+			Log:              env.Log,
+		})
+		for _, n := range res.Notices {
+			env.Log.Warn("skipped", "db", a.db.Name, "what", n)
+		}
+		if err != nil {
+			return fmt.Errorf("init %s: %w", a.db.Name, err)
+		}
+		results = append(results, res)
+	}
+	printInitSummary(env.Stdout, results, rolesTook, time.Since(start))
+	next := c.syncCommand(!c.Interactive)
+	if c.Interactive { // repeat the choice made on the terminal
+		next += " " + interactive.Flags(interactive.Explicit(p))
+	}
+	fmt.Fprintf(env.Stdout, "\nInit is complete. Start streaming changes with:\n\n  %s\n", next)
+	return nil
+}
+
+// inspect estimates every database and decides what to do with its target.
+func (c *InitCmd) inspect(ctx context.Context, p plan.Plan) ([]initTarget, error) {
+	var out []initTarget
+	for _, db := range p.Databases {
+		a := initTarget{db: db}
+		var err error
+		if a.est, err = snapshot.EstimateDatabase(ctx, db); err != nil {
+			return nil, err
+		}
+		if a.state, err = snapshot.InspectTarget(ctx, db, c.CheckpointSchema, c.slotFor(db.Name)); err != nil {
+			return nil, err
+		}
+		target := db.Target.Database()
+		switch {
+		case !a.state.Exists:
+			a.create, a.note = true, "create"
+		case a.state.Initialised && !c.DropExisting:
+			return nil, usageError("target database %s was already initialised (checkpoint for slot %s exists): run sync, or pass --drop-existing to copy it again", target, c.slotFor(db.Name))
+		case !a.state.Unfinished.IsZero() && !c.DropExisting:
+			a.reset, a.note = true, fmt.Sprintf("start over (unfinished init from %s)", a.state.Unfinished.Local().Format(time.DateTime))
+		case !a.state.Empty() && !c.DropExisting:
+			return nil, usageError("target database %s is not empty (%d tables, views, sequences or large objects): pass --drop-existing to drop and recreate it", target, a.state.UserObjects)
+		case !a.state.Empty() || a.state.Initialised || !a.state.Unfinished.IsZero():
+			a.reset, a.recreate, a.note = true, p.Multi, "DROP and recreate"
+			if !p.Multi {
+				a.note = "DROP all its contents"
+			}
+		default:
+			a.note = "use (empty)"
+		}
+		out = append(out, a)
+	}
+	return out, nil
+}
+
+func printInitEstimate(w io.Writer, actions []initTarget, jobs int) {
+	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "DATABASE\tSIZE\tTO COPY\tINDEXES\tTABLES\tESTIMATE\tTARGET")
+	var size, copyBytes, idx int64
+	var tables int
+	var took time.Duration
+	for _, a := range actions {
+		e := a.est
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s %s\n", e.Database, snapshot.FormatBytes(e.DatabaseBytes), snapshot.FormatBytes(e.TableBytes), snapshot.FormatBytes(e.IndexBytes),
+			e.Tables, initRound(e.Duration), a.db.Target.Database(), a.note)
+		size, copyBytes, idx, tables, took = size+e.DatabaseBytes, copyBytes+e.TableBytes, idx+e.IndexBytes, tables+e.Tables, took+e.Duration
+	}
+	fmt.Fprintf(tw, "total\t%s\t%s\t%s\t%d\t%s\t\n", snapshot.FormatBytes(size), snapshot.FormatBytes(copyBytes), snapshot.FormatBytes(idx), tables, initRound(took))
+	tw.Flush()
+	fmt.Fprintf(w, "(estimate at %s/s copy, %s/s index build, measured with 2 jobs; using %d jobs)\n",
+		snapshot.FormatBytes(snapshot.CopyBytesPerSecond), snapshot.FormatBytes(snapshot.IndexBytesPerSecond), jobs)
+}
+
+// confirm asks before anything is changed, unless --yes.
+func (c *InitCmd) confirm(env *Env, actions []initTarget) error {
+	if c.Yes {
+		return nil
+	}
+	drops := 0
+	for _, a := range actions {
+		if a.reset && c.DropExisting {
+			drops++
+		}
+	}
+	if !isTerminal(os.Stdin) {
+		return usageError("init needs confirmation but stdin is not a terminal: pass --yes to proceed without asking")
+	}
+	if drops > 0 {
+		fmt.Fprintf(env.Stdout, "--drop-existing: %d target database(s) above will be emptied or dropped.\n", drops)
+	}
+	fmt.Fprint(env.Stdout, "Proceed with replication? [y/N] ")
+	answer, _ := bufio.NewReader(os.Stdin).ReadString('\n')
+	switch strings.ToLower(strings.TrimSpace(answer)) {
+	case "y", "yes":
+		return nil
+	}
+	return usageError("not confirmed: nothing was done")
+}
+
+// targetCapabilities reads what the target role may do, from the first
+// target database that exists (or the maintenance database).
+func (c *InitCmd) targetCapabilities(ctx context.Context, p plan.Plan) (snapshot.Capabilities, error) {
+	conn, err := connectTargetServer(ctx, p)
+	if err != nil {
+		return snapshot.Capabilities{}, err
+	}
+	defer conn.Close(context.Background())
+	return snapshot.TargetCapabilities(ctx, conn)
+}
+
+// connectTargetServer opens a session on the target server, for cluster-wide
+// work: the first target database, else the maintenance database.
+func connectTargetServer(ctx context.Context, p plan.Plan) (*pgx.Conn, error) {
+	target := p.Databases[0].Target
+	conn, err := target.Connect(ctx)
+	if err == nil {
+		return conn, nil
+	}
+	for _, db := range []string{"postgres", "template1"} {
+		if conn, err2 := target.WithDatabase(db).Connect(ctx); err2 == nil {
+			return conn, nil
+		}
+	}
+	return nil, err
+}
+
+func (c *InitCmd) copyRoles(ctx context.Context, env *Env, p plan.Plan) error {
+	src, err := p.Databases[0].Source.Connect(ctx)
+	if err != nil {
+		return err
+	}
+	defer src.Close(context.Background())
+	dst, err := connectTargetServer(ctx, p)
+	if err != nil {
+		return err
+	}
+	defer dst.Close(context.Background())
+	res, err := snapshot.CopyRoles(ctx, src, dst)
+	if err != nil {
+		return fmt.Errorf("copy roles: %w", err)
+	}
+	for _, n := range res.Notices {
+		env.Log.Warn("role skipped", "what", n)
+	}
+	env.Log.Info("roles copied", "created", len(res.Created), "memberships", res.Memberships, "skipped", len(res.Notices))
+	return nil
+}
+
+func (c *InitCmd) prepareTarget(ctx context.Context, env *Env, a initTarget) error {
+	switch {
+	case a.create:
+		env.Log.Info("creating target database", "db", a.db.Target.Database())
+		return snapshot.CreateDatabase(ctx, a.db, a.est.Encoding)
+	case a.reset:
+		if !a.state.Unfinished.IsZero() && !c.DropExisting {
+			env.Log.Warn("an earlier init of this database did not finish and its snapshot is gone: dropping what it created and starting over",
+				"db", a.db.Name, "started", a.state.Unfinished)
+		}
+		return snapshot.ResetTarget(ctx, a.db, a.est.Encoding, a.recreate, env.Log)
+	}
+	return nil
+}
+
+func printInitSummary(w io.Writer, results []snapshot.Result, roles, total time.Duration) {
+	fmt.Fprintln(w)
+	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "DATABASE\tSTEP\tDURATION\tDETAIL")
+	if roles > 0 {
+		fmt.Fprintf(tw, "(server)\troles\t%s\t\n", initRound(roles))
+	}
+	for _, r := range results {
+		for _, s := range r.Steps {
+			detail := ""
+			switch s.Name {
+			case "slot":
+				detail = fmt.Sprintf("%s at %s", r.Slot, r.ConsistentPoint)
+			case "data":
+				rate := float64(r.Bytes) / max(s.Duration.Seconds(), 0.001)
+				detail = fmt.Sprintf("%d tables (%d pieces), %d rows, %s, %s/s", r.Tables, r.Pieces, r.Rows, snapshot.FormatBytes(r.Bytes), snapshot.FormatBytes(int64(rate)))
+			case "large objects":
+				detail = fmt.Sprint(r.LargeObjects)
+			case "materialized views":
+				detail = fmt.Sprint(r.Matviews)
+			case "sequences":
+				detail = fmt.Sprint(r.Sequences)
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", r.Database, s.Name, initRound(s.Duration), detail)
+		}
+		if len(r.Notices) > 0 {
+			fmt.Fprintf(tw, "%s\tskipped\t\t%d items (see the log)\n", r.Database, len(r.Notices))
+		}
+	}
+	fmt.Fprintf(tw, "total\t\t%s\t\n", initRound(total))
+	tw.Flush()
+}
+
+// syncCommand is the sync invocation that continues this init, with
+// passwords masked; withSelection repeats the selection flags.
+func (c *InitCmd) syncCommand(withSelection bool) string {
+	args := []string{"postgres-seren-replicator", "sync",
+		"--source", initShellQuote(conninfo.Redact(c.Source)), "--target", initShellQuote(conninfo.Redact(c.Target))}
+	if c.Slot != "" {
+		args = append(args, "--slot", initShellQuote(c.Slot))
+	}
+	if c.Publication != stream.DefaultPublication {
+		args = append(args, "--publication", initShellQuote(c.Publication))
+	}
+	if c.CheckpointSchema != checkpoint.DefaultSchema {
+		args = append(args, "--checkpoint-schema", initShellQuote(c.CheckpointSchema))
+	}
+	for _, f := range []struct {
+		flag string
+		vals []string
+	}{{"--include-databases", c.IncludeDatabases}, {"--exclude-databases", c.ExcludeDatabases},
+		{"--include-tables", c.IncludeTables}, {"--exclude-tables", c.ExcludeTables}} {
+		if withSelection && len(f.vals) > 0 {
+			args = append(args, f.flag, initShellQuote(strings.Join(f.vals, ",")))
+		}
+	}
+	return strings.Join(args, " ")
+}
+
+func initShellQuote(s string) string {
+	if s != "" && strings.Trim(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-./:@=,") == "" {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
+
+func initRound(d time.Duration) time.Duration {
+	switch {
+	case d >= time.Minute:
+		return d.Round(time.Second)
+	case d >= time.Second:
+		return d.Round(100 * time.Millisecond)
+	}
+	return d.Round(time.Millisecond)
 }

@@ -1,6 +1,16 @@
 package main
 
-import "context"
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/serenorg/postgres-seren-replicator/internal/conninfo"
+	"github.com/serenorg/postgres-seren-replicator/internal/preflight"
+)
 
 // ValidateCmd checks both servers before replication starts.
 type ValidateCmd struct {
@@ -9,7 +19,83 @@ type ValidateCmd struct {
 	JSON        bool `name:"json" env:"SEREN_JSON" help:"Print the checks as JSON."`
 }
 
-// Run runs the checks and prints one table.
+// validateReport is the --json output.
+type validateReport struct {
+	OK     bool              `json:"ok"`
+	Failed int               `json:"failed"`
+	Checks []preflight.Check `json:"checks"`
+}
+
+// Run runs the checks and prints one table. It fails with ErrCheckFailed
+// (exit code 1) when any check fails; warnings alone pass.
 func (c *ValidateCmd) Run(ctx context.Context, env *Env) error {
-	return errNotBuilt("validate")
+	p, err := c.Common.ResolveInteractive(ctx, env, c.Interactive)
+	if err != nil {
+		return err
+	}
+	checks, err := preflight.Run(ctx, p, preflight.Options{})
+	if err != nil {
+		return err
+	}
+	for i := range checks {
+		checks[i].Detail = conninfo.Redact(checks[i].Detail)
+		checks[i].Fix = conninfo.Redact(checks[i].Fix)
+	}
+	failed := preflight.Failed(checks)
+	if c.JSON {
+		enc := json.NewEncoder(env.Stdout)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(validateReport{OK: failed == 0, Failed: failed, Checks: checks}); err != nil {
+			return fmt.Errorf("write report: %w", err)
+		}
+	} else if err := renderChecks(env.Stdout, checks); err != nil {
+		return fmt.Errorf("write report: %w", err)
+	}
+	if failed > 0 {
+		return fmt.Errorf("%w: %d of %d validation checks failed; apply the fixes shown and run validate again", ErrCheckFailed, failed, len(checks))
+	}
+	return nil
+}
+
+// renderChecks prints the checks as a table, each fix on a line of its own
+// under the check it belongs to.
+func renderChecks(w io.Writer, checks []preflight.Check) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "STATUS\tCHECK\tDETAIL")
+	for _, c := range checks {
+		name := c.Name
+		if c.Database != "" {
+			name += " (" + c.Database + ")"
+		}
+		status := string(c.Status)
+		if c.Status == preflight.Fail {
+			status = strings.ToUpper(status)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\n", status, name, oneLine(c.Detail))
+		if c.Fix != "" {
+			fmt.Fprintf(tw, "\t\tfix: %s\n", oneLine(c.Fix))
+		}
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	pass, warn, failed := 0, 0, 0
+	for _, c := range checks {
+		switch c.Status {
+		case preflight.Pass:
+			pass++
+		case preflight.Warn:
+			warn++
+		default:
+			failed++
+		}
+	}
+	_, err := fmt.Fprintf(w, "\n%d passed, %d warnings, %d failed\n", pass, warn, failed)
+	return err
+}
+
+// oneLine keeps a table cell on one line: tabs and newlines would break
+// the columns.
+func oneLine(s string) string {
+	return strings.Join(strings.Fields(s), " ")
 }
