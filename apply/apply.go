@@ -62,6 +62,9 @@ type Config struct {
 	StopAt pglogrepl.LSN
 	// Observer receives statistics; may be nil.
 	Observer Observer
+	// Heartbeat, when set, is called at least every second while the apply
+	// loop is healthy (the systemd watchdog listens to it).
+	Heartbeat func()
 }
 
 // Observer receives what the applier did (the metrics package implements it).
@@ -193,7 +196,12 @@ func (a *Applier) Run(ctx context.Context, events <-chan stream.Event, ack Acker
 	if a.reachedStop() {
 		return nil
 	}
+	heartbeat := time.NewTicker(time.Second)
+	defer heartbeat.Stop()
 	for {
+		if a.cfg.Heartbeat != nil {
+			a.cfg.Heartbeat()
+		}
 		var ev stream.Event
 		var ok bool
 		if a.inTarget && !a.inSource {
@@ -218,6 +226,8 @@ func (a *Applier) Run(ctx context.Context, events <-chan stream.Event, ack Acker
 			case <-a.idleTimer():
 				// A keepalive position held back by the rate limit is due.
 				ev, ok = stream.Event{KeepaliveLSN: a.idleLSN}, true
+			case <-heartbeat.C:
+				continue
 			}
 		}
 		if !ok {

@@ -76,7 +76,7 @@ type Stream struct {
 	flushed atomic.Uint64 // durable on the target: the only position reported as flush
 	nudge   chan struct{}
 
-	received     pglogrepl.LSN // highest WAL position seen; reported as write only
+	received     atomic.Uint64 // highest WAL position seen; reported as write only
 	lastReported pglogrepl.LSN
 	lastStatus   time.Time
 	closeOnce    sync.Once
@@ -108,7 +108,7 @@ func Open(ctx context.Context, src *conninfo.Conn, cfg Config, log *slog.Logger)
 	}
 	s := &Stream{conn: conn, cfg: cfg, log: log, events: make(chan Event, cfg.Buffer), nudge: make(chan struct{}, 1)}
 	s.flushed.Store(uint64(cfg.Start))
-	s.received = cfg.Start
+	s.received.Store(uint64(cfg.Start))
 	return s, nil
 }
 
@@ -241,10 +241,13 @@ func (s *Stream) deliver(ctx context.Context, ev Event) error {
 }
 
 func (s *Stream) advanceReceived(lsn pglogrepl.LSN) {
-	if lsn > s.received {
-		s.received = lsn
+	if uint64(lsn) > s.received.Load() {
+		s.received.Store(uint64(lsn)) // only Run's goroutine writes it
 	}
 }
+
+// Received is the highest WAL position the source has sent.
+func (s *Stream) Received() pglogrepl.LSN { return pglogrepl.LSN(s.received.Load()) }
 
 func (s *Stream) untilNextStatus() time.Duration {
 	d := time.Until(s.lastStatus.Add(s.cfg.StatusInterval))
@@ -276,7 +279,7 @@ func (s *Stream) maybeSendStatus(ctx context.Context) error {
 // All three are set explicitly: pglogrepl fills zero flush/apply with write.
 func (s *Stream) sendStatus(ctx context.Context) error {
 	flushed := s.Flushed()
-	write := s.received
+	write := s.Received()
 	if write < flushed {
 		write = flushed
 	}

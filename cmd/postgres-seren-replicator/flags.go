@@ -20,6 +20,8 @@ type Env struct {
 	Stdout io.Writer
 	Stderr io.Writer
 	Log    *slog.Logger
+	// Level is the logger's level, changeable while running (SIGHUP).
+	Level *slog.LevelVar
 }
 
 // Logging holds the global logging flags.
@@ -30,8 +32,7 @@ type Logging struct {
 
 // Logger builds the process logger. Every record passes through the
 // redacting handler so no password reaches the log.
-func (l Logging) Logger(w io.Writer) *slog.Logger {
-	var level slog.Level
+func (l Logging) Logger(w io.Writer, level *slog.LevelVar) *slog.Logger {
 	_ = level.UnmarshalText([]byte(l.LogLevel))
 	opts := &slog.HandlerOptions{Level: level, ReplaceAttr: redactAttr}
 	underJournal := os.Getenv("JOURNAL_STREAM") != ""

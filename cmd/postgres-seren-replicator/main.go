@@ -7,6 +7,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/signal"
 	"syscall"
@@ -72,7 +73,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	env := &Env{Stdout: stdout, Stderr: stderr, Log: cli.Logging.Logger(stderr)}
+	level := new(slog.LevelVar)
+	env := &Env{Stdout: stdout, Stderr: stderr, Log: cli.Logging.Logger(stderr, level), Level: level}
 	kctx.BindTo(ctx, (*context.Context)(nil))
 	if err := kctx.Run(env); err != nil {
 		code := ExitCode(err)

@@ -11,6 +11,7 @@ import (
 
 	"github.com/serenorg/postgres-seren-replicator/apply"
 	"github.com/serenorg/postgres-seren-replicator/checkpoint"
+	"github.com/serenorg/postgres-seren-replicator/internal/metrics"
 	"github.com/serenorg/postgres-seren-replicator/internal/plan"
 	"github.com/serenorg/postgres-seren-replicator/stream"
 )
@@ -22,6 +23,7 @@ type pipelineRunner struct {
 	db   plan.Database
 	slot string
 	log  *slog.Logger
+	mon  *monitor
 
 	stopAt pglogrepl.LSN // --catch-up target, fixed at the first attempt
 }
@@ -40,9 +42,15 @@ func (r *pipelineRunner) run(ctx context.Context) (pipelineResult, error) {
 		if err == nil || ctx.Err() != nil {
 			return res, nil
 		}
+		r.mon.stopped(r.db.Name, err)
 		if errors.Is(err, apply.ErrPermanent) || errors.Is(err, errSetup) {
 			return res, err
 		}
+		side := metrics.SideTarget
+		if errors.Is(err, stream.ErrConnection) {
+			side = metrics.SideSource
+		}
+		r.mon.metrics.Reconnect(r.db.Name, side)
 		r.log.Warn("replication interrupted; reconnecting", "retry_in", delay.String(), "error", err)
 		select {
 		case <-ctx.Done():
@@ -74,6 +82,7 @@ func (r *pipelineRunner) once(ctx context.Context) (pipelineResult, error) {
 		}
 		r.stopAt = lsn
 	}
+	obs := &observer{m: r.mon}
 	applier, err := apply.New(ctx, r.db.Target, apply.Config{
 		Database:        r.db.Name,
 		Slot:            r.slot,
@@ -82,6 +91,8 @@ func (r *pipelineRunner) once(ctx context.Context) (pipelineResult, error) {
 		MaxBatchChanges: r.cmd.MaxBatchChanges,
 		MaxBatchDelay:   r.cmd.MaxBatchDelay,
 		StopAt:          r.stopAt,
+		Observer:        obs,
+		Heartbeat:       func() { _ = r.mon.pinger.Ping() },
 	}, r.log)
 	if errors.Is(err, checkpoint.ErrNotFound) {
 		return pipelineResult{}, setupError("no checkpoint for slot %s on the target database %s: run init first", r.slot, r.db.Target)
@@ -118,9 +129,15 @@ func (r *pipelineRunner) once(ctx context.Context) (pipelineResult, error) {
 	streamCtx, stopStream := context.WithCancel(context.WithoutCancel(ctx))
 	streamErr := make(chan error, 1)
 	go func() { streamErr <- st.Run(streamCtx) }()
+	r.mon.started(r.db.Name)
+	hkCtx, stopHousekeeping := context.WithCancel(ctx)
+	hkDone := make(chan struct{})
+	go func() { defer close(hkDone); r.housekeeping(hkCtx, st, obs) }()
 	applyErr := applier.Run(ctx, st.Events(), st)
+	stopHousekeeping()
 	stopStream()
 	sErr := <-streamErr
+	<-hkDone
 	res := pipelineResult{position: applier.Position(), stats: applier.Stats()}
 	if errors.Is(applyErr, apply.ErrStreamEnded) && sErr != nil {
 		return res, sErr

@@ -3,6 +3,8 @@ package main
 import (
 	"context"
 	"fmt"
+	"net"
+	"os"
 	"syscall"
 	"time"
 
@@ -11,6 +13,8 @@ import (
 
 	"github.com/serenorg/postgres-seren-replicator/apply"
 	"github.com/serenorg/postgres-seren-replicator/checkpoint"
+	"github.com/serenorg/postgres-seren-replicator/internal/daemon"
+	"github.com/serenorg/postgres-seren-replicator/internal/metrics"
 	"github.com/serenorg/postgres-seren-replicator/internal/plan"
 	"github.com/serenorg/postgres-seren-replicator/stream"
 )
@@ -27,6 +31,32 @@ type SyncCmd struct {
 	StatusInterval   time.Duration `name:"status-interval" default:"5s" env:"SEREN_STATUS_INTERVAL" help:"Longest time between status updates to the source (keep well under wal_sender_timeout)."`
 	SequenceInterval time.Duration `name:"sequence-interval" default:"1m" env:"SEREN_SEQUENCE_INTERVAL" help:"How often the daemon copies sequence values to the target (0 turns it off)."`
 	MaxRetryDelay    time.Duration `name:"max-retry-delay" default:"30s" env:"SEREN_MAX_RETRY_DELAY" help:"Longest wait between reconnection attempts."`
+	MetricsAddr      string        `name:"metrics-addr" env:"SEREN_METRICS_ADDR" placeholder:"HOST:PORT" help:"Serve Prometheus /metrics, /healthz and /readyz here (off by default; 127.0.0.1:9188 is the documented choice)."`
+	MaxLag           time.Duration `name:"max-lag" default:"60s" env:"SEREN_MAX_LAG" help:"Lag above which /readyz reports not ready."`
+
+	mon *monitor
+}
+
+// reloadSettings re-reads the settings SIGHUP may change without a restart:
+// the log level, from the unit's environment file.
+func reloadSettings(env *Env) {
+	path := os.Getenv(daemon.EnvFileVar)
+	if path == "" {
+		env.Log.Info("SIGHUP: no environment file to re-read (set " + daemon.EnvFileVar + ")")
+		return
+	}
+	vars, err := daemon.ReadEnvFile(path)
+	if err != nil {
+		env.Log.Warn("SIGHUP: reload failed", "error", err)
+		return
+	}
+	if lvl, ok := vars["SEREN_LOG_LEVEL"]; ok {
+		if err := env.Level.UnmarshalText([]byte(lvl)); err != nil {
+			env.Log.Warn("SIGHUP: bad SEREN_LOG_LEVEL", "value", lvl)
+			return
+		}
+	}
+	env.Log.Info("SIGHUP: settings reloaded", "log_level", env.Level.Level().String())
 }
 
 // Replication holds the names of what init creates and sync uses.
@@ -62,15 +92,49 @@ func (c *SyncCmd) Run(ctx context.Context, env *Env) error {
 		return err
 	}
 	start := time.Now()
+	var m *metrics.Metrics
 	g, gctx := errgroup.WithContext(ctx)
+	if c.MetricsAddr != "" {
+		reg := metrics.NewRegistry()
+		m = metrics.New(reg)
+		mon := newMonitor(m, c.MaxLag, len(p.Databases))
+		c.mon = mon
+		// The metrics server is not part of the group: it must not keep the
+		// run alive, and its failure to bind is reported at once.
+		l, err := net.Listen("tcp", c.MetricsAddr)
+		if err != nil {
+			return usageError("--metrics-addr %s: %v", c.MetricsAddr, err)
+		}
+		srvCtx, stopSrv := context.WithCancel(ctx)
+		srvDone := make(chan struct{})
+		go func() { defer close(srvDone); _ = daemon.ServeListener(srvCtx, l, reg, mon.ready.Check) }()
+		defer func() { stopSrv(); <-srvDone }()
+		env.Log.Info("serving metrics", "addr", l.Addr().String())
+	}
+	if c.mon == nil {
+		c.mon = newMonitor(nil, c.MaxLag, len(p.Databases))
+	}
+	if !c.CatchUp {
+		hupCtx, stopHUP := context.WithCancel(ctx)
+		hupDone := make(chan struct{})
+		go func() { defer close(hupDone); daemon.HandleHUP(hupCtx, func() { reloadSettings(env) }) }()
+		defer func() { stopHUP(); <-hupDone }()
+		defer func() { _ = daemon.Stopping() }()
+	}
 	results := make([]pipelineResult, len(p.Databases))
 	for i, db := range p.Databases {
-		r := &pipelineRunner{cmd: c, db: db, slot: c.SlotFor(db.Name), log: env.Log.With("database", db.Name)}
+		r := &pipelineRunner{cmd: c, db: db, slot: c.SlotFor(db.Name), log: env.Log.With("database", db.Name), mon: c.mon}
 		g.Go(func() error {
 			res, err := r.run(gctx)
 			results[i] = res
 			if err != nil {
 				return fmt.Errorf("database %s: %w", db.Name, err)
+			}
+			if c.CatchUp && gctx.Err() == nil {
+				// Logical decoding does not carry sequences: bring them up to date.
+				if err := syncSequences(gctx, db, r.log); err != nil {
+					return fmt.Errorf("database %s: %w", db.Name, err)
+				}
 			}
 			return nil
 		})

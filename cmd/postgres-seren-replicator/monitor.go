@@ -1,0 +1,192 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/jackc/pglogrepl"
+
+	"github.com/serenorg/postgres-seren-replicator/checkpoint"
+	"github.com/serenorg/postgres-seren-replicator/internal/daemon"
+	"github.com/serenorg/postgres-seren-replicator/internal/metrics"
+	"github.com/serenorg/postgres-seren-replicator/internal/plan"
+	"github.com/serenorg/postgres-seren-replicator/snapshot"
+	"github.com/serenorg/postgres-seren-replicator/stream"
+)
+
+// sampleEvery is how often the daemon measures lag and slot retention.
+const sampleEvery = 5 * time.Second
+
+// monitor connects the pipelines to the operator: Prometheus metrics,
+// /readyz, and systemd's READY, STATUS and WATCHDOG notifications.
+type monitor struct {
+	metrics *metrics.Metrics
+	ready   *daemon.Readiness
+	pinger  *daemon.Pinger
+	maxLag  time.Duration
+	want    int // databases that must stream before READY=1
+
+	mu        sync.Mutex
+	streaming map[string]bool
+	lags      map[string]time.Duration
+	notified  bool
+}
+
+func newMonitor(m *metrics.Metrics, maxLag time.Duration, databases int) *monitor {
+	return &monitor{
+		metrics: m, ready: &daemon.Readiness{}, pinger: daemon.NewPinger(), maxLag: maxLag, want: databases,
+		streaming: map[string]bool{}, lags: map[string]time.Duration{},
+	}
+}
+
+// started records that db streams; once every database does, systemd hears
+// READY=1.
+func (m *monitor) started(db string) {
+	m.ready.Set(db, nil)
+	m.mu.Lock()
+	m.streaming[db] = true
+	notify := !m.notified && len(m.streaming) == m.want
+	m.notified = m.notified || notify
+	m.mu.Unlock()
+	if notify {
+		_ = daemon.Ready()
+		_ = daemon.Status(fmt.Sprintf("streaming %d database(s)", m.want))
+	}
+}
+
+// stopped records that db is not streaming, and why.
+func (m *monitor) stopped(db string, err error) {
+	m.ready.Set(db, err)
+	m.metrics.Error(db, metrics.KindStream)
+}
+
+// lag records a lag sample and updates readiness and the systemd status.
+func (m *monitor) lag(db string, bytes int64, lag time.Duration) {
+	m.metrics.SetLag(db, bytes, lag)
+	if m.maxLag > 0 && lag > m.maxLag {
+		m.ready.Set(db, fmt.Errorf("lag %s is above --max-lag %s", lag.Round(time.Millisecond), m.maxLag))
+	} else {
+		m.ready.Set(db, nil)
+	}
+	m.mu.Lock()
+	m.lags[db] = lag
+	parts := make([]string, 0, len(m.lags))
+	for name, l := range m.lags {
+		parts = append(parts, fmt.Sprintf("%s lag %s", name, l.Round(time.Millisecond)))
+	}
+	m.mu.Unlock()
+	sort.Strings(parts)
+	_ = daemon.Status("streaming: " + strings.Join(parts, ", "))
+}
+
+// observer adapts the monitor to apply.Observer for one database, and
+// remembers the last applied position for lag in seconds.
+type observer struct {
+	m  *monitor
+	mu sync.Mutex
+	at checkpoint.Position
+}
+
+func (o *observer) BatchCommitted(db string, txns, changes int, took time.Duration, pos checkpoint.Position) {
+	o.m.metrics.BatchApplied(db, txns, changes, took)
+	o.m.metrics.SetCheckpoint(db, pos.EndLSN)
+	o.mu.Lock()
+	o.at = pos
+	o.mu.Unlock()
+}
+
+func (o *observer) RowsApplied(db, table, op string, n int) { o.m.metrics.RowsApplied(db, table, op, n) }
+
+func (o *observer) position() checkpoint.Position {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.at
+}
+
+// housekeeping runs beside one database's pipeline until ctx ends: lag and
+// slot samples for metrics and status, and periodic sequence copies.
+func (r *pipelineRunner) housekeeping(ctx context.Context, st *stream.Stream, obs *observer) {
+	sample := time.NewTicker(sampleEvery)
+	defer sample.Stop()
+	var sequences <-chan time.Time
+	if r.cmd.SequenceInterval > 0 {
+		t := time.NewTicker(r.cmd.SequenceInterval)
+		defer t.Stop()
+		sequences = t.C
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-sample.C:
+			if err := r.sampleLag(ctx, st, obs); err != nil && ctx.Err() == nil {
+				r.log.Debug("lag sample failed", "error", err)
+			}
+		case <-sequences:
+			if err := syncSequences(ctx, r.db, r.log); err != nil && ctx.Err() == nil {
+				r.log.Warn("sequence copy failed; will retry", "error", err)
+			}
+		}
+	}
+}
+
+// sampleLag measures how far the target is behind: bytes from the durable
+// position to the source's current WAL position, and seconds since the last
+// applied commit while anything received is still unapplied (0 when idle).
+func (r *pipelineRunner) sampleLag(ctx context.Context, st *stream.Stream, obs *observer) error {
+	conn, err := r.db.Source.Connect(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(ctx)
+	slot, err := stream.LookupSlot(ctx, conn, r.slot)
+	if err != nil {
+		return err
+	}
+	var current string
+	if err := conn.QueryRow(ctx, "SELECT pg_current_wal_lsn()::text").Scan(&current); err != nil {
+		return fmt.Errorf("read source WAL position: %w", err)
+	}
+	cur, err := pglogrepl.ParseLSN(current)
+	if err != nil {
+		return err
+	}
+	flushed := st.Flushed()
+	var bytes int64
+	if cur > flushed {
+		bytes = int64(cur - flushed)
+	}
+	var lag time.Duration
+	if pos := obs.position(); st.Received() > flushed && !pos.CommitTime.IsZero() {
+		lag = time.Since(pos.CommitTime)
+	}
+	r.mon.metrics.SetSlotRetained(r.db.Name, slot.RetainedBytes)
+	r.mon.lag(r.db.Name, bytes, lag)
+	return nil
+}
+
+// syncSequences copies sequence values from source to target: logical
+// decoding does not carry them.
+func syncSequences(ctx context.Context, db plan.Database, log *slog.Logger) error {
+	src, err := db.Source.Connect(ctx)
+	if err != nil {
+		return err
+	}
+	defer src.Close(ctx)
+	dst, err := db.Target.Connect(ctx)
+	if err != nil {
+		return err
+	}
+	defer dst.Close(ctx)
+	n, err := snapshot.SyncSequences(ctx, src, dst)
+	if err != nil {
+		return fmt.Errorf("copy sequences: %w", err)
+	}
+	log.Debug("sequences copied", "count", n)
+	return nil
+}
