@@ -90,7 +90,7 @@ func renderChecks(w io.Writer, checks []preflight.Check) error {
 			failed++
 		}
 	}
-	_, err := fmt.Fprintf(w, "\n%d passed, %d warnings, %d failed\n", pass, warn, failed)
+	_, err := fmt.Fprintf(w, "\n%d passed, %d %s, %d failed\n", pass, warn, plural(warn, "warning"), failed)
 	return err
 }
 
@@ -98,4 +98,11 @@ func renderChecks(w io.Writer, checks []preflight.Check) error {
 // the columns.
 func oneLine(s string) string {
 	return strings.Join(strings.Fields(s), " ")
+}
+
+func plural(n int, word string) string {
+	if n == 1 {
+		return word
+	}
+	return word + "s"
 }

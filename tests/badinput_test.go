@@ -1,0 +1,100 @@
+package tests
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/serenorg/postgres-seren-replicator/tests/pgtest"
+)
+
+// assertOneLineError checks that stderr is exactly one "error: ..." line.
+func assertOneLineError(t *testing.T, res Result) {
+	t.Helper()
+	msg := strings.TrimRight(res.Stderr, "\n")
+	if !strings.HasPrefix(msg, "error: ") || strings.Contains(msg, "\n") {
+		t.Errorf("stderr is not one error line:\n%s", res.Stderr)
+	}
+}
+
+// assertNoSecret checks that no password reached stdout or stderr.
+func assertNoSecret(t *testing.T, res Result, secrets ...string) {
+	t.Helper()
+	for _, s := range secrets {
+		if strings.Contains(res.Stdout, s) || strings.Contains(res.Stderr, s) {
+			t.Errorf("password %q appears in the output:\nstdout:\n%s\nstderr:\n%s", s, res.Stdout, res.Stderr)
+		}
+	}
+}
+
+// TestBadInput runs the binary with each kind of bad input: every one is a
+// usage or configuration error (exit code 2) told in one line, and no
+// password given on the command line shows up in the output.
+func TestBadInput(t *testing.T) {
+	src, dst := pgtest.StartPair(t)
+	const pw, wrongPW = "Right-Pw-8841", "Wrong-Pw-3307"
+	src.CreateRole("app_user", pw, "REPLICATION")
+	dst.CreateRole("app_user", pw, "CREATEDB")
+	src.Exec("postgres", "CREATE DATABASE app OWNER app_user")
+	src.Exec("app", "SET ROLE app_user; CREATE TABLE orders (id int PRIMARY KEY)")
+	source := src.URL("app_user", pw, "app")
+	target := dst.URL("app_user", pw, "app")
+
+	cases := []struct {
+		name string
+		args []string
+		want string // in the error line
+	}{
+		{"malformed URL", []string{"--source", "postgres://app_user:" + pw + "@127.0.0.1:notaport/app", "--target", target}, "--source"},
+		{"malformed target URL", []string{"--source", source, "--target", "postgres://app_user:" + pw + "@[::1/app"}, "--target"},
+		{"unknown host", []string{"--source", "postgres://app_user:" + pw + "@no-such-host.invalid/app", "--target", target}, `unknown host "no-such-host.invalid"`},
+		{"wrong source password", []string{"--source", src.URL("app_user", wrongPW, "app"), "--target", target}, "password authentication failed"},
+		{"wrong target password", []string{"--source", source, "--target", dst.URL("app_user", wrongPW, "app")}, "password authentication failed"},
+		{"nonexistent database", []string{"--source", src.URL("app_user", pw, "nosuchdb"), "--target", target}, "nosuchdb"},
+		{"source equal to target", []string{"--source", source, "--target", source}, "source and target are the same database"},
+		{"source equal to target, all databases", []string{"--source", src.URL("app_user", pw, "postgres"), "--target", src.DSN("postgres")}, "source and target are the same database"},
+		{"table that does not exist", []string{"--source", source, "--target", target, "--include-tables", "app.public.nosuchtable"}, "nosuchtable"},
+		{"excluded table that does not exist", []string{"--source", source, "--target", target, "--exclude-tables", "app.nosuchtable"}, "does not exist"},
+		{"database that does not exist", []string{"--source", src.URL("app_user", pw, "postgres"), "--target", target, "--include-databases", "nosuchdb"}, `database "nosuchdb" does not exist`},
+		{"include and exclude databases", []string{"--source", source, "--target", target, "--include-databases", "app", "--exclude-databases", "other"}, "cannot be used together"},
+		{"include and exclude tables", []string{"--source", source, "--target", target, "--include-tables", "app.orders", "--exclude-tables", "app.x"}, "cannot be used together"},
+		{"interactive without a terminal", []string{"--source", source, "--target", target, "--interactive"}, "--include-databases"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			for _, format := range [][]string{nil, {"--json"}} {
+				args := append(append([]string{"validate"}, tc.args...), format...)
+				res := runCLI(t, nil, args...)
+				if res.Code != 2 {
+					t.Errorf("%v: exit code = %d, want 2\nstdout:\n%s\nstderr:\n%s", format, res.Code, res.Stdout, res.Stderr)
+				}
+				assertOneLineError(t, res)
+				if !strings.Contains(res.Stderr, tc.want) {
+					t.Errorf("%v: error lacks %q: %s", format, tc.want, res.Stderr)
+				}
+				assertNoSecret(t, res, pw, wrongPW)
+			}
+		})
+	}
+
+	// The same input through the environment, as a systemd unit gives it.
+	t.Run("wrong password from the environment", func(t *testing.T) {
+		res := runCLI(t, []string{"SEREN_SOURCE=" + src.URL("app_user", wrongPW, "app"), "SEREN_TARGET=" + target}, "validate", "--json")
+		if res.Code != 2 {
+			t.Errorf("exit code = %d, want 2; stderr: %s", res.Code, res.Stderr)
+		}
+		assertOneLineError(t, res)
+		assertNoSecret(t, res, pw, wrongPW)
+	})
+
+	// A run that succeeds prints connection details in its report; the
+	// passwords must not be among them, in either format.
+	t.Run("no password in a report", func(t *testing.T) {
+		for _, format := range [][]string{nil, {"--json"}} {
+			res := runCLI(t, nil, append([]string{"validate", "--source", source, "--target", target}, format...)...)
+			if res.Code != 0 {
+				t.Errorf("%v: exit code = %d, want 0\n%s\n%s", format, res.Code, res.Stdout, res.Stderr)
+			}
+			assertNoSecret(t, res, pw)
+		}
+	})
+}

@@ -1,0 +1,162 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/serenorg/postgres-seren-replicator/tests/pgtest"
+)
+
+// bench holds the run's settings and results.
+type bench struct {
+	h     *harness
+	bin   string
+	scale int
+	txns  int
+	rows  []row
+}
+
+const benchDB = "bench"
+
+// serverSettings suit a benchmark on a small machine: durable (fsync on is
+// what users run) but with room for WAL.
+var serverSettings = []string{"max_wal_size = '8GB'", "checkpoint_timeout = '30min'", "shared_buffers = '256MB'", "fsync = on", "synchronous_commit = on"}
+
+func (b *bench) start() *pgtest.Cluster {
+	return pgtest.Start(b.h, pgtest.Options{Settings: serverSettings})
+}
+
+// sh runs a shell pipeline with the PostgreSQL client tools on PATH.
+func (b *bench) sh(script string) string {
+	cmd := exec.Command("bash", "-o", "pipefail", "-c", script)
+	cmd.Env = append(os.Environ(), "PATH=/usr/lib/postgresql/15/bin:"+os.Getenv("PATH"))
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		b.h.Fatalf("%s: %v\n%s", script, err, out)
+	}
+	return string(out)
+}
+
+func (b *bench) psql(c *pgtest.Cluster) string {
+	return fmt.Sprintf("psql -X -q -v ON_ERROR_STOP=1 '%s'", c.DSN(benchDB))
+}
+
+// prepare makes the source database with pgbench's tables, a copy of it on
+// each target, our slot and checkpoint on ours, and a disabled native
+// subscription on native whose initial sync is done.
+func (b *bench) prepare(src, ours, native *pgtest.Cluster, tables []string, extra string) {
+	for _, c := range []*pgtest.Cluster{src, ours, native} {
+		c.Exec("postgres", "CREATE DATABASE "+benchDB)
+	}
+	b.sh(fmt.Sprintf("pgbench -q -i -s %d '%s' 2>&1 | tail -1", b.scale, src.DSN(benchDB)))
+	if extra != "" {
+		src.Exec(benchDB, extra)
+	}
+	b.sh(fmt.Sprintf("pg_dump -s '%s' | %s", src.DSN(benchDB), b.psql(native)))
+	b.sh(fmt.Sprintf("pg_dump '%s' | %s", src.DSN(benchDB), b.psql(ours)))
+	src.Exec(benchDB, "CREATE PUBLICATION seren_replicator_pub FOR TABLE "+strings.Join(tables, ", "))
+	lsn := src.QueryString(benchDB, "SELECT lsn FROM pg_create_logical_replication_slot('seren_bench', 'pgoutput')")
+	ours.Exec(benchDB, `CREATE SCHEMA seren_replicator; CREATE TABLE seren_replicator.checkpoint (slot_name text PRIMARY KEY, end_lsn pg_lsn NOT NULL, commit_time timestamptz, applied_at timestamptz NOT NULL DEFAULT now());`)
+	ours.Exec(benchDB, fmt.Sprintf(`INSERT INTO seren_replicator.checkpoint (slot_name, end_lsn) VALUES ('seren_bench', '%s')`, lsn))
+	native.Exec(benchDB, fmt.Sprintf(`CREATE SUBSCRIPTION native_sub CONNECTION '%s' PUBLICATION seren_replicator_pub WITH (copy_data = true)`, src.DSN(benchDB)))
+	b.waitUntil("native initial sync", func() bool {
+		return native.QueryString(benchDB, "SELECT count(*) FROM pg_subscription_rel WHERE srsubstate <> 'r'") == "0"
+	})
+	native.Exec(benchDB, "ALTER SUBSCRIPTION native_sub DISABLE")
+	b.waitUntil("native worker to stop", func() bool {
+		return src.QueryString(benchDB, "SELECT active FROM pg_replication_slots WHERE slot_name = 'native_sub'") == "false"
+	})
+}
+
+func (b *bench) waitUntil(what string, cond func() bool) {
+	deadline := time.Now().Add(30 * time.Minute)
+	for !cond() {
+		if time.Now().After(deadline) {
+			b.h.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// drain times both appliers on the backlog now in both slots.
+func (b *bench) drain(section string, src, ours, native *pgtest.Cluster, changes int64) {
+	start := time.Now()
+	out := b.sh(fmt.Sprintf("%s sync --catch-up --source '%s' --target '%s' --log-level warn", b.bin, src.DSN(benchDB), ours.DSN(benchDB)))
+	oursTook := time.Since(start)
+	fmt.Fprint(os.Stderr, out)
+
+	target := src.QueryString(benchDB, "SELECT pg_current_wal_flush_lsn()")
+	start = time.Now()
+	native.Exec(benchDB, "ALTER SUBSCRIPTION native_sub ENABLE")
+	b.waitUntil("native apply", func() bool {
+		return src.QueryString(benchDB, fmt.Sprintf("SELECT confirmed_flush_lsn >= '%s' FROM pg_replication_slots WHERE slot_name = 'native_sub'", target)) == "true"
+	})
+	nativeTook := time.Since(start)
+	b.rows = append(b.rows, row{section: section, what: "drain backlog", ours: oursTook, native: nativeTook, changes: changes, note: peak(out)})
+}
+
+func peak(out string) string {
+	if i := strings.Index(out, "peak memory"); i >= 0 {
+		return strings.TrimSpace(out[i:])
+	}
+	return ""
+}
+
+// catchUp: pgbench backlog of 4 × txns tpcb-like transactions.
+func (b *bench) catchUp() {
+	src, ours, native := b.start(), b.start(), b.start()
+	tables := []string{"pgbench_accounts", "pgbench_branches", "pgbench_tellers", "pgbench_history"}
+	b.prepare(src, ours, native, tables, "")
+	b.sh(fmt.Sprintf("pgbench -n -c 4 -j 2 -t %d '%s' 2>&1 | grep -E 'tps|processed'", b.txns, src.DSN(benchDB)))
+	b.drain("pgbench tpcb-like", src, ours, native, int64(4*b.txns*4))
+}
+
+// mixed: wide rows, TOASTed text, deletes, multi-row inserts of 1,000 rows
+// and a few large transactions.
+func (b *bench) mixed() {
+	src, ours, native := b.start(), b.start(), b.start()
+	extra := `CREATE TABLE wide (id bigserial PRIMARY KEY, a int, b text, c text, d numeric, e timestamptz, f jsonb, g text, h int, i text, j text);
+CREATE TABLE docs (id int PRIMARY KEY, body text, version int);
+INSERT INTO docs SELECT g, repeat(md5(g::text), 200), 0 FROM generate_series(1, 2000) g;`
+	b.prepare(src, ours, native, []string{"wide", "docs", "pgbench_accounts"}, extra)
+	script := filepath.Join(os.TempDir(), "seren-mixed.sql")
+	err := os.WriteFile(script, []byte(`\set id random(1, 2000)
+\set r random(1, 100)
+BEGIN;
+INSERT INTO wide (a, b, c, d, e, f, g, h, i, j) SELECT g, md5(g::text), repeat('c', 200), g * 1.5, now(), jsonb_build_object('k', g), 'g', g, 'i', 'j' FROM generate_series(1, 1000) g;
+UPDATE docs SET version = version + 1 WHERE id = :id;
+UPDATE docs SET body = repeat(md5(:r::text), 200) WHERE id = :id AND :r > 90;
+DELETE FROM wide WHERE id IN (SELECT id FROM wide ORDER BY id LIMIT 500);
+UPDATE pgbench_accounts SET abalance = abalance + :r WHERE aid = :id;
+COMMIT;
+`), 0o644)
+	if err != nil {
+		b.h.Fatal(err)
+	}
+	b.sh(fmt.Sprintf("pgbench -n -c 4 -j 2 -t %d -f %s '%s' 2>&1 | grep -E 'tps|processed'", b.txns/20, script, src.DSN(benchDB)))
+	// A few large transactions.
+	src.Exec(benchDB, `UPDATE pgbench_accounts SET filler = 'big update' WHERE aid <= 200000`)
+	src.Exec(benchDB, `DELETE FROM wide WHERE id % 3 = 0`)
+	changes, _ := strconv.ParseInt(src.QueryString(benchDB, "SELECT 0"), 10, 64)
+	b.drain("mixed", src, ours, native, changes)
+}
+
+func (b *bench) report() {
+	fmt.Printf("\n%-20s %-14s %12s %12s %10s %14s %14s  %s\n", "workload", "step", "ours", "native", "ratio", "ours chg/s", "native chg/s", "note")
+	for _, r := range b.rows {
+		ratio := r.native.Seconds() / r.ours.Seconds()
+		rate := func(d time.Duration) string {
+			if r.changes == 0 {
+				return "-"
+			}
+			return fmt.Sprintf("%.0f", float64(r.changes)/d.Seconds())
+		}
+		fmt.Printf("%-20s %-14s %12s %12s %9.2fx %14s %14s  %s\n", r.section, r.what, r.ours.Round(time.Millisecond), r.native.Round(time.Millisecond), ratio, rate(r.ours), rate(r.native), r.note)
+	}
+	fmt.Println("\nratio = native time / our time (above 1 means we are faster)")
+}
