@@ -11,13 +11,14 @@ import (
 // VerifyCmd compares source and target data.
 type VerifyCmd struct {
 	Common
-	JSON        bool          `name:"json" env:"SEREN_JSON" help:"Print JSON."`
-	Jobs        int           `name:"jobs" short:"j" default:"4" env:"SEREN_JOBS" help:"Key ranges compared at once (one session per side each)."`
-	ChunkRows   int64         `name:"chunk-rows" default:"50000" env:"SEREN_CHUNK_ROWS" help:"Rows per key range."`
-	MaxDiffRows int           `name:"max-diff-rows" default:"100" env:"SEREN_MAX_DIFF_ROWS" help:"Differing rows to name per table; further differences are reported as ranges."`
-	Slot        string        `name:"slot" env:"SEREN_SLOT" help:"Replication slot whose target checkpoint verify waits for (default: derived from the database name, as sync does)."`
-	Wait        time.Duration `name:"wait" default:"30s" env:"SEREN_VERIFY_WAIT" help:"How long one comparison waits for the target to apply the source snapshot (0: do not wait)."`
-	Retries     int           `name:"retries" default:"3" env:"SEREN_VERIFY_RETRIES" help:"How often a differing range is compared again while replication runs."`
+	JSON             bool          `name:"json" env:"SEREN_JSON" help:"Print JSON."`
+	Jobs             int           `name:"jobs" short:"j" default:"4" env:"SEREN_JOBS" help:"Key ranges compared at once (one session per side each)."`
+	ChunkRows        int64         `name:"chunk-rows" default:"50000" env:"SEREN_CHUNK_ROWS" help:"Rows per key range."`
+	MaxDiffRows      int           `name:"max-diff-rows" default:"100" env:"SEREN_MAX_DIFF_ROWS" help:"Differing rows to name per table; further differences are reported as ranges."`
+	Slot             string        `name:"slot" env:"SEREN_SLOT" help:"Replication slot whose target checkpoint verify waits for (default: derived from the database name, as sync does)."`
+	Wait             time.Duration `name:"wait" default:"30s" env:"SEREN_VERIFY_WAIT" help:"How long one comparison waits for the target to apply the source snapshot (0: do not wait)."`
+	CheckpointSchema string        `name:"checkpoint-schema" default:"seren_replicator" env:"SEREN_CHECKPOINT_SCHEMA" help:"Target schema holding the checkpoint table."`
+	Retries          int           `name:"retries" default:"3" env:"SEREN_VERIFY_RETRIES" help:"How often a differing range is compared again while replication runs."`
 }
 
 // Run compares the selected tables. Exit code 1 when any table differs.
@@ -44,6 +45,7 @@ func (c *VerifyCmd) Run(ctx context.Context, env *Env) error {
 	v := verify.New()
 	v.Jobs, v.ChunkRows, v.MaxDiffRows = c.Jobs, c.ChunkRows, c.MaxDiffRows
 	v.Slot, v.Wait, v.Retries = c.Slot, c.Wait, c.Retries
+	v.Checkpoint.Schema = c.CheckpointSchema
 	v.Log = env.Log
 	if isTerminal(env.Stderr) {
 		v.Progress = verify.NewBarProgress(env.Stderr)

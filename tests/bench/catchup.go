@@ -19,6 +19,8 @@ type bench struct {
 	scale int
 	txns  int
 	rows  []row
+	// syncArgs are extra arguments for sync.
+	syncArgs string
 }
 
 const benchDB = "bench"
@@ -86,7 +88,7 @@ func (b *bench) waitUntil(what string, cond func() bool) {
 // drain times both appliers on the backlog now in both slots.
 func (b *bench) drain(section string, src, ours, native *pgtest.Cluster, changes int64) {
 	start := time.Now()
-	out := b.sh(fmt.Sprintf("%s sync --catch-up --source '%s' --target '%s' --log-level warn", b.bin, src.DSN(benchDB), ours.DSN(benchDB)))
+	out := b.sh(fmt.Sprintf("%s sync --catch-up --source '%s' --target '%s' --log-level warn %s", b.bin, src.DSN(benchDB), ours.DSN(benchDB), b.syncArgs))
 	oursTook := time.Since(start)
 	fmt.Fprint(os.Stderr, out)
 

@@ -18,10 +18,11 @@ func main() {
 	scale := flag.Int("scale", 30, "pgbench scale of the benchmark database")
 	txns := flag.Int("txns", 10000, "pgbench transactions per client (4 clients) for the catch-up backlog")
 	only := flag.String("only", "", "comma list of sections to run (catchup, mixed); empty runs all")
+	syncArgs := flag.String("sync-args", "", "extra arguments for sync --catch-up (to try batch settings)")
 	flag.Parse()
 	h := newHarness()
 	defer h.cleanup()
-	b := &bench{h: h, bin: *bin, scale: *scale, txns: *txns}
+	b := &bench{h: h, bin: *bin, scale: *scale, txns: *txns, syncArgs: *syncArgs}
 	sections := map[string]func(){"catchup": b.catchUp, "mixed": b.mixed}
 	order := []string{"catchup", "mixed"}
 	if *only != "" {
