@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"syscall"
 
 	"github.com/alecthomas/kong"
@@ -44,6 +45,18 @@ Connection strings are libpq URLs or keyword/value strings; PG* variables
 and ~/.pgpass (or PGPASSFILE) fill in what they leave out.`
 
 func main() {
+	// SEREN_CPUPROFILE names a file for a CPU profile of the run (for
+	// performance work; see the README's benchmark section).
+	if path := os.Getenv("SEREN_CPUPROFILE"); path != "" {
+		if f, err := os.Create(path); err == nil {
+			if pprof.StartCPUProfile(f) == nil {
+				code := run(context.Background(), os.Args[1:], os.Stdout, os.Stderr)
+				pprof.StopCPUProfile()
+				f.Close()
+				os.Exit(code)
+			}
+		}
+	}
 	os.Exit(run(context.Background(), os.Args[1:], os.Stdout, os.Stderr))
 }
 

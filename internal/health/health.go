@@ -1,0 +1,379 @@
+// Package health computes the replication state of one database from the
+// outside, as `status` shows it: the source slot and publication, the
+// target checkpoint, the lag, out-of-date sequences, and a verdict.
+package health
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5"
+
+	"github.com/serenorg/postgres-seren-replicator/checkpoint"
+	"github.com/serenorg/postgres-seren-replicator/internal/plan"
+	"github.com/serenorg/postgres-seren-replicator/stream"
+)
+
+// Verdict is the one-word health of a database.
+type Verdict string
+
+// Verdicts, from best to worst.
+const (
+	// Healthy: caught up, or streaming with lag under the thresholds.
+	Healthy Verdict = "healthy"
+	// Lagging: streaming, but the lag is above a threshold.
+	Lagging Verdict = "lagging"
+	// Stalled: changes are pending and nothing applies them (no sync
+	// connected, or the connected one has not applied anything for a while).
+	Stalled Verdict = "stalled"
+	// Broken: streaming cannot resume without help (slot or checkpoint
+	// missing, WAL lost, checkpoint behind the slot).
+	Broken Verdict = "broken"
+)
+
+// Defaults for Options.
+const (
+	DefaultMaxLagBytes       = 256 << 20
+	DefaultMaxLagSeconds     = 60 * time.Second
+	DefaultStallAfter        = 5 * time.Minute
+	DefaultRetainedWarnBytes = 1 << 30
+	// peekLimit bounds how many decoded messages a pending-change check reads.
+	peekLimit = 10000
+	// peekTimeout bounds the pending-change check; past it the answer is "unknown".
+	peekTimeout = 10 * time.Second
+)
+
+// Options tune a check. Zero values take the defaults.
+type Options struct {
+	// Slot is the replication slot; stream.DefaultSlotName(db) when empty.
+	Slot string
+	// Publication is the source publication; stream.DefaultPublication when empty.
+	Publication string
+	// CheckpointSchema is the target schema of the checkpoint table;
+	// checkpoint.DefaultSchema when empty.
+	CheckpointSchema string
+	// MaxLagBytes is the lag in bytes above which a database is lagging
+	// (default DefaultMaxLagBytes).
+	MaxLagBytes int64
+	// MaxLagSeconds is the lag in time above which a database is lagging
+	// (default DefaultMaxLagSeconds).
+	MaxLagSeconds time.Duration
+	// StallAfter is how long an active slot may go without an applied
+	// checkpoint while changes are pending before it counts as stalled
+	// (default DefaultStallAfter).
+	StallAfter time.Duration
+	// RetainedWarnBytes is the WAL an inactive slot may keep before a
+	// warning (default DefaultRetainedWarnBytes).
+	RetainedWarnBytes int64
+	// Now is the clock (time.Now when nil), for tests.
+	Now func() time.Time
+}
+
+func (o Options) withDefaults(db string) Options {
+	if o.Slot == "" {
+		o.Slot = stream.DefaultSlotName(db)
+	}
+	if o.Publication == "" {
+		o.Publication = stream.DefaultPublication
+	}
+	if o.MaxLagBytes <= 0 {
+		o.MaxLagBytes = DefaultMaxLagBytes
+	}
+	if o.MaxLagSeconds <= 0 {
+		o.MaxLagSeconds = DefaultMaxLagSeconds
+	}
+	if o.StallAfter <= 0 {
+		o.StallAfter = DefaultStallAfter
+	}
+	if o.RetainedWarnBytes <= 0 {
+		o.RetainedWarnBytes = DefaultRetainedWarnBytes
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	return o
+}
+
+// Report is the state of one database.
+type Report struct {
+	Database string
+	Slot     string
+	// SlotExists is false when the slot is missing on the source.
+	SlotExists bool
+	SlotActive bool
+	// WALStatus is the slot's wal_status (reserved, extended, unreserved, lost).
+	WALStatus string
+	// ConfirmedFlush is the position the source knows was applied.
+	ConfirmedFlush pglogrepl.LSN
+	// RetainedBytes is the WAL the slot keeps on the source.
+	RetainedBytes int64
+	// PublicationExists is false when the publication is missing.
+	PublicationExists bool
+	// SourceLSN is the source's current WAL position.
+	SourceLSN pglogrepl.LSN
+	// HasCheckpoint is false when the target has no checkpoint for the slot.
+	HasCheckpoint bool
+	// Checkpoint is the end LSN of the last applied source transaction.
+	Checkpoint pglogrepl.LSN
+	// CommitTime is the source commit time of that transaction (zero right after init).
+	CommitTime time.Time
+	// AppliedAt is when the target last wrote the checkpoint.
+	AppliedAt time.Time
+	// LagBytes is SourceLSN minus Checkpoint (0 when the checkpoint is ahead).
+	LagBytes int64
+	// Lag is the age of the last applied commit while changes are pending, 0 when caught up.
+	Lag time.Duration
+	// Pending tells whether source changes wait to be applied; nil when it could not be told.
+	Pending *bool
+	// SequencesBehind are the sequences whose target value is behind the source's.
+	SequencesBehind []string
+	Verdict         Verdict
+	// Reason says why the verdict is what it is, in one sentence.
+	Reason string
+	// Warnings are problems that do not change the verdict.
+	Warnings []string
+}
+
+// MarshalJSON renders LSNs in PostgreSQL's text form and durations in seconds.
+func (r Report) MarshalJSON() ([]byte, error) {
+	lsn := func(ok bool, l pglogrepl.LSN) *string {
+		if !ok {
+			return nil
+		}
+		s := l.String()
+		return &s
+	}
+	ts := func(t time.Time) *time.Time {
+		if t.IsZero() {
+			return nil
+		}
+		return &t
+	}
+	seqs := r.SequencesBehind
+	if seqs == nil {
+		seqs = []string{}
+	}
+	return json.Marshal(struct {
+		Database          string     `json:"database"`
+		Slot              string     `json:"slot"`
+		SlotExists        bool       `json:"slot_exists"`
+		SlotActive        bool       `json:"slot_active"`
+		WALStatus         string     `json:"wal_status,omitempty"`
+		ConfirmedFlush    *string    `json:"confirmed_flush_lsn"`
+		RetainedBytes     int64      `json:"retained_wal_bytes"`
+		PublicationExists bool       `json:"publication_exists"`
+		SourceLSN         string     `json:"source_lsn"`
+		Checkpoint        *string    `json:"checkpoint_lsn"`
+		CommitTime        *time.Time `json:"commit_time"`
+		AppliedAt         *time.Time `json:"applied_at"`
+		LagBytes          int64      `json:"lag_bytes"`
+		LagSeconds        float64    `json:"lag_seconds"`
+		Pending           *bool      `json:"pending_changes"`
+		SequencesBehind   []string   `json:"sequences_behind"`
+		Verdict           Verdict    `json:"verdict"`
+		Reason            string     `json:"reason"`
+		Warnings          []string   `json:"warnings,omitempty"`
+	}{
+		r.Database, r.Slot, r.SlotExists, r.SlotActive, r.WALStatus,
+		lsn(r.SlotExists, r.ConfirmedFlush), r.RetainedBytes, r.PublicationExists,
+		r.SourceLSN.String(), lsn(r.HasCheckpoint, r.Checkpoint), ts(r.CommitTime), ts(r.AppliedAt),
+		r.LagBytes, r.Lag.Seconds(), r.Pending, seqs, r.Verdict, r.Reason, r.Warnings,
+	})
+}
+
+// Check reads the state of db from its source and target.
+func Check(ctx context.Context, db plan.Database, opts Options) (Report, error) {
+	opts = opts.withDefaults(db.Name)
+	r := Report{Database: db.Name, Slot: opts.Slot}
+	src, err := db.Source.Connect(ctx)
+	if err != nil {
+		return r, err
+	}
+	defer src.Close(context.Background())
+	dst, err := db.Target.Connect(ctx)
+	if err != nil {
+		return r, err
+	}
+	defer dst.Close(context.Background())
+
+	if err := src.QueryRow(ctx, `SELECT (CASE WHEN pg_is_in_recovery() THEN pg_last_wal_receive_lsn() ELSE pg_current_wal_lsn() END)::text`).
+		Scan(scanLSN{&r.SourceLSN}); err != nil {
+		return r, fmt.Errorf("source WAL position of %s: %w", db.Source, err)
+	}
+	slot, err := stream.LookupSlot(ctx, src, opts.Slot)
+	switch {
+	case errors.Is(err, stream.ErrSlotMissing):
+	case err != nil:
+		return r, err
+	default:
+		r.SlotExists, r.SlotActive, r.WALStatus = true, slot.Active, slot.WALStatus
+		r.ConfirmedFlush, r.RetainedBytes = slot.ConfirmedFlush, slot.RetainedBytes
+	}
+	if err := src.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_publication WHERE pubname = $1)`, opts.Publication).
+		Scan(&r.PublicationExists); err != nil {
+		return r, fmt.Errorf("publication %s on %s: %w", opts.Publication, db.Source, err)
+	}
+	pos, err := checkpoint.Store{Schema: opts.CheckpointSchema}.Load(ctx, dst, opts.Slot)
+	switch {
+	case errors.Is(err, checkpoint.ErrNotFound):
+	case err != nil:
+		return r, fmt.Errorf("checkpoint on %s: %w", db.Target, err)
+	default:
+		r.HasCheckpoint, r.Checkpoint, r.CommitTime, r.AppliedAt = true, pos.EndLSN, pos.CommitTime, pos.AppliedAt
+		if r.SourceLSN > r.Checkpoint {
+			r.LagBytes = int64(r.SourceLSN - r.Checkpoint)
+		}
+	}
+	if r.SequencesBehind, err = sequencesBehind(ctx, src, dst, db); err != nil {
+		return r, err
+	}
+	if r.SlotExists && r.HasCheckpoint && r.PublicationExists && r.WALStatus != "lost" {
+		r.Pending, err = pending(ctx, src, r, opts)
+		if err != nil {
+			r.Warnings = append(r.Warnings, fmt.Sprintf("could not tell whether changes are pending (%v); judged by WAL position alone", err))
+		}
+	}
+	judge(&r, slot, opts)
+	return r, nil
+}
+
+// judge sets the verdict, reason, lag and warnings from the facts gathered.
+func judge(r *Report, slot stream.SlotState, opts Options) {
+	now := opts.Now()
+	if r.SlotExists && !r.SlotActive && r.RetainedBytes > opts.RetainedWarnBytes {
+		r.Warnings = append(r.Warnings, fmt.Sprintf(
+			"inactive slot %s retains %s of WAL on the source; start sync, or run `postgres-seren-replicator cleanup` to drop it if the migration is over",
+			r.Slot, FormatBytes(r.RetainedBytes)))
+	}
+	pending := r.LagBytes > 0 // when it could not be told, any WAL past the checkpoint may hold changes
+	if r.Pending != nil {
+		pending = *r.Pending
+	}
+	if pending && r.HasCheckpoint {
+		since := r.CommitTime
+		if since.IsZero() {
+			since = r.AppliedAt
+		}
+		r.Lag = max(now.Sub(since), 0)
+	}
+	switch {
+	case !r.SlotExists:
+		r.Verdict, r.Reason = Broken, fmt.Sprintf("replication slot %s does not exist on the source; run init again", r.Slot)
+	case slot.Database != "" && slot.Database != r.Database:
+		r.Verdict, r.Reason = Broken, fmt.Sprintf("replication slot %s belongs to database %s, not %s", r.Slot, slot.Database, r.Database)
+	case slot.Plugin != "" && slot.Plugin != "pgoutput":
+		r.Verdict, r.Reason = Broken, fmt.Sprintf("replication slot %s uses plugin %s, not pgoutput", r.Slot, slot.Plugin)
+	case r.WALStatus == "lost":
+		r.Verdict, r.Reason = Broken, fmt.Sprintf("replication slot %s lost WAL it needed (max_slot_wal_keep_size?); run cleanup, then init again", r.Slot)
+	case !r.PublicationExists:
+		r.Verdict, r.Reason = Broken, fmt.Sprintf("publication %s does not exist on the source; run init again", opts.Publication)
+	case !r.HasCheckpoint:
+		r.Verdict, r.Reason = Broken, fmt.Sprintf("no checkpoint for slot %s on the target; run init again", r.Slot)
+	case r.Checkpoint < r.ConfirmedFlush:
+		r.Verdict, r.Reason = Broken, fmt.Sprintf("target checkpoint %s is behind the slot's confirmed position %s: the source will not resend the changes between them; run init again",
+			r.Checkpoint, r.ConfirmedFlush)
+	case pending && !r.SlotActive:
+		r.Verdict, r.Reason = Stalled, fmt.Sprintf("changes are pending but no sync is connected to slot %s", r.Slot)
+	case pending && !r.AppliedAt.IsZero() && now.Sub(r.AppliedAt) > opts.StallAfter:
+		r.Verdict, r.Reason = Stalled, fmt.Sprintf("changes are pending but nothing was applied for %s", now.Sub(r.AppliedAt).Round(time.Second))
+	case pending && r.LagBytes > opts.MaxLagBytes:
+		r.Verdict, r.Reason = Lagging, fmt.Sprintf("lag %s is above %s", FormatBytes(r.LagBytes), FormatBytes(opts.MaxLagBytes))
+	case pending && r.Lag > opts.MaxLagSeconds:
+		r.Verdict, r.Reason = Lagging, fmt.Sprintf("lag %s is above %s", r.Lag.Round(time.Second), opts.MaxLagSeconds)
+	case r.SlotActive && pending:
+		r.Verdict, r.Reason = Healthy, "streaming"
+	case r.SlotActive:
+		r.Verdict, r.Reason = Healthy, "streaming, caught up"
+	default:
+		r.Verdict, r.Reason = Healthy, "caught up; no sync connected"
+	}
+}
+
+// pending tells whether source changes newer than the checkpoint wait to
+// be applied.
+//
+// With an active slot, the walsender reports what it sent and what the
+// client confirmed: the sync confirms only what it applied, so everything
+// sent is applied when the confirmed position reaches the sent one.
+//
+// With an inactive slot, the slot's pending messages are peeked (read
+// without being consumed) and any transaction that ends after the
+// checkpoint and changes a published table counts. WAL that only other
+// databases or unpublished tables wrote does not.
+func pending(ctx context.Context, src *pgx.Conn, r Report, opts Options) (*bool, error) {
+	if r.LagBytes == 0 {
+		return ptr(false), nil
+	}
+	if r.SlotActive {
+		var sent, flush *string
+		err := src.QueryRow(ctx, `SELECT sent_lsn::text, flush_lsn::text FROM pg_stat_replication
+			WHERE pid = (SELECT active_pid FROM pg_replication_slots WHERE slot_name = $1)`, r.Slot).Scan(&sent, &flush)
+		if errors.Is(err, pgx.ErrNoRows) || err == nil && (sent == nil || flush == nil) {
+			return nil, errors.New("the walsender's positions are not visible (grant pg_read_all_stats)")
+		}
+		if err != nil {
+			return nil, fmt.Errorf("walsender of slot %s: %w", r.Slot, err)
+		}
+		s, err1 := pglogrepl.ParseLSN(*sent)
+		f, err2 := pglogrepl.ParseLSN(*flush)
+		if err := errors.Join(err1, err2); err != nil {
+			return nil, fmt.Errorf("walsender of slot %s: %w", r.Slot, err)
+		}
+		return ptr(f < s), nil
+	}
+	tx, err := src.Begin(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer tx.Rollback(context.Background())
+	if _, err := tx.Exec(ctx, fmt.Sprintf("SET LOCAL statement_timeout = %d", peekTimeout.Milliseconds())); err != nil {
+		return nil, err
+	}
+	// A commit row carries the transaction's end LSN; change rows start
+	// with I, U, D or T. Before PG15 empty transactions are sent too, hence
+	// the check for a change in the same transaction.
+	var found bool
+	err = tx.QueryRow(ctx, `WITH c AS (
+			SELECT lsn, xid, get_byte(data, 0) AS k
+			FROM pg_logical_slot_peek_binary_changes($1, NULL, $2, 'proto_version', '1', 'publication_names', $3))
+		SELECT EXISTS (SELECT 1 FROM c cm WHERE cm.k = 67 AND cm.lsn > $4::text::pg_lsn
+			AND EXISTS (SELECT 1 FROM c ch WHERE ch.xid = cm.xid AND ch.k IN (73, 85, 68, 84)))`,
+		r.Slot, peekLimit, pgx.Identifier{opts.Publication}.Sanitize(), r.Checkpoint.String()).Scan(&found)
+	if err != nil {
+		return nil, fmt.Errorf("peek slot %s: %w", r.Slot, err)
+	}
+	return &found, nil
+}
+
+func ptr[T any](v T) *T { return &v }
+
+// scanLSN scans the text form of an LSN.
+type scanLSN struct{ lsn *pglogrepl.LSN }
+
+func (s scanLSN) Scan(src any) error {
+	str, ok := src.(string)
+	if !ok {
+		return fmt.Errorf("LSN: got %T, want text", src)
+	}
+	v, err := pglogrepl.ParseLSN(str)
+	*s.lsn = v
+	return err
+}
+
+// FormatBytes renders n in binary units ("1.5 GiB").
+func FormatBytes(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit && exp < 5; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}
