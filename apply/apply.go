@@ -106,8 +106,9 @@ type Applier struct {
 	batchChanges  int
 	batchEnd      pglogrepl.LSN // end LSN of the last source transaction in the batch
 	batchCommitAt time.Time
-	rowCounts     map[[3]string]int
+	rowCounts     map[[3]string]int // source changes per table and operation
 	pipe          pipeline
+	merged        merger
 
 	lastIdleCheckpoint time.Time
 	idleLSN            pglogrepl.LSN // newest keepalive position not yet checkpointed
@@ -167,6 +168,9 @@ func New(ctx context.Context, target *conninfo.Conn, cfg Config, log *slog.Logge
 // Stats counts what an Applier committed.
 type Stats struct {
 	Transactions, Changes, Batches int
+	// Busy is the time spent waiting for the target; Idle the time spent
+	// waiting for the stream.
+	Busy, Idle time.Duration
 }
 
 // Stats returns the totals committed so far.
@@ -219,8 +223,10 @@ func (a *Applier) Run(ctx context.Context, events <-chan stream.Event, ack Acker
 				continue
 			}
 		} else {
+			waitStart := time.Now()
 			select {
 			case ev, ok = <-events:
+				a.stats.Idle += time.Since(waitStart)
 			case <-ctx.Done():
 				return a.shutdown(ack)
 			case <-a.idleTimer():
@@ -299,10 +305,19 @@ func (a *Applier) handle(ctx context.Context, ev stream.Event, ack Acker) error 
 			return a.commit(ctx, ack)
 		}
 	case *stream.Relation:
-		if err := a.reconcile(ctx, m); err != nil {
+		// A table's shape may change: what was merged under the old shape
+		// is written first.
+		if err := a.emitMerged(ctx); err != nil {
 			return err
 		}
-		a.rels[m.ID] = newRelation(m)
+		if err := a.flush(ctx); err != nil {
+			return err
+		}
+		r, err := a.reconcile(ctx, m)
+		if err != nil {
+			return err
+		}
+		a.rels[m.ID] = r
 	case *stream.Insert, *stream.Update, *stream.Delete, *stream.Truncate:
 		if !a.inSource {
 			return fmt.Errorf("apply %s: change at %s outside a transaction", a.cfg.Database, ev.LSN)
@@ -314,6 +329,11 @@ func (a *Applier) handle(ctx context.Context, ev stream.Event, ack Acker) error 
 			return err
 		}
 		a.batchChanges++
+		if a.merged.bytes >= a.cfg.PipelineBytes || a.merged.count >= a.cfg.MaxBatchChanges {
+			if err := a.emitMerged(ctx); err != nil {
+				return err
+			}
+		}
 		if a.pipe.full(a.cfg.PipelineStatements, a.cfg.PipelineBytes) {
 			return a.flush(ctx)
 		}
@@ -367,6 +387,7 @@ func (a *Applier) begin() {
 	a.batchStart = time.Now()
 	a.batchTxns, a.batchChanges = 0, 0
 	a.batchEnd = a.pos.EndLSN
+	clear(a.rowCounts)
 	a.pipe.add("BEGIN", "", nil, stmtInfo{})
 }
 
@@ -377,6 +398,9 @@ func (a *Applier) commit(ctx context.Context, ack Acker) error {
 	pos := checkpoint.Position{Slot: a.cfg.Slot, EndLSN: a.batchEnd, CommitTime: a.batchCommitAt}
 	if pos.CommitTime.IsZero() {
 		pos.CommitTime = a.pos.CommitTime
+	}
+	if err := a.emitMerged(ctx); err != nil {
+		return err
 	}
 	sql, params := a.cfg.Store.Statement(pos)
 	a.pipe.add(sql, "", params, stmtInfo{})
@@ -403,6 +427,7 @@ func (a *Applier) commit(ctx context.Context, ack Acker) error {
 
 func (a *Applier) rollback(ctx context.Context) {
 	a.pipe.reset()
+	a.merged = merger{}
 	_ = a.conn.Exec(ctx, "ROLLBACK").Close()
 	a.inTarget = false
 }

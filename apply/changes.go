@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
 
@@ -16,7 +17,8 @@ import (
 type stmtInfo struct {
 	table     string // schema.table; empty for BEGIN, COMMIT and the checkpoint
 	op        string // insert, update, delete, truncate
-	wantOne   bool   // must change exactly one row
+	want      int64  // rows it must change; 0 means any number
+	atMostOne bool   // may change no row or one, no more
 	keyValues string // for error messages
 }
 
@@ -57,6 +59,8 @@ func (a *Applier) flush(ctx context.Context) error {
 		return nil
 	}
 	defer a.pipe.reset()
+	start := time.Now()
+	defer func() { a.stats.Busy += time.Since(start) }()
 	mrr := a.conn.ExecBatch(ctx, &a.pipe.batch)
 	i := 0
 	for ; mrr.NextResult(); i++ {
@@ -66,13 +70,14 @@ func (a *Applier) flush(ctx context.Context) error {
 			return a.statementError(i, err)
 		}
 		info := a.pipe.infos[i]
-		if info.wantOne && tag.RowsAffected() != 1 {
+		if info.want != 0 && tag.RowsAffected() != info.want || info.atMostOne && tag.RowsAffected() > 1 {
 			mrr.Close()
-			return permanent(fmt.Errorf("%s on table %s matched %d rows on the target for %s: the target has diverged from the source; run verify, and re-run init for this table",
-				info.op, info.table, tag.RowsAffected(), info.keyValues))
-		}
-		if info.table != "" {
-			a.rowCounts[[3]string{info.table, info.op}] += int(tag.RowsAffected())
+			what := info.keyValues
+			if what == "" {
+				what = fmt.Sprintf("%d keys", info.want)
+			}
+			return permanent(fmt.Errorf("%s on table %s changed %d rows on the target for %s: the target has diverged from the source; run verify, and re-run init for this table",
+				info.op, info.table, tag.RowsAffected(), what))
 		}
 	}
 	if err := mrr.Close(); err != nil {
@@ -106,8 +111,45 @@ func (a *Applier) query(ctx context.Context, sql string, params ...string) ([][]
 	return res.Rows, nil
 }
 
-// change queues the statement for one row change or truncate.
+// change queues the work for one row change or truncate: merged into the
+// batch's set-based statements where that is safe (merge.go), otherwise one
+// statement in source order.
 func (a *Applier) change(ctx context.Context, msg stream.Message) error {
+	var id uint32
+	var op string
+	switch m := msg.(type) {
+	case *stream.Insert:
+		id, op = m.RelationID, "insert"
+	case *stream.Update:
+		id, op = m.RelationID, "update"
+	case *stream.Delete:
+		id, op = m.RelationID, "delete"
+	case *stream.Truncate:
+		if err := a.emitMerged(ctx); err != nil {
+			return err
+		}
+		return a.ordered(ctx, msg)
+	}
+	r, err := a.relation(id)
+	if err != nil {
+		return err
+	}
+	a.rowCounts[[3]string{r.name, op}]++
+	merged, err := a.merge(id, r, msg)
+	if err != nil || merged {
+		return err
+	}
+	if r.mergeable && !a.merged.empty() {
+		// Keep this table's order: what was merged goes first.
+		if err := a.emitMerged(ctx); err != nil {
+			return err
+		}
+	}
+	return a.ordered(ctx, msg)
+}
+
+// ordered queues one statement for one change, in source order.
+func (a *Applier) ordered(ctx context.Context, msg stream.Message) error {
 	switch m := msg.(type) {
 	case *stream.Insert:
 		r, err := a.relation(m.RelationID)
@@ -162,7 +204,7 @@ func (a *Applier) change(ctx context.Context, msg stream.Message) error {
 		if err != nil {
 			return err
 		}
-		a.pipe.add("", name, append(params, keyParams...), stmtInfo{table: r.name, op: "update", wantOne: true, keyValues: describeKey(r, where, keyParams)})
+		a.pipe.add("", name, append(params, keyParams...), stmtInfo{table: r.name, op: "update", want: 1, keyValues: describeKey(r, where, keyParams)})
 	case *stream.Delete:
 		r, err := a.relation(m.RelationID)
 		if err != nil {
@@ -176,7 +218,14 @@ func (a *Applier) change(ctx context.Context, msg stream.Message) error {
 		if err != nil {
 			return err
 		}
-		a.pipe.add("", name, keyParams, stmtInfo{table: r.name, op: "delete", wantOne: true, keyValues: describeKey(r, where, keyParams)})
+		info := stmtInfo{table: r.name, op: "delete", want: 1, keyValues: describeKey(r, where, keyParams)}
+		if !a.replicaMode && r.cascadeTarget {
+			// Foreign-key actions run on the target in ordered mode: a parent's
+			// DELETE CASCADE may already have removed this row, which is the
+			// state the DELETE asks for. More than one row is still an error.
+			info.want, info.atMostOne = 0, true
+		}
+		a.pipe.add("", name, keyParams, info)
 	case *stream.Truncate:
 		var names, shown []string
 		for _, id := range m.RelationIDs {
@@ -193,6 +242,9 @@ func (a *Applier) change(ctx context.Context, msg stream.Message) error {
 		}
 		if m.Cascade() {
 			sql += " CASCADE"
+		}
+		for _, name := range shown {
+			a.rowCounts[[3]string{name, "truncate"}]++
 		}
 		a.pipe.add(sql, "", nil, stmtInfo{table: strings.Join(shown, ", "), op: "truncate"})
 	}

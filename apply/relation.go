@@ -3,6 +3,7 @@ package apply
 import (
 	"context"
 	"fmt"
+	"sort"
 	"strconv"
 	"strings"
 
@@ -20,7 +21,13 @@ type relation struct {
 	cols   []string // quoted column names, in message order
 	key    []int    // indexes of replica identity columns
 	full   bool     // REPLICA IDENTITY FULL: match whole rows, one at a time
-	stmts  map[string]string
+	types  []string // column types, for casts in multi-row statements
+	// mergeable: changes may be merged into set-based statements (merge.go).
+	mergeable bool
+	// cascadeTarget: a foreign key of this table deletes its rows when the
+	// referenced row goes (ON DELETE CASCADE on the target).
+	cascadeTarget bool
+	stmts     map[string]string
 }
 
 func newRelation(msg *stream.Relation) *relation {
@@ -50,51 +57,89 @@ type targetColumn struct {
 // source added are added on the target (pgoutput carries no DDL); any other
 // difference stops replication with an error naming the table and the fix,
 // since guessing could lose data.
-func (a *Applier) reconcile(ctx context.Context, msg *stream.Relation) error {
+func (a *Applier) reconcile(ctx context.Context, msg *stream.Relation) (*relation, error) {
+	r := newRelation(msg)
 	name := msg.Namespace + "." + msg.Name
 	qualified := pgx.Identifier{msg.Namespace, msg.Name}.Sanitize()
 	rows, err := a.query(ctx, `SELECT a.attname, format_type(a.atttypid, a.atttypmod), a.attgenerated <> ''
 		FROM pg_attribute a WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped`, qualified)
 	if err != nil {
-		return fmt.Errorf("read target columns of %s: %w", name, err)
+		return nil, fmt.Errorf("read target columns of %s: %w", name, err)
 	}
 	if len(rows) == 0 {
-		return permanent(fmt.Errorf("table %s is published on the source but does not exist on the target: create it there (re-run init, or run the source's CREATE TABLE on the target), then restart sync", name))
+		return nil, permanent(fmt.Errorf("table %s is published on the source but does not exist on the target: create it there (re-run init, or run the source's CREATE TABLE on the target), then restart sync", name))
 	}
 	target := map[string]targetColumn{}
-	for _, r := range rows {
-		target[string(r[0])] = targetColumn{typ: string(r[1]), generated: string(r[2]) == "t"}
+	for _, row := range rows {
+		target[string(row[0])] = targetColumn{typ: string(row[1]), generated: string(row[2]) == "t"}
 	}
 	inStream := map[string]bool{}
 	for _, c := range msg.Columns {
 		inStream[c.Name] = true
 		want, err := a.typeName(ctx, c.TypeOID, c.TypeMod)
 		if err != nil {
-			return fmt.Errorf("table %s column %s: %w", name, c.Name, err)
+			return nil, fmt.Errorf("table %s column %s: %w", name, c.Name, err)
 		}
+		r.types = append(r.types, want)
 		have, ok := target[c.Name]
 		switch {
 		case !ok:
 			ddl := fmt.Sprintf("ALTER TABLE %s ADD COLUMN %s %s", qualified, pgx.Identifier{c.Name}.Sanitize(), want)
-			if err := a.flush(ctx); err != nil {
-				return err
-			}
 			if _, err := a.query(ctx, ddl); err != nil {
-				return permanent(fmt.Errorf("table %s: add column %s %s that the source added: %w", name, c.Name, want, err))
+				return nil, permanent(fmt.Errorf("table %s: add column %s %s that the source added: %w", name, c.Name, want, err))
 			}
 			a.log.Info("added column the source added", "table", name, "column", c.Name, "type", want)
 		case have.typ != want:
-			return permanent(fmt.Errorf("table %s: column %s is %s on the source but %s on the target: run ALTER TABLE %s ALTER COLUMN %s TYPE %s on the target, then restart sync",
+			return nil, permanent(fmt.Errorf("table %s: column %s is %s on the source but %s on the target: run ALTER TABLE %s ALTER COLUMN %s TYPE %s on the target, then restart sync",
 				name, c.Name, want, have.typ, qualified, pgx.Identifier{c.Name}.Sanitize(), want))
 		}
 	}
 	for col, tc := range target {
 		if !inStream[col] && !tc.generated {
-			return permanent(fmt.Errorf("table %s: column %s exists on the target but the source no longer sends it (dropped or renamed on the source): apply the same change on the target (ALTER TABLE %s DROP COLUMN or RENAME COLUMN), then restart sync",
+			return nil, permanent(fmt.Errorf("table %s: column %s exists on the target but the source no longer sends it (dropped or renamed on the source): apply the same change on the target (ALTER TABLE %s DROP COLUMN or RENAME COLUMN), then restart sync",
 				name, col, qualified))
 		}
 	}
-	return nil
+	if r.mergeable, err = a.mergeable(ctx, r, qualified); err != nil {
+		return nil, err
+	}
+	cascade, err := a.query(ctx, `SELECT 1 FROM pg_constraint WHERE conrelid = to_regclass($1) AND contype = 'f' AND confdeltype = 'c'`, qualified)
+	if err != nil {
+		return nil, fmt.Errorf("read foreign keys of %s: %w", name, err)
+	}
+	r.cascadeTarget = len(cascade) > 0
+	return r, nil
+}
+
+// mergeable reports whether the table's changes may be merged into
+// set-based statements: identity by key (not FULL), every unique or
+// exclusion constraint is exactly that key, and no trigger is set to fire
+// even in replica mode.
+func (a *Applier) mergeable(ctx context.Context, r *relation, qualified string) (bool, error) {
+	if r.full || r.msg.ReplicaIdentity == 'n' && len(r.key) > 0 {
+		return false, nil
+	}
+	rows, err := a.query(ctx, `SELECT i.indisexclusion OR i.indpred IS NOT NULL OR i.indexprs IS NOT NULL,
+		(SELECT string_agg(a.attname, ',' ORDER BY a.attname) FROM pg_attribute a
+		  WHERE a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey))
+		FROM pg_index i WHERE i.indrelid = to_regclass($1) AND (i.indisunique OR i.indisexclusion)
+		UNION ALL
+		SELECT true, NULL FROM pg_trigger t WHERE t.tgrelid = to_regclass($1) AND t.tgenabled = 'A'`, qualified)
+	if err != nil {
+		return false, fmt.Errorf("read constraints of %s: %w", r.name, err)
+	}
+	keyCols := make([]string, len(r.key))
+	for i, c := range r.key {
+		keyCols[i] = r.msg.Columns[c].Name
+	}
+	sort.Strings(keyCols)
+	key := strings.Join(keyCols, ",")
+	for _, row := range rows {
+		if string(row[0]) == "t" || string(row[1]) != key {
+			return false, nil
+		}
+	}
+	return true, nil
 }
 
 // typeName renders a source column type as format_type prints it on the

@@ -101,3 +101,5 @@ func pgtestPair(t *testing.T) (src, dst *pgtest.Cluster) {
 	t.Helper()
 	return pgtest.StartPair(t)
 }
+
+func contains(s, sub string) bool { return strings.Contains(s, sub) }

@@ -38,6 +38,8 @@ func (r *pipelineRunner) run(ctx context.Context) (pipelineResult, error) {
 		total.Transactions += res.stats.Transactions
 		total.Changes += res.stats.Changes
 		total.Batches += res.stats.Batches
+		total.Busy += res.stats.Busy
+		total.Idle += res.stats.Idle
 		res.stats = total
 		if err == nil || ctx.Err() != nil {
 			return res, nil

@@ -145,8 +145,9 @@ func (c *SyncCmd) Run(ctx context.Context, env *Env) error {
 	if c.CatchUp {
 		for i, db := range p.Databases {
 			r := results[i]
-			fmt.Fprintf(env.Stdout, "%s: caught up to %s (slot %s): %d transactions, %d changes in %d batches\n",
-				db.Name, r.position.EndLSN, c.SlotFor(db.Name), r.stats.Transactions, r.stats.Changes, r.stats.Batches)
+			fmt.Fprintf(env.Stdout, "%s: caught up to %s (slot %s): %d transactions, %d changes in %d batches; target busy %s, waiting for the source %s\n",
+				db.Name, r.position.EndLSN, c.SlotFor(db.Name), r.stats.Transactions, r.stats.Changes, r.stats.Batches,
+				r.stats.Busy.Round(time.Millisecond), r.stats.Idle.Round(time.Millisecond))
 		}
 		fmt.Fprintf(env.Stdout, "took %s, peak memory %d MiB\n", time.Since(start).Round(time.Millisecond), peakRSS()>>20)
 	}

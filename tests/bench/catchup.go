@@ -104,6 +104,10 @@ func (b *bench) drain(section string, src, ours, native *pgtest.Cluster, changes
 		return src.QueryString(benchDB, fmt.Sprintf("SELECT confirmed_flush_lsn >= '%s' FROM pg_replication_slots WHERE slot_name = 'native_sub'", target)) == "true"
 	})
 	nativeTook := time.Since(start)
+	// What a catch-up costs with nothing to do: start-up, planning, sequences.
+	start = time.Now()
+	b.sh(fmt.Sprintf("%s sync --catch-up --source '%s' --target '%s' --log-level warn %s", b.bin, src.DSN(benchDB), ours.DSN(benchDB), b.syncArgs))
+	fmt.Fprintf(os.Stderr, "an empty catch-up takes %s\n", time.Since(start).Round(time.Millisecond))
 	b.rows = append(b.rows, row{section: section, what: "drain backlog", ours: oursTook, native: nativeTook, changes: changes, note: peak(out) + fmt.Sprintf(", source decode alone %s", decodeTook.Round(time.Millisecond))})
 }
 

@@ -1,0 +1,359 @@
+package apply
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/serenorg/postgres-seren-replicator/stream"
+)
+
+// The merge path turns a batch's row changes into a few set-based
+// statements per table: every change to one key collapses into its net
+// effect (insert, update, delete, or delete-then-insert), then the table gets
+// one multi-row DELETE, INSERT and UPDATE ... FROM (VALUES ...) each.
+//
+// That reorders changes, which is safe only where nothing can observe the
+// order: the session runs with session_replication_role = replica (no
+// triggers, no foreign-key checks), and the table's only unique or exclusion
+// constraint is its replica identity key, so rows with different keys never
+// conflict. Everything else (REPLICA IDENTITY FULL, other unique indexes,
+// ALWAYS triggers, key changes, TRUNCATE, schema changes) takes the ordered
+// path, one statement per change in source order.
+
+// Net effects of a key's changes in the batch.
+const (
+	netInsert  = 'I' // the row did not exist before the batch
+	netUpdate  = 'U' // the row existed and still exists
+	netDelete  = 'D' // the row existed and is gone
+	netReplace = 'R' // the row existed, was deleted, and a new one was inserted
+)
+
+// maxRowsPerStatement bounds multi-row statements (PostgreSQL allows 65535
+// parameters).
+const maxRowsPerStatement = 1000
+
+// netChange is what the batch does to one key.
+type netChange struct {
+	kind byte
+	// row holds every column for inserts and replaces; for updates only the
+	// columns in set are meaningful. Unchanged TOAST values are never stored:
+	// the column is simply not set, so the target keeps its value.
+	row [][]byte
+	set []bool
+	key [][]byte
+}
+
+// tableMerge accumulates one table's net changes, keys in first-seen order.
+type tableMerge struct {
+	r       *relation
+	keys    []string
+	changes map[string]*netChange
+	inserts [][][]byte // keyless tables: inserts only, in order
+}
+
+// merger holds the batch's accumulated changes of every eligible table.
+type merger struct {
+	tables map[uint32]*tableMerge
+	order  []uint32
+	bytes  int
+	count  int
+}
+
+func (m *merger) table(r *relation, id uint32) *tableMerge {
+	if m.tables == nil {
+		m.tables = map[uint32]*tableMerge{}
+	}
+	t, ok := m.tables[id]
+	if !ok {
+		t = &tableMerge{r: r, changes: map[string]*netChange{}}
+		m.tables[id] = t
+		m.order = append(m.order, id)
+	}
+	return t
+}
+
+func (m *merger) empty() bool { return m.count == 0 }
+
+// mergeKey renders key values as one map key, length-prefixed so that no
+// two different keys collide.
+func mergeKey(vals [][]byte) string {
+	var b strings.Builder
+	for _, v := range vals {
+		if v == nil {
+			b.WriteString("-1:")
+			continue
+		}
+		b.WriteString(strconv.Itoa(len(v)))
+		b.WriteByte(':')
+		b.Write(v)
+	}
+	return b.String()
+}
+
+// merge folds one change into the batch; it returns false when the change
+// must take the ordered path instead (after the accumulated changes are
+// emitted).
+func (a *Applier) merge(id uint32, r *relation, msg stream.Message) (bool, error) {
+	if !a.replicaMode || !r.mergeable {
+		return false, nil
+	}
+	switch m := msg.(type) {
+	case *stream.Insert:
+		row, err := values(r, m.New, "insert")
+		if err != nil {
+			return false, err
+		}
+		t := a.merged.table(r, id)
+		a.merged.count++
+		a.merged.bytes += m.New.Size()
+		if len(r.key) == 0 {
+			t.inserts = append(t.inserts, row)
+			return true, nil
+		}
+		key := pick(row, r.key)
+		k := mergeKey(key)
+		nc, ok := t.changes[k]
+		switch {
+		case !ok:
+			t.keys = append(t.keys, k)
+			t.changes[k] = &netChange{kind: netInsert, row: row, key: key}
+		case nc.kind == netDelete:
+			nc.kind, nc.row, nc.set = netReplace, row, nil
+		default:
+			return false, fmt.Errorf("insert on table %s: key %s inserted twice in one batch", r.name, describeVals(r, key))
+		}
+		return true, nil
+	case *stream.Update:
+		if m.OldKind != 0 || len(r.key) == 0 {
+			return false, nil // the key changed: ordered path
+		}
+		if len(m.New) != len(r.cols) {
+			return false, fmt.Errorf("update on table %s: %d values for %d columns", r.name, len(m.New), len(r.cols))
+		}
+		key := make([][]byte, len(r.key))
+		for i, c := range r.key {
+			if m.New[c].Kind != stream.ValueText {
+				return false, nil // unsent or NULL key: ordered path reports it
+			}
+			key[i] = m.New[c].Data
+		}
+		t := a.merged.table(r, id)
+		k := mergeKey(key)
+		nc, ok := t.changes[k]
+		if !ok {
+			nc = &netChange{kind: netUpdate, row: make([][]byte, len(r.cols)), set: make([]bool, len(r.cols)), key: key}
+			t.keys = append(t.keys, k)
+			t.changes[k] = nc
+		} else if nc.kind == netDelete {
+			return false, permanent(fmt.Errorf("update on table %s: key %s was deleted earlier in the batch", r.name, describeVals(r, key)))
+		}
+		for i, v := range m.New {
+			switch v.Kind {
+			case stream.ValueUnchangedToast:
+				continue // keep what the row has (or what the batch inserted)
+			case stream.ValueNull:
+				nc.row[i] = nil
+			case stream.ValueText:
+				nc.row[i] = v.Data
+			default:
+				return false, fmt.Errorf("update on table %s: column %d has value kind %q", r.name, i, v.Kind)
+			}
+			if nc.set != nil {
+				nc.set[i] = true
+			}
+		}
+		a.merged.count++
+		a.merged.bytes += m.New.Size()
+		return true, nil
+	case *stream.Delete:
+		if m.OldKind != 'K' || len(r.key) == 0 {
+			return false, nil
+		}
+		key := make([][]byte, len(r.key))
+		for i, c := range r.key {
+			if len(m.Old) != len(r.cols) || m.Old[c].Kind != stream.ValueText {
+				return false, nil
+			}
+			key[i] = m.Old[c].Data
+		}
+		t := a.merged.table(r, id)
+		k := mergeKey(key)
+		nc, ok := t.changes[k]
+		switch {
+		case !ok:
+			t.keys = append(t.keys, k)
+			t.changes[k] = &netChange{kind: netDelete, key: key}
+		case nc.kind == netInsert:
+			delete(t.changes, k) // born and gone within the batch
+		case nc.kind == netDelete:
+			return false, permanent(fmt.Errorf("delete on table %s: key %s deleted twice in one batch", r.name, describeVals(r, key)))
+		default:
+			nc.kind, nc.row, nc.set = netDelete, nil, nil
+		}
+		a.merged.count++
+		return true, nil
+	}
+	return false, nil
+}
+
+func pick(row [][]byte, cols []int) [][]byte {
+	out := make([][]byte, len(cols))
+	for i, c := range cols {
+		out[i] = row[c]
+	}
+	return out
+}
+
+// emitMerged queues the set-based statements for everything merged so far:
+// per table, deletes, then inserts, then updates grouped by the columns
+// they set. Each statement's row count is checked.
+func (a *Applier) emitMerged(ctx context.Context) error {
+	for _, id := range a.merged.order {
+		t := a.merged.tables[id]
+		r := t.r
+		var deletes [][][]byte
+		var inserts [][][]byte
+		updates := map[string][]*netChange{}
+		var shapes []string
+		for _, k := range t.keys {
+			nc, ok := t.changes[k]
+			if !ok {
+				continue
+			}
+			switch nc.kind {
+			case netDelete:
+				deletes = append(deletes, nc.key)
+			case netReplace:
+				deletes = append(deletes, nc.key)
+				inserts = append(inserts, nc.row)
+			case netInsert:
+				inserts = append(inserts, nc.row)
+			case netUpdate:
+				shape := setKey(setColumns(nc.set))
+				if _, seen := updates[shape]; !seen {
+					shapes = append(shapes, shape)
+				}
+				updates[shape] = append(updates[shape], nc)
+			}
+		}
+		inserts = append(inserts, t.inserts...)
+		for len(deletes) > 0 {
+			n := min(len(deletes), maxRowsPerStatement)
+			a.pipe.add(r.multiDeleteSQL(n), "", flatten(deletes[:n]), stmtInfo{table: r.name, op: "delete", want: int64(n)})
+			deletes = deletes[n:]
+		}
+		perInsert := max(1, min(maxRowsPerStatement, 65535/max(1, len(r.cols))))
+		for len(inserts) > 0 {
+			n := min(len(inserts), perInsert)
+			a.pipe.add(r.multiInsertSQL(n), "", flatten(inserts[:n]), stmtInfo{table: r.name, op: "insert", want: int64(n)})
+			inserts = inserts[n:]
+		}
+		for _, shape := range shapes {
+			list := updates[shape]
+			set := setColumns(list[0].set)
+			if len(set) == 0 {
+				continue // only unchanged TOAST values: nothing to write
+			}
+			per := max(1, min(maxRowsPerStatement, 65535/(len(set)+len(r.key))))
+			for len(list) > 0 {
+				n := min(len(list), per)
+				params := make([][]byte, 0, n*(len(set)+len(r.key)))
+				for _, nc := range list[:n] {
+					params = append(params, nc.key...)
+					for _, c := range set {
+						params = append(params, nc.row[c])
+					}
+				}
+				a.pipe.add(r.multiUpdateSQL(set, n), "", params, stmtInfo{table: r.name, op: "update", want: int64(n)})
+				list = list[n:]
+			}
+		}
+		if a.pipe.full(a.cfg.PipelineStatements, a.cfg.PipelineBytes) {
+			if err := a.flush(ctx); err != nil {
+				return err
+			}
+		}
+	}
+	a.merged = merger{}
+	return nil
+}
+
+func setColumns(set []bool) []int {
+	var out []int
+	for i, s := range set {
+		if s {
+			out = append(out, i)
+		}
+	}
+	return out
+}
+
+func flatten(rows [][][]byte) [][]byte {
+	var out [][]byte
+	for _, r := range rows {
+		out = append(out, r...)
+	}
+	return out
+}
+
+func describeVals(r *relation, key [][]byte) string {
+	m := matcher{cols: r.key, nulls: make([]bool, len(r.key))}
+	return describeKey(r, m, key)
+}
+
+// placeholders renders rows of n typed parameters: ($1::t, $2::t), ...
+func (r *relation) placeholders(rows int, cols []int) string {
+	var b strings.Builder
+	p := 1
+	for i := 0; i < rows; i++ {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteByte('(')
+		for j, c := range cols {
+			if j > 0 {
+				b.WriteString(", ")
+			}
+			fmt.Fprintf(&b, "$%d::%s", p, r.types[c])
+			p++
+		}
+		b.WriteByte(')')
+	}
+	return b.String()
+}
+
+func (r *relation) multiInsertSQL(rows int) string {
+	all := make([]int, len(r.cols))
+	for i := range all {
+		all[i] = i
+	}
+	return fmt.Sprintf("INSERT INTO %s (%s) VALUES %s", r.target, strings.Join(r.cols, ", "), r.placeholders(rows, all))
+}
+
+func (r *relation) multiDeleteSQL(rows int) string {
+	keyCols := make([]string, len(r.key))
+	for i, c := range r.key {
+		keyCols[i] = r.cols[c]
+	}
+	return fmt.Sprintf("DELETE FROM %s WHERE (%s) IN (VALUES %s)", r.target, strings.Join(keyCols, ", "), r.placeholders(rows, r.key))
+}
+
+func (r *relation) multiUpdateSQL(set []int, rows int) string {
+	cols := append(append([]int{}, r.key...), set...)
+	alias := make([]string, len(cols))
+	for i := range cols {
+		alias[i] = "c" + strconv.Itoa(i)
+	}
+	assign := make([]string, len(set))
+	for i, c := range set {
+		assign[i] = r.cols[c] + " = v." + alias[len(r.key)+i]
+	}
+	match := make([]string, len(r.key))
+	for i, c := range r.key {
+		match[i] = "t." + r.cols[c] + " = v." + alias[i]
+	}
+	return fmt.Sprintf("UPDATE %s AS t SET %s FROM (VALUES %s) AS v(%s) WHERE %s",
+		r.target, strings.Join(assign, ", "), r.placeholders(rows, cols), strings.Join(alias, ", "), strings.Join(match, " AND "))
+}
