@@ -27,7 +27,7 @@ type relation struct {
 	// cascadeTarget: a foreign key of this table deletes its rows when the
 	// referenced row goes (ON DELETE CASCADE on the target).
 	cascadeTarget bool
-	stmts     map[string]string
+	stmts         map[string]string
 }
 
 func newRelation(msg *stream.Relation) *relation {

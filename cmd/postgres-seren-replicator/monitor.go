@@ -100,7 +100,9 @@ func (o *observer) BatchCommitted(db string, txns, changes int, took time.Durati
 	o.mu.Unlock()
 }
 
-func (o *observer) RowsApplied(db, table, op string, n int) { o.m.metrics.RowsApplied(db, table, op, n) }
+func (o *observer) RowsApplied(db, table, op string, n int) {
+	o.m.metrics.RowsApplied(db, table, op, n)
+}
 
 func (o *observer) position() checkpoint.Position {
 	o.mu.Lock()
