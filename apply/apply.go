@@ -107,8 +107,11 @@ type Applier struct {
 	batchEnd      pglogrepl.LSN // end LSN of the last source transaction in the batch
 	batchCommitAt time.Time
 	rowCounts     map[[3]string]int // source changes per table and operation
-	pipe          pipeline
+	pipe          *pipeline         // being built
+	sent          *pipeline         // in flight
+	inflight      chan error        // its result
 	merged        merger
+	ack           Acker
 
 	lastIdleCheckpoint time.Time
 	idleLSN            pglogrepl.LSN // newest keepalive position not yet checkpointed
@@ -151,7 +154,7 @@ func New(ctx context.Context, target *conninfo.Conn, cfg Config, log *slog.Logge
 		return nil, err
 	}
 	conn := db.PgConn()
-	a := &Applier{conn: conn, cfg: cfg, log: log, rels: map[uint32]*relation{}, typeNames: map[[2]int64]string{}, rowCounts: map[[3]string]int{}}
+	a := &Applier{conn: conn, cfg: cfg, log: log, rels: map[uint32]*relation{}, typeNames: map[[2]int64]string{}, rowCounts: map[[3]string]int{}, pipe: &pipeline{}}
 	if err := conn.Exec(ctx, "SET session_replication_role = replica").Close(); err == nil {
 		a.replicaMode = true
 	} else if !isPermissionError(err) {
@@ -184,6 +187,7 @@ func (a *Applier) Position() checkpoint.Position { return a.pos }
 
 // Close closes the target connection; an open batch is rolled back.
 func (a *Applier) Close() {
+	_ = a.await()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	a.conn.Close(ctx)
@@ -197,6 +201,7 @@ func (a *Applier) Close() {
 // only whole source transactions and rolls it back otherwise, then returns
 // nil. Each durable position is passed to ack.
 func (a *Applier) Run(ctx context.Context, events <-chan stream.Event, ack Acker) error {
+	a.ack = ack
 	if a.reachedStop() {
 		return nil
 	}
@@ -223,6 +228,14 @@ func (a *Applier) Run(ctx context.Context, events <-chan stream.Event, ack Acker
 				continue
 			}
 		} else {
+			// About to wait for the stream: first make the batch in flight
+			// durable and acknowledged, so an idle stream is not left behind.
+			if err := a.await(); err != nil {
+				return err
+			}
+			if a.reachedStop() {
+				return nil
+			}
 			waitStart := time.Now()
 			select {
 			case ev, ok = <-events:
@@ -265,12 +278,15 @@ func (a *Applier) shutdown(ack Acker) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if a.inTarget && !a.inSource {
-		return a.commit(ctx, ack)
+		if err := a.commit(ctx, ack); err != nil {
+			return err
+		}
+		return a.await()
 	}
 	if a.inTarget {
 		a.rollback(ctx)
 	}
-	return nil
+	return a.await()
 }
 
 func (a *Applier) handle(ctx context.Context, ev stream.Event, ack Acker) error {
@@ -387,14 +403,13 @@ func (a *Applier) begin() {
 	a.batchStart = time.Now()
 	a.batchTxns, a.batchChanges = 0, 0
 	a.batchEnd = a.pos.EndLSN
-	clear(a.rowCounts)
 	a.pipe.add("BEGIN", "", nil, stmtInfo{})
 }
 
-// commit writes the checkpoint and commits the batch, then reports the new
-// durable position.
+// commit queues the checkpoint and COMMIT after the batch and sends them;
+// the position becomes durable and acknowledged once the target confirms
+// (await). Catch-up waits for that at its end.
 func (a *Applier) commit(ctx context.Context, ack Acker) error {
-	start := time.Now()
 	pos := checkpoint.Position{Slot: a.cfg.Slot, EndLSN: a.batchEnd, CommitTime: a.batchCommitAt}
 	if pos.CommitTime.IsZero() {
 		pos.CommitTime = a.pos.CommitTime
@@ -405,28 +420,22 @@ func (a *Applier) commit(ctx context.Context, ack Acker) error {
 	sql, params := a.cfg.Store.Statement(pos)
 	a.pipe.add(sql, "", params, stmtInfo{})
 	a.pipe.add("COMMIT", "", nil, stmtInfo{})
+	a.pipe.commit = &committed{pos: pos, txns: a.batchTxns, changes: a.batchChanges, rows: a.rowCounts, started: a.batchStart}
+	a.rowCounts = map[[3]string]int{}
+	a.ack = ack
 	if err := a.flush(ctx); err != nil {
 		return err
 	}
 	a.inTarget = false
-	pos.AppliedAt = time.Now()
-	a.pos = pos
-	a.stats.Transactions += a.batchTxns
-	a.stats.Changes += a.batchChanges
-	a.stats.Batches++
-	ack.SetFlushed(pos.EndLSN)
-	if o := a.cfg.Observer; o != nil {
-		o.BatchCommitted(a.cfg.Database, a.batchTxns, a.batchChanges, time.Since(start), pos)
-		for k, n := range a.rowCounts {
-			o.RowsApplied(a.cfg.Database, k[0], k[1], n)
-		}
+	if a.cfg.StopAt != 0 && pos.EndLSN >= a.cfg.StopAt {
+		return a.await()
 	}
-	clear(a.rowCounts)
 	return nil
 }
 
 func (a *Applier) rollback(ctx context.Context) {
-	a.pipe.reset()
+	_ = a.await()
+	a.pipe = &pipeline{}
 	a.merged = merger{}
 	_ = a.conn.Exec(ctx, "ROLLBACK").Close()
 	a.inTarget = false

@@ -9,6 +9,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgconn"
 
+	"github.com/serenorg/postgres-seren-replicator/checkpoint"
 	"github.com/serenorg/postgres-seren-replicator/stream"
 )
 
@@ -27,6 +28,17 @@ type pipeline struct {
 	batch pgconn.Batch
 	infos []stmtInfo
 	bytes int
+	// commit is set when the pipeline ends the batch with COMMIT.
+	commit *committed
+}
+
+// committed describes a batch whose COMMIT is in a pipeline: once the
+// pipeline succeeds, pos is durable on the target.
+type committed struct {
+	pos           checkpoint.Position
+	txns, changes int
+	rows          map[[3]string]int
+	started       time.Time
 }
 
 func (p *pipeline) add(sql, prepared string, params [][]byte, info stmtInfo) {
@@ -45,31 +57,84 @@ func (p *pipeline) full(statements, bytes int) bool {
 	return len(p.infos) >= statements || p.bytes >= bytes
 }
 
-func (p *pipeline) reset() {
-	p.batch = pgconn.Batch{}
-	p.infos = p.infos[:0]
-	p.bytes = 0
-}
-
-// flush sends the pipelined statements in one round trip and checks each
-// result: an UPDATE or DELETE that matched no row means the target has
-// diverged, and is an error, never skipped.
+// flush hands the queued statements to the target without waiting for their
+// results, so the next statements are decoded and built while the target
+// works. At most one pipeline is in flight.
 func (a *Applier) flush(ctx context.Context) error {
 	if len(a.pipe.infos) == 0 {
 		return nil
 	}
-	defer a.pipe.reset()
+	if err := a.await(); err != nil {
+		return err
+	}
+	p := a.pipe
+	a.pipe = &pipeline{}
+	done := make(chan error, 1)
+	a.inflight, a.sent = done, p
+	// Executions do not stop with ctx: a graceful stop lets the batch in
+	// flight finish, and a dead target fails them anyway.
+	execCtx := context.WithoutCancel(ctx)
+	go func() { done <- a.execute(execCtx, p) }()
+	return nil
+}
+
+// await waits for the pipeline in flight. When it committed a batch, that
+// batch's position is now durable: it becomes the checkpoint and is passed to
+// the acker.
+func (a *Applier) await() error {
+	if a.inflight == nil {
+		return nil
+	}
 	start := time.Now()
-	defer func() { a.stats.Busy += time.Since(start) }()
-	mrr := a.conn.ExecBatch(ctx, &a.pipe.batch)
+	err := <-a.inflight
+	a.stats.Busy += time.Since(start)
+	p := a.sent
+	a.inflight, a.sent = nil, nil
+	if err != nil {
+		return err
+	}
+	if c := p.commit; c != nil {
+		c.pos.AppliedAt = time.Now()
+		a.pos = c.pos
+		a.stats.Transactions += c.txns
+		a.stats.Changes += c.changes
+		a.stats.Batches++
+		if a.ack != nil {
+			a.ack.SetFlushed(c.pos.EndLSN)
+		}
+		if o := a.cfg.Observer; o != nil {
+			o.BatchCommitted(a.cfg.Database, c.txns, c.changes, time.Since(c.started), c.pos)
+			for k, n := range c.rows {
+				o.RowsApplied(a.cfg.Database, k[0], k[1], n)
+			}
+		}
+	}
+	return nil
+}
+
+// settle sends what is queued and waits for it: the connection is then idle
+// and may run other statements.
+func (a *Applier) settle(ctx context.Context) error {
+	if err := a.flush(ctx); err != nil {
+		return err
+	}
+	return a.await()
+}
+
+// execute sends one pipeline and checks each result: an UPDATE or DELETE
+// that matched no row means the target has diverged, and is an error, never
+// skipped. It runs on its own goroutine and touches only p and the
+// connection.
+func (a *Applier) execute(ctx context.Context, p *pipeline) error {
+	mrr := a.conn.ExecBatch(ctx, &p.batch)
 	i := 0
 	for ; mrr.NextResult(); i++ {
 		tag, err := mrr.ResultReader().Close()
 		if err != nil {
 			mrr.Close()
-			return a.statementError(i, err)
+			return statementError(a.cfg.Database, p, i, err)
 		}
-		info := a.pipe.infos[i]
+		info := p.infos[i]
 		if info.want != 0 && tag.RowsAffected() != info.want || info.atMostOne && tag.RowsAffected() > 1 {
 			mrr.Close()
 			what := info.keyValues
@@ -81,18 +146,18 @@ func (a *Applier) flush(ctx context.Context) error {
 		}
 	}
 	if err := mrr.Close(); err != nil {
-		return a.statementError(i, err)
+		return statementError(a.cfg.Database, p, i, err)
 	}
 	return nil
 }
 
-func (a *Applier) statementError(i int, err error) error {
+func statementError(db string, p *pipeline, i int, err error) error {
 	var info stmtInfo
-	if i < len(a.pipe.infos) {
-		info = a.pipe.infos[i]
+	if i < len(p.infos) {
+		info = p.infos[i]
 	}
 	if info.table == "" {
-		return classify(fmt.Errorf("apply batch to %s: %w", a.cfg.Database, err))
+		return classify(fmt.Errorf("apply batch to %s: %w", db, err))
 	}
 	return classify(fmt.Errorf("apply %s on table %s (%s): %w", info.op, info.table, info.keyValues, err))
 }
@@ -100,6 +165,9 @@ func (a *Applier) statementError(i int, err error) error {
 // query runs one statement outside the pipeline (catalog lookups, DDL) and
 // returns its rows as text.
 func (a *Applier) query(ctx context.Context, sql string, params ...string) ([][][]byte, error) {
+	if err := a.settle(ctx); err != nil {
+		return nil, err
+	}
 	args := make([][]byte, len(params))
 	for i, p := range params {
 		args[i] = []byte(p)
@@ -330,6 +398,9 @@ func (a *Applier) match(r *relation, old stream.Tuple, kind byte, op string) (ma
 func (a *Applier) prepare(ctx context.Context, r *relation, shape string, sql func() string) (string, error) {
 	if name, ok := r.stmts[shape]; ok {
 		return name, nil
+	}
+	if err := a.settle(ctx); err != nil {
+		return "", err
 	}
 	a.seq++
 	name := fmt.Sprintf("seren_%d", a.seq)
