@@ -29,23 +29,13 @@ const maxDefaultJobs = 8
 // prepares streaming from exactly that point.
 type InitCmd struct {
 	Common
-	Interactive      bool   `env:"SEREN_INTERACTIVE" help:"Choose databases and tables interactively."`
-	Yes              bool   `short:"y" env:"SEREN_YES" help:"Do not ask for confirmation."`
-	DropExisting     bool   `name:"drop-existing" env:"SEREN_DROP_EXISTING" help:"Drop and recreate target databases that already exist."`
-	Slot             string `name:"slot" env:"SEREN_SLOT" placeholder:"NAME" help:"Replication slot to create on the source (default: seren_<database>)."`
-	Publication      string `name:"publication" env:"SEREN_PUBLICATION" default:"seren_replicator_pub" help:"Publication to create on the source."`
-	Jobs             int    `name:"jobs" short:"j" env:"SEREN_JOBS" help:"Parallel copy and index-build sessions (default: CPU count, at most 8)."`
-	NoRoles          bool   `name:"no-roles" env:"SEREN_NO_ROLES" help:"Do not copy roles and memberships."`
-	CheckpointSchema string `name:"checkpoint-schema" env:"SEREN_CHECKPOINT_SCHEMA" default:"seren_replicator" help:"Target schema for the checkpoint and init progress tables."`
-	ChunkBytes       int64  `name:"chunk-bytes" env:"SEREN_CHUNK_BYTES" hidden:"" help:"Split tables into block ranges of about this many bytes."`
-}
-
-// slotFor is the slot name of one database.
-func (c *InitCmd) slotFor(db string) string {
-	if c.Slot != "" {
-		return c.Slot
-	}
-	return stream.DefaultSlotName(db)
+	Interactive  bool `env:"SEREN_INTERACTIVE" help:"Choose databases and tables interactively."`
+	Yes          bool `short:"y" env:"SEREN_YES" help:"Do not ask for confirmation."`
+	DropExisting bool `name:"drop-existing" env:"SEREN_DROP_EXISTING" help:"Drop and recreate target databases that already exist."`
+	Replication
+	Jobs       int   `name:"jobs" short:"j" env:"SEREN_JOBS" help:"Parallel copy and index-build sessions (default: CPU count, at most 8)."`
+	NoRoles    bool  `name:"no-roles" env:"SEREN_NO_ROLES" help:"Do not copy roles and memberships."`
+	ChunkBytes int64 `name:"chunk-bytes" env:"SEREN_CHUNK_BYTES" hidden:"" help:"Split tables into block ranges of about this many bytes."`
 }
 
 // initTarget is what init does to one target database before copying.
@@ -74,8 +64,8 @@ func (c *InitCmd) Run(ctx context.Context, env *Env) error {
 	if err != nil {
 		return err
 	}
-	if c.Slot != "" && len(p.Databases) > 1 {
-		return usageError("--slot names one slot but %d databases are selected: leave --slot out (each database gets seren_<database>) or select one database", len(p.Databases))
+	if err := c.Replication.Check(p); err != nil {
+		return err
 	}
 	start := time.Now()
 	actions, err := c.inspect(ctx, p)
@@ -115,12 +105,12 @@ func (c *InitCmd) Run(ctx context.Context, env *Env) error {
 			return err
 		}
 		res, err := snapshot.InitDatabase(ctx, a.db, snapshot.Options{
-			Slot:             c.slotFor(a.db.Name),
+			Slot:             c.SlotFor(a.db.Name),
 			Publication:      c.Publication,
 			CheckpointSchema: c.CheckpointSchema,
 			Jobs:             c.Jobs,
 			ChunkBytes:       c.ChunkBytes,
-			DropStaleSlot:    a.reset || a.recreate,
+			DropStaleSlot:    a.reset || c.DropExisting,
 			Tools:            tools,
 			Target:           caps,
 			Progress:         progress,
@@ -152,7 +142,7 @@ func (c *InitCmd) inspect(ctx context.Context, p plan.Plan) ([]initTarget, error
 		if a.est, err = snapshot.EstimateDatabase(ctx, db); err != nil {
 			return nil, err
 		}
-		if a.state, err = snapshot.InspectTarget(ctx, db, c.CheckpointSchema, c.slotFor(db.Name)); err != nil {
+		if a.state, err = snapshot.InspectTarget(ctx, db, c.CheckpointSchema, c.SlotFor(db.Name)); err != nil {
 			return nil, err
 		}
 		target := db.Target.Database()
@@ -160,7 +150,7 @@ func (c *InitCmd) inspect(ctx context.Context, p plan.Plan) ([]initTarget, error
 		case !a.state.Exists:
 			a.create, a.note = true, "create"
 		case a.state.Initialised && !c.DropExisting:
-			return nil, usageError("target database %s was already initialised (checkpoint for slot %s exists): run sync, or pass --drop-existing to copy it again", target, c.slotFor(db.Name))
+			return nil, usageError("target database %s was already initialised (checkpoint for slot %s exists): run sync, or pass --drop-existing to copy it again", target, c.SlotFor(db.Name))
 		case !a.state.Unfinished.IsZero() && !c.DropExisting:
 			a.reset, a.note = true, fmt.Sprintf("start over (unfinished init from %s)", a.state.Unfinished.Local().Format(time.DateTime))
 		case !a.state.Empty() && !c.DropExisting:
@@ -194,6 +184,11 @@ func printInitEstimate(w io.Writer, actions []initTarget, jobs int) {
 	tw.Flush()
 	fmt.Fprintf(w, "(estimate at %s/s copy, %s/s index build, measured with 2 jobs; using %d jobs)\n",
 		snapshot.FormatBytes(snapshot.CopyBytesPerSecond), snapshot.FormatBytes(snapshot.IndexBytesPerSecond), jobs)
+	for _, a := range actions {
+		for _, t := range a.est.NoKey {
+			fmt.Fprintf(w, "WARNING: %s.%s has no primary key or replica identity: once it is published, UPDATE and DELETE on it fail on the source. Add a primary key or run ALTER TABLE ... REPLICA IDENTITY FULL first.\n", a.db.Name, t)
+		}
+	}
 }
 
 // confirm asks before anything is changed, unless --yes.

@@ -1,0 +1,87 @@
+package snapshot
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// listSequencesSQL lists user sequences, leaving out system schemas, the
+// tool's own schema and sequences that belong to extensions.
+const listSequencesSQL = `SELECT n.nspname, c.relname FROM pg_class c
+	JOIN pg_namespace n ON n.oid = c.relnamespace
+	WHERE c.relkind = 'S' AND n.nspname NOT LIKE 'pg\_%' AND n.nspname NOT IN ('information_schema', 'seren_replicator')
+	  AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')
+	ORDER BY 1, 2`
+
+// SyncSequences sets every sequence of the target database to the value the
+// same sequence has on the source (last_value and is_called), and returns
+// how many it set. Logical decoding does not carry sequence values, so init
+// calls this after the copy and sync calls it at cutover. Sequences missing
+// on the target are left alone.
+func SyncSequences(ctx context.Context, src, dst *pgx.Conn) (int, error) {
+	type seq struct {
+		ident    string
+		last     int64
+		isCalled bool
+	}
+	rows, err := src.Query(ctx, listSequencesSQL)
+	if err != nil {
+		return 0, fmt.Errorf("list source sequences: %w", err)
+	}
+	var seqs []seq
+	for rows.Next() {
+		var s, n string
+		if err := rows.Scan(&s, &n); err != nil {
+			return 0, err
+		}
+		seqs = append(seqs, seq{ident: pgx.Identifier{s, n}.Sanitize()})
+	}
+	if err := rows.Err(); err != nil {
+		return 0, fmt.Errorf("list source sequences: %w", err)
+	}
+	if len(seqs) == 0 {
+		return 0, nil
+	}
+	onTarget := map[string]bool{}
+	rows, err = dst.Query(ctx, listSequencesSQL)
+	if err != nil {
+		return 0, fmt.Errorf("list target sequences: %w", err)
+	}
+	for rows.Next() {
+		var s, n string
+		if err := rows.Scan(&s, &n); err != nil {
+			return 0, err
+		}
+		onTarget[pgx.Identifier{s, n}.Sanitize()] = true
+	}
+	if err := rows.Err(); err != nil {
+		return 0, fmt.Errorf("list target sequences: %w", err)
+	}
+	read := &pgx.Batch{}
+	for i := range seqs {
+		read.Queue("SELECT last_value, is_called FROM " + seqs[i].ident).QueryRow(func(r pgx.Row) error {
+			return r.Scan(&seqs[i].last, &seqs[i].isCalled)
+		})
+	}
+	if err := src.SendBatch(ctx, read).Close(); err != nil {
+		return 0, fmt.Errorf("read source sequences: %w", err)
+	}
+	write := &pgx.Batch{}
+	n := 0
+	for _, s := range seqs {
+		if !onTarget[s.ident] {
+			continue
+		}
+		write.Queue("SELECT setval($1::regclass, $2, $3)", s.ident, s.last, s.isCalled)
+		n++
+	}
+	if n == 0 {
+		return 0, nil
+	}
+	if err := dst.SendBatch(ctx, write).Close(); err != nil {
+		return 0, fmt.Errorf("set target sequences: %w", err)
+	}
+	return n, nil
+}

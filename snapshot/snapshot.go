@@ -1,0 +1,308 @@
+// Package snapshot performs init: the consistent initial copy of a database.
+// A logical slot is created with an exported snapshot; the schema (pg_dump)
+// and every row (parallel COPY) are read inside that snapshot, so the copy
+// holds exactly the transactions committed before the slot's consistent
+// point and streaming from that point continues without loss or overlap.
+package snapshot
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"time"
+
+	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5"
+
+	"github.com/serenorg/postgres-seren-replicator/checkpoint"
+	"github.com/serenorg/postgres-seren-replicator/internal/plan"
+	"github.com/serenorg/postgres-seren-replicator/stream"
+)
+
+// Defaults for Options.
+const (
+	// DefaultChunkBytes is the size of the block ranges big tables are cut into.
+	DefaultChunkBytes = 128 << 20
+	// minPieceBytes keeps ranges from becoming so small that their overhead shows.
+	minPieceBytes = 16 << 20
+)
+
+// Options configure InitDatabase.
+type Options struct {
+	// Slot is the replication slot to create on the source.
+	Slot string
+	// Publication is created (or changed) to cover exactly the selected tables.
+	Publication string
+	// CheckpointSchema holds the checkpoint and init_progress tables on the target.
+	CheckpointSchema string
+	// Jobs is the number of parallel copy workers (and pg_restore jobs).
+	Jobs int
+	// ChunkBytes is the range size for splitting big tables; DefaultChunkBytes when zero.
+	ChunkBytes int64
+	// DropStaleSlot allows dropping an inactive slot of the same name left
+	// by an earlier run; otherwise an existing slot is an error.
+	DropStaleSlot bool
+	Tools         Tools
+	// Target is what the target role may do (see TargetCapabilities).
+	Target   Capabilities
+	Progress *Progress
+	Log      *slog.Logger
+}
+
+// Step is one timed phase of init.
+type Step struct {
+	Name     string
+	Duration time.Duration
+}
+
+// Result is what InitDatabase did.
+type Result struct {
+	Database        string
+	Slot            string
+	ConsistentPoint pglogrepl.LSN
+	Tables, Pieces  int
+	Rows, Bytes     int64
+	LargeObjects    int
+	Sequences       int
+	Matviews        int
+	Steps           []Step
+	// Notices are the things skipped (privileges, owners, extensions), one line each.
+	Notices []string
+}
+
+func (r *Result) timed(name string, f func() error) error {
+	start := time.Now()
+	err := f()
+	r.Steps = append(r.Steps, Step{Name: name, Duration: time.Since(start)})
+	return err
+}
+
+// InitDatabase copies one database: publication, slot with exported
+// snapshot, pre-data schema, parallel data copy, large objects, post-data
+// schema, privileges, sequences, and last the checkpoint at the slot's
+// consistent point. The target database must exist and be empty (see
+// InspectTarget, CreateDatabase, ResetTarget). On failure the slot is
+// dropped; the target keeps an init_progress table without a checkpoint,
+// which the next run recognises as an unfinished init.
+func InitDatabase(ctx context.Context, db plan.Database, o Options) (res Result, err error) {
+	res = Result{Database: db.Name, Slot: o.Slot}
+	log := o.Log.With("db", db.Name)
+	if o.ChunkBytes <= 0 {
+		o.ChunkBytes = DefaultChunkBytes
+	}
+	o.Jobs = max(o.Jobs, 1)
+	src, err := db.Source.Connect(ctx)
+	if err != nil {
+		return res, err
+	}
+	defer src.Close(context.Background())
+	dst, err := db.Target.Connect(ctx)
+	if err != nil {
+		return res, err
+	}
+	defer dst.Close(context.Background())
+
+	if err := prepareSource(ctx, src, db, o, log); err != nil {
+		return res, err
+	}
+	repl, err := db.Source.ConnectReplication(ctx)
+	if err != nil {
+		return res, err
+	}
+	// The exported snapshot lives as long as repl stays open and idle.
+	defer repl.Close(context.Background())
+	var slot stream.SlotInfo
+	if err := res.timed("slot", func() (err error) {
+		slot, err = stream.CreateSlot(ctx, repl, o.Slot, true)
+		return err
+	}); err != nil {
+		return res, err
+	}
+	res.ConsistentPoint = slot.ConsistentPoint
+	log.Info("created replication slot", "slot", o.Slot, "consistent_point", slot.ConsistentPoint.String(), "snapshot", slot.SnapshotName)
+	defer func() {
+		if err != nil { // nothing can resume from this slot once the snapshot is gone
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			repl.Close(ctx)
+			if conn, cerr := db.Source.Connect(ctx); cerr == nil {
+				if _, derr := stream.DropSlot(ctx, conn, o.Slot); derr == nil {
+					log.Info("dropped the replication slot of the failed init", "slot", o.Slot)
+				}
+				conn.Close(ctx)
+			}
+		}
+	}()
+	progress := &progressTable{schema: o.CheckpointSchema, slot: o.Slot, snapshot: slot.SnapshotName}
+	if err := progress.ensure(ctx, dst); err != nil {
+		return res, err
+	}
+
+	dir, err := os.MkdirTemp("", "seren-init-")
+	if err != nil {
+		return res, fmt.Errorf("temporary directory: %w", err)
+	}
+	defer os.RemoveAll(dir)
+	var dump *schemaDump
+	var ropts restoreOptions
+	if err := res.timed("schema (pre-data)", func() error {
+		excl, err := dumpExclusions(ctx, src, db, o.CheckpointSchema)
+		if err != nil {
+			return err
+		}
+		if dump, err = dumpSchema(ctx, o.Tools, db.Source, slot.SnapshotName, dir, excl); err != nil {
+			return err
+		}
+		var notices []string
+		if ropts, notices, err = restorePlan(ctx, dst, dump, o.Target, o.Jobs); err != nil {
+			return err
+		}
+		res.Notices = append(res.Notices, notices...)
+		return dump.restorePreData(ctx, db.Target, dir, ropts)
+	}); err != nil {
+		return res, err
+	}
+
+	// A transaction of our own in the snapshot, for catalog reads and large objects.
+	snap, err := src.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
+	if err != nil {
+		return res, fmt.Errorf("begin snapshot transaction: %w", err)
+	}
+	defer snap.Rollback(context.Background())
+	if _, err := snap.Exec(ctx, "SET TRANSACTION SNAPSHOT "+quoteLiteral(slot.SnapshotName)); err != nil {
+		return res, fmt.Errorf("import snapshot %s: %w", slot.SnapshotName, err)
+	}
+	if err := res.timed("data", func() error {
+		tables, err := listCopyTables(ctx, snap, db.Tables)
+		if err != nil {
+			return err
+		}
+		pieces := planPieces(tables, o.Jobs, o.ChunkBytes, min(minPieceBytes, o.ChunkBytes), serverMajor(src.PgConn()) >= 14)
+		var total int64
+		for _, t := range tables {
+			total += t.Bytes
+		}
+		res.Tables, res.Pieces = len(tables), len(pieces)
+		log.Info("copying data", "tables", len(tables), "pieces", len(pieces), "bytes", total, "jobs", o.Jobs)
+		o.Progress.begin(db.Name, total, len(pieces))
+		c := &copier{src: db.Source, dst: db.Target, snapshot: slot.SnapshotName, progress: progress, report: o.Progress, log: log}
+		stats, err := c.run(ctx, pieces, o.Jobs)
+		o.Progress.end()
+		res.Rows, res.Bytes = stats.Rows, stats.Bytes
+		return err
+	}); err != nil {
+		return res, err
+	}
+	if err := res.timed("large objects", func() error {
+		n, _, notices, err := copyLargeObjects(ctx, snap, dst, progress)
+		res.LargeObjects = n
+		res.Notices = append(res.Notices, notices...)
+		return err
+	}); err != nil {
+		return res, err
+	}
+	// Every reader is done with the snapshot: let the source forget it.
+	_ = snap.Rollback(ctx)
+	repl.Close(ctx)
+
+	if err := res.timed("schema (post-data)", func() error {
+		return dump.restorePostData(ctx, db.Target, dir, ropts)
+	}); err != nil {
+		return res, err
+	}
+	if err := res.timed("materialized views", func() (err error) {
+		res.Matviews, err = refreshMatviews(ctx, src, dst)
+		return err
+	}); err != nil {
+		return res, err
+	}
+	if err := res.timed("privileges", func() error {
+		notices, err := dump.restoreACLs(ctx, db.Target, dir, ropts)
+		res.Notices = append(res.Notices, notices...)
+		return err
+	}); err != nil {
+		return res, err
+	}
+	if err := res.timed("sequences", func() (err error) {
+		res.Sequences, err = SyncSequences(ctx, src, dst)
+		return err
+	}); err != nil {
+		return res, err
+	}
+	// Last: the checkpoint is what tells sync that init is complete.
+	store := checkpoint.Store{Schema: o.CheckpointSchema}
+	if err := store.Ensure(ctx, dst); err != nil {
+		return res, err
+	}
+	if err := store.Save(ctx, dst, checkpoint.Position{Slot: o.Slot, EndLSN: slot.ConsistentPoint}); err != nil {
+		return res, err
+	}
+	log.Info("init complete", "slot", o.Slot, "checkpoint", slot.ConsistentPoint.String(), "rows", res.Rows)
+	return res, nil
+}
+
+// prepareSource creates the publication and clears a stale slot.
+func prepareSource(ctx context.Context, src *pgx.Conn, db plan.Database, o Options, log *slog.Logger) error {
+	st, err := stream.LookupSlot(ctx, src, o.Slot)
+	switch {
+	case err == nil && st.Active:
+		return fmt.Errorf("replication slot %s is in use on the source (is sync running?): stop it first", o.Slot)
+	case err == nil && !o.DropStaleSlot:
+		return fmt.Errorf("replication slot %s already exists on the source: run cleanup, pass --drop-existing to start over, or choose another --slot", o.Slot)
+	case err == nil:
+		if _, err := stream.DropSlot(ctx, src, o.Slot); err != nil {
+			return err
+		}
+		log.Info("dropped the replication slot left by an earlier init", "slot", o.Slot)
+	case !isSlotMissing(err):
+		return err
+	}
+	if err := stream.EnsurePublication(ctx, src, o.Publication, db.Tables); err != nil {
+		return err
+	}
+	return nil
+}
+
+// dumpExclusions leaves out of pg_dump the tool's schema and the tables the
+// selection leaves out (with their partitions).
+func dumpExclusions(ctx context.Context, src *pgx.Conn, db plan.Database, schema string) ([]string, error) {
+	args := []string{"--exclude-schema=" + dumpPattern(schema)}
+	all, err := plan.ListTables(ctx, db.Source)
+	if err != nil {
+		return nil, err
+	}
+	selected := map[string]bool{}
+	for _, t := range db.Tables {
+		selected[t.Schema+"\x00"+t.Name] = true
+	}
+	for _, t := range all {
+		if selected[t.Schema+"\x00"+t.Name] {
+			continue
+		}
+		rows, err := src.Query(ctx, `SELECT n.nspname, c.relname
+			FROM (SELECT $1::regclass AS relid UNION SELECT relid FROM pg_partition_tree($1::regclass)) p
+			JOIN pg_class c ON c.oid = p.relid JOIN pg_namespace n ON n.oid = c.relnamespace`, pgx.Identifier{t.Schema, t.Name}.Sanitize())
+		if err != nil {
+			return nil, fmt.Errorf("partitions of %s: %w", t.Qualified(), err)
+		}
+		for rows.Next() {
+			var s, n string
+			if err := rows.Scan(&s, &n); err != nil {
+				return nil, err
+			}
+			args = append(args, "--exclude-table="+dumpPattern(s)+"."+dumpPattern(n))
+		}
+		if err := rows.Err(); err != nil {
+			return nil, fmt.Errorf("partitions of %s: %w", t.Qualified(), err)
+		}
+	}
+	return args, nil
+}
+
+// dumpPattern quotes a name for pg_dump's pattern syntax, where double
+// quotes make every character literal.
+func dumpPattern(name string) string { return pgx.Identifier{name}.Sanitize() }
+
+func isSlotMissing(err error) bool { return errors.Is(err, stream.ErrSlotMissing) }
