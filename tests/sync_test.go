@@ -49,3 +49,35 @@ DELETE FROM byindex WHERE a = 10;
 	catchUp(t, src, dst, "app")
 	assertSameTables(t, src, dst, "app", basicTables...)
 }
+
+// With the source URL naming the postgres database, every user database is
+// streamed concurrently, each to the target database of the same name; a
+// failure names its database.
+func TestSyncSeveralDatabases(t *testing.T) {
+	src, dst := pgtestPair(t)
+	for _, db := range []string{"alpha", "beta"} {
+		prepareStreaming(t, src, dst, db, `CREATE TABLE t (id int PRIMARY KEY, v text);`, "public.t")
+		src.Exec(db, `INSERT INTO t SELECT g, '`+db+`' FROM generate_series(1, 300) g; DELETE FROM t WHERE id < 10;`)
+	}
+	all := []string{"sync", "--catch-up", "--source", src.URL("postgres", "", "postgres"), "--target", dst.URL("postgres", "", "postgres")}
+	res := runCLI(t, nil, all...)
+	if res.Code != 0 {
+		t.Fatalf("exit %d: %s", res.Code, res.Stderr)
+	}
+	for _, db := range []string{"alpha", "beta"} {
+		if !strings.Contains(res.Stdout, db+": caught up") {
+			t.Errorf("no catch-up line for %s: %s", db, res.Stdout)
+		}
+		assertSameTables(t, src, dst, db, "t")
+	}
+	// Break one database: the error names it.
+	dst.Exec("beta", `DELETE FROM t WHERE id = 100`)
+	src.Exec("beta", `UPDATE t SET v = 'x' WHERE id = 100`)
+	res = runCLI(t, nil, all...)
+	if res.Code != 3 || !strings.Contains(res.Stderr, "database beta") || !strings.Contains(res.Stderr, "public.t") {
+		t.Fatalf("exit %d, want 3 naming database beta and table public.t: %s", res.Code, res.Stderr)
+	}
+	if res := runCLI(t, nil, append(all, "--slot", "x")...); res.Code != 2 {
+		t.Errorf("--slot with two databases: exit %d, want 2", res.Code)
+	}
+}
