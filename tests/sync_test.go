@@ -81,3 +81,15 @@ func TestSyncSeveralDatabases(t *testing.T) {
 		t.Errorf("--slot with two databases: exit %d, want 2", res.Code)
 	}
 }
+
+// sync refuses a selection that differs from the publication init made:
+// silently not replicating a selected table would lose its changes.
+func TestSyncRefusesSelectionOutsidePublication(t *testing.T) {
+	src, dst := pgtestPair(t)
+	prepareStreaming(t, src, dst, "app", `CREATE TABLE a (id int PRIMARY KEY); CREATE TABLE b (id int PRIMARY KEY);`, "public.a")
+	res := runCLI(t, nil, syncArgs(src, dst, "app", "--catch-up")...)
+	if res.Code != 3 || !strings.Contains(res.Stderr, "b is selected but not in publication") {
+		t.Fatalf("exit %d: %s", res.Code, res.Stderr)
+	}
+	catchUp(t, src, dst, "app", "--include-tables", "app.a")
+}

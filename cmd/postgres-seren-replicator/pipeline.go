@@ -8,11 +8,13 @@ import (
 	"time"
 
 	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5"
 
 	"github.com/serenorg/postgres-seren-replicator/apply"
 	"github.com/serenorg/postgres-seren-replicator/checkpoint"
 	"github.com/serenorg/postgres-seren-replicator/internal/metrics"
 	"github.com/serenorg/postgres-seren-replicator/internal/plan"
+	"github.com/serenorg/postgres-seren-replicator/internal/selection"
 	"github.com/serenorg/postgres-seren-replicator/stream"
 )
 
@@ -172,6 +174,47 @@ func (r *pipelineRunner) checkSlot(ctx context.Context) error {
 	}
 	if slot.Database != r.db.Name {
 		return setupError("replication slot %s belongs to database %s, not %s: choose another --slot", r.slot, slot.Database, r.db.Name)
+	}
+	return r.checkPublication(ctx, conn)
+}
+
+// checkPublication makes sure the publication covers exactly the selected
+// tables: a selected table outside it would silently not replicate, and a
+// published table outside the selection was copied by a different init.
+func (r *pipelineRunner) checkPublication(ctx context.Context, conn *pgx.Conn) error {
+	rows, err := conn.Query(ctx, `SELECT n.nspname, c.relname FROM pg_publication p
+		JOIN pg_publication_rel pr ON pr.prpubid = p.oid
+		JOIN pg_class c ON c.oid = pr.prrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+		WHERE p.pubname = $1`, r.cmd.Publication)
+	if err != nil {
+		return fmt.Errorf("read publication %s: %w", r.cmd.Publication, err)
+	}
+	published := map[selection.Table]bool{}
+	for rows.Next() {
+		t := selection.Table{Database: r.db.Name}
+		if err := rows.Scan(&t.Schema, &t.Name); err != nil {
+			return err
+		}
+		published[t] = true
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("read publication %s: %w", r.cmd.Publication, err)
+	}
+	var exists bool
+	if err := conn.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_publication WHERE pubname = $1)`, r.cmd.Publication).Scan(&exists); err != nil {
+		return fmt.Errorf("read publication %s: %w", r.cmd.Publication, err)
+	}
+	if !exists {
+		return setupError("publication %s does not exist in source database %s: run init (again)", r.cmd.Publication, r.db.Name)
+	}
+	for _, t := range r.db.Tables {
+		if !published[t] {
+			return setupError("table %s is selected but not in publication %s, so its data was never copied: run init for the new selection (or use the selection init used)", t, r.cmd.Publication)
+		}
+		delete(published, t)
+	}
+	for t := range published {
+		return setupError("table %s is in publication %s but not selected: use the same --include/--exclude flags as init, or run init for the new selection", t, r.cmd.Publication)
 	}
 	return nil
 }
