@@ -5,11 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
 
-	"github.com/serenorg/postgres-seren-replicator/checkpoint"
 	"github.com/serenorg/postgres-seren-replicator/stream"
 )
 
@@ -21,145 +19,6 @@ type stmtInfo struct {
 	want      int64  // rows it must change; 0 means any number
 	atMostOne bool   // may change no row or one, no more
 	keyValues string // for error messages
-}
-
-// pipeline collects statements for one round trip to the target.
-type pipeline struct {
-	batch pgconn.Batch
-	infos []stmtInfo
-	bytes int
-	// commit is set when the pipeline ends the batch with COMMIT.
-	commit *committed
-}
-
-// committed describes a batch whose COMMIT is in a pipeline: once the
-// pipeline succeeds, pos is durable on the target.
-type committed struct {
-	pos           checkpoint.Position
-	txns, changes int
-	rows          map[[3]string]int
-	started       time.Time
-}
-
-func (p *pipeline) add(sql, prepared string, params [][]byte, info stmtInfo) {
-	if prepared != "" {
-		p.batch.ExecPrepared(prepared, params, nil, nil)
-	} else {
-		p.batch.ExecParams(sql, params, nil, nil, nil)
-	}
-	p.infos = append(p.infos, info)
-	for _, v := range params {
-		p.bytes += len(v)
-	}
-}
-
-func (p *pipeline) full(statements, bytes int) bool {
-	return len(p.infos) >= statements || p.bytes >= bytes
-}
-
-// flush hands the queued statements to the target without waiting for their
-// results, so the next statements are decoded and built while the target
-// works. At most one pipeline is in flight.
-func (a *Applier) flush(ctx context.Context) error {
-	if len(a.pipe.infos) == 0 {
-		return nil
-	}
-	if err := a.await(); err != nil {
-		return err
-	}
-	p := a.pipe
-	a.pipe = &pipeline{}
-	done := make(chan error, 1)
-	a.inflight, a.sent = done, p
-	// Executions do not stop with ctx: a graceful stop lets the batch in
-	// flight finish, and a dead target fails them anyway.
-	execCtx := context.WithoutCancel(ctx)
-	go func() { done <- a.execute(execCtx, p) }()
-	return nil
-}
-
-// await waits for the pipeline in flight. When it committed a batch, that
-// batch's position is now durable: it becomes the checkpoint and is passed to
-// the acker.
-func (a *Applier) await() error {
-	if a.inflight == nil {
-		return nil
-	}
-	start := time.Now()
-	err := <-a.inflight
-	a.stats.Busy += time.Since(start)
-	p := a.sent
-	a.inflight, a.sent = nil, nil
-	if err != nil {
-		return err
-	}
-	if c := p.commit; c != nil {
-		c.pos.AppliedAt = time.Now()
-		a.pos = c.pos
-		a.stats.Transactions += c.txns
-		a.stats.Changes += c.changes
-		a.stats.Batches++
-		if a.ack != nil {
-			a.ack.SetFlushed(c.pos.EndLSN)
-		}
-		if o := a.cfg.Observer; o != nil {
-			o.BatchCommitted(a.cfg.Database, c.txns, c.changes, time.Since(c.started), c.pos)
-			for k, n := range c.rows {
-				o.RowsApplied(a.cfg.Database, k[0], k[1], n)
-			}
-		}
-	}
-	return nil
-}
-
-// settle sends what is queued and waits for it: the connection is then idle
-// and may run other statements.
-func (a *Applier) settle(ctx context.Context) error {
-	if err := a.flush(ctx); err != nil {
-		return err
-	}
-	return a.await()
-}
-
-// execute sends one pipeline and checks each result: an UPDATE or DELETE
-// that matched no row means the target has diverged, and is an error, never
-// skipped. It runs on its own goroutine and touches only p and the
-// connection.
-func (a *Applier) execute(ctx context.Context, p *pipeline) error {
-	mrr := a.conn.ExecBatch(ctx, &p.batch)
-	i := 0
-	for ; mrr.NextResult(); i++ {
-		tag, err := mrr.ResultReader().Close()
-		if err != nil {
-			mrr.Close()
-			return statementError(a.cfg.Database, p, i, err)
-		}
-		info := p.infos[i]
-		if info.want != 0 && tag.RowsAffected() != info.want || info.atMostOne && tag.RowsAffected() > 1 {
-			mrr.Close()
-			what := info.keyValues
-			if what == "" {
-				what = fmt.Sprintf("%d keys", info.want)
-			}
-			return permanent(fmt.Errorf("%s on table %s changed %d rows on the target for %s: the target has diverged from the source; run verify, and re-run init for this table",
-				info.op, info.table, tag.RowsAffected(), what))
-		}
-	}
-	if err := mrr.Close(); err != nil {
-		return statementError(a.cfg.Database, p, i, err)
-	}
-	return nil
-}
-
-func statementError(db string, p *pipeline, i int, err error) error {
-	var info stmtInfo
-	if i < len(p.infos) {
-		info = p.infos[i]
-	}
-	if info.table == "" {
-		return classify(fmt.Errorf("apply batch to %s: %w", db, err))
-	}
-	return classify(fmt.Errorf("apply %s on table %s (%s): %w", info.op, info.table, info.keyValues, err))
 }
 
 // query runs one statement outside the pipeline (catalog lookups, DDL) and

@@ -18,7 +18,8 @@ CREATE TABLE alltypes (
 	b bytea, j json, jb jsonb, x xml, u uuid, ip inet, cid cidr, mac macaddr,
 	arr int[], arr2 text[][], m mood, dom posint, comp pair, rng int4range, tsr tstzrange,
 	money_col money, bits bit(4), vbits varbit, pt point, bx box, tsv tsvector, c char(3), vc varchar(5), bool_col boolean
-);`
+);
+CREATE TABLE texts (id int PRIMARY KEY, t text, b bytea);`
 
 const typesRows = `
 INSERT INTO alltypes (n, f4, f8, i2, i8, ts, tstz, d, tm, tmtz, iv, b, j, jb, x, u, ip, cid, mac, arr, arr2, m, dom, comp, rng, tsr, money_col, bits, vbits, pt, bx, tsv, c, vc, bool_col) VALUES
@@ -30,11 +31,18 @@ INSERT INTO alltypes (n, f4, f8, i2, i8, ts, tstz, d, tm, tmtz, iv, b, j, jb, x,
 
 func TestSyncTypesRoundTrip(t *testing.T) {
 	src, dst := pgtestPair(t)
-	prepareStreaming(t, src, dst, "types", typesSchema, "public.alltypes")
+	prepareStreaming(t, src, dst, "types", typesSchema, "public.alltypes", "public.texts")
 	src.Exec("types", strings.Replace(typesRows, `'"\\u0000x"'::text::jsonb - 0`, `'"x"'`, 1))
 	src.Exec("types", `UPDATE alltypes SET f8 = f8 * 1, n = n WHERE id = 2`)
+	// Enough rows in one transaction to go by COPY: its text format must
+	// escape tabs, newlines, backslashes and \N-looking text.
+	src.Exec("types", `INSERT INTO alltypes (n, f4, f8, i2, i8, ts, tstz, d, tm, tmtz, iv, b, j, jb, x, u, ip, cid, mac, arr, arr2, m, dom, comp, rng, tsr, money_col, bits, vbits, pt, bx, tsv, c, vc, bool_col)
+		SELECT n, f4, f8, i2, i8, ts, tstz, d, tm, tmtz, iv, b, j, jb, x, u, ip, cid, mac, arr, arr2, m, dom, comp, rng, tsr, money_col, bits, vbits, pt, bx, tsv, c, vc, bool_col
+		FROM alltypes, generate_series(1, 40);
+		INSERT INTO texts SELECT g, E'tab\there\nnew line\\back \\N \r' || g, '\x00090a5c4e'::bytea FROM generate_series(1, 200) g;
+		INSERT INTO texts VALUES (1000, '\N', NULL), (1001, '', '\x');`)
 	catchUp(t, src, dst, "types")
-	assertSameTables(t, src, dst, "types", "alltypes")
+	assertSameTables(t, src, dst, "types", "alltypes", "texts")
 	if got := dst.QueryString("types", "SELECT n::text FROM alltypes WHERE id = 2"); got != "1.0" {
 		t.Errorf("numeric scale lost: got %q, want 1.0", got)
 	}

@@ -1,0 +1,244 @@
+package apply
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/serenorg/postgres-seren-replicator/checkpoint"
+)
+
+// pipeline collects the statements of one round trip to the target, in
+// order: runs of statements sent as one pgconn batch, and COPY segments for
+// large multi-row inserts.
+type pipeline struct {
+	segments   []segment
+	statements int
+	bytes      int
+	// commit is set when the pipeline ends the batch with COMMIT.
+	commit *committed
+}
+
+// segment is either a run of statements (batch, infos) or one COPY.
+type segment struct {
+	batch pgconn.Batch
+	infos []stmtInfo
+	copy  *copyIn
+}
+
+// copyIn is a COPY ... FROM STDIN with its data in text format.
+type copyIn struct {
+	sql  string
+	data bytes.Buffer
+	info stmtInfo
+}
+
+// committed describes a batch whose COMMIT is in a pipeline: once the
+// pipeline succeeds, pos is durable on the target.
+type committed struct {
+	pos           checkpoint.Position
+	txns, changes int
+	rows          map[[3]string]int
+	started       time.Time
+}
+
+func (p *pipeline) add(sql, prepared string, params [][]byte, info stmtInfo) {
+	if n := len(p.segments); n == 0 || p.segments[n-1].copy != nil {
+		p.segments = append(p.segments, segment{})
+	}
+	seg := &p.segments[len(p.segments)-1]
+	if prepared != "" {
+		seg.batch.ExecPrepared(prepared, params, nil, nil)
+	} else {
+		seg.batch.ExecParams(sql, params, nil, nil, nil)
+	}
+	seg.infos = append(seg.infos, info)
+	p.statements++
+	for _, v := range params {
+		p.bytes += len(v)
+	}
+}
+
+// addCopy queues rows for COPY into table's columns, in COPY's text format.
+func (p *pipeline) addCopy(sql string, rows [][][]byte, info stmtInfo) {
+	c := &copyIn{sql: sql, info: info}
+	for _, row := range rows {
+		for i, v := range row {
+			if i > 0 {
+				c.data.WriteByte('\t')
+			}
+			writeCopyText(&c.data, v)
+		}
+		c.data.WriteByte('\n')
+	}
+	p.segments = append(p.segments, segment{copy: c})
+	p.statements++
+	p.bytes += c.data.Len()
+}
+
+// writeCopyText escapes one value for COPY's text format; nil is NULL.
+func writeCopyText(b *bytes.Buffer, v []byte) {
+	if v == nil {
+		b.WriteString(`\N`)
+		return
+	}
+	start := 0
+	for i, c := range v {
+		var esc string
+		switch c {
+		case '\\':
+			esc = `\\`
+		case '\n':
+			esc = `\n`
+		case '\r':
+			esc = `\r`
+		case '\t':
+			esc = `\t`
+		default:
+			continue
+		}
+		b.Write(v[start:i])
+		b.WriteString(esc)
+		start = i + 1
+	}
+	b.Write(v[start:])
+}
+
+func (p *pipeline) empty() bool { return p.statements == 0 }
+
+func (p *pipeline) full(statements, bytes int) bool {
+	return p.statements >= statements || p.bytes >= bytes
+}
+
+// flush hands the queued statements to the target without waiting for their
+// results, so the next statements are decoded and built while the target
+// works. At most one pipeline is in flight.
+func (a *Applier) flush(ctx context.Context) error {
+	if a.pipe.empty() {
+		return nil
+	}
+	if err := a.await(); err != nil {
+		return err
+	}
+	p := a.pipe
+	a.pipe = &pipeline{}
+	done := make(chan error, 1)
+	a.inflight, a.sent = done, p
+	// Executions do not stop with ctx: a graceful stop lets the batch in
+	// flight finish, and a dead target fails them anyway.
+	execCtx := context.WithoutCancel(ctx)
+	go func() { done <- a.execute(execCtx, p) }()
+	return nil
+}
+
+// await waits for the pipeline in flight. When it committed a batch, that
+// batch's position is now durable: it becomes the checkpoint and is passed to
+// the acker.
+func (a *Applier) await() error {
+	if a.inflight == nil {
+		return nil
+	}
+	start := time.Now()
+	err := <-a.inflight
+	a.stats.Busy += time.Since(start)
+	p := a.sent
+	a.inflight, a.sent = nil, nil
+	if err != nil {
+		return err
+	}
+	if c := p.commit; c != nil {
+		c.pos.AppliedAt = time.Now()
+		a.pos = c.pos
+		a.stats.Transactions += c.txns
+		a.stats.Changes += c.changes
+		a.stats.Batches++
+		if a.ack != nil {
+			a.ack.SetFlushed(c.pos.EndLSN)
+		}
+		if o := a.cfg.Observer; o != nil {
+			o.BatchCommitted(a.cfg.Database, c.txns, c.changes, time.Since(c.started), c.pos)
+			for k, n := range c.rows {
+				o.RowsApplied(a.cfg.Database, k[0], k[1], n)
+			}
+		}
+	}
+	return nil
+}
+
+// settle sends what is queued and waits for it: the connection is then idle
+// and may run other statements.
+func (a *Applier) settle(ctx context.Context) error {
+	if err := a.flush(ctx); err != nil {
+		return err
+	}
+	return a.await()
+}
+
+// execute runs one pipeline's segments in order and checks each result: an
+// UPDATE or DELETE that matched no row means the target has diverged, and is
+// an error, never skipped. It runs on its own goroutine and touches only p
+// and the connection.
+func (a *Applier) execute(ctx context.Context, p *pipeline) error {
+	for i := range p.segments {
+		seg := &p.segments[i]
+		if seg.copy != nil {
+			tag, err := a.conn.CopyFrom(ctx, &seg.copy.data, seg.copy.sql)
+			if err != nil {
+				return statementError(a.cfg.Database, seg.copy.info, err)
+			}
+			if err := checkRows(seg.copy.info, tag); err != nil {
+				return err
+			}
+			continue
+		}
+		mrr := a.conn.ExecBatch(ctx, &seg.batch)
+		j := 0
+		for ; mrr.NextResult(); j++ {
+			tag, err := mrr.ResultReader().Close()
+			if err != nil {
+				mrr.Close()
+				return statementError(a.cfg.Database, infoAt(seg.infos, j), err)
+			}
+			if err := checkRows(seg.infos[j], tag); err != nil {
+				mrr.Close()
+				return err
+			}
+		}
+		if err := mrr.Close(); err != nil {
+			return statementError(a.cfg.Database, infoAt(seg.infos, j), err)
+		}
+	}
+	return nil
+}
+
+func infoAt(infos []stmtInfo, i int) stmtInfo {
+	if i < len(infos) {
+		return infos[i]
+	}
+	return stmtInfo{}
+}
+
+// checkRows compares a statement's row count with what the source says it
+// must be.
+func checkRows(info stmtInfo, tag pgconn.CommandTag) error {
+	n := tag.RowsAffected()
+	if info.want != 0 && n != info.want || info.atMostOne && n > 1 {
+		what := info.keyValues
+		if what == "" {
+			what = fmt.Sprintf("%d keys", info.want)
+		}
+		return permanent(fmt.Errorf("%s on table %s changed %d rows on the target for %s: the target has diverged from the source; run verify, and re-run init for this table",
+			info.op, info.table, n, what))
+	}
+	return nil
+}
+
+func statementError(db string, info stmtInfo, err error) error {
+	if info.table == "" {
+		return classify(fmt.Errorf("apply batch to %s: %w", db, err))
+	}
+	return classify(fmt.Errorf("apply %s on table %s (%s): %w", info.op, info.table, info.keyValues, err))
+}
