@@ -14,13 +14,14 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/serenorg/postgres-seren-replicator/internal/conninfo"
+	"github.com/serenorg/postgres-seren-replicator/internal/pgtools"
 )
 
 // schemaDump is the source's schema, dumped once from the exported snapshot
 // in pg_dump's custom format so that pg_restore can build the post-data
 // section (indexes, constraints, triggers) in parallel later.
 type schemaDump struct {
-	tools   Tools
+	tools   pgtools.Tools
 	path    string
 	entries []tocEntry
 }
@@ -59,7 +60,7 @@ var tocLine = regexp.MustCompile(`^\d+; \d+ \d+ (.*)$`)
 
 // dumpSchema runs pg_dump --schema-only in the exported snapshot. extra are
 // further pg_dump arguments (table exclusions).
-func dumpSchema(ctx context.Context, tools Tools, src *conninfo.Conn, snapshotName, dir string, extra []string) (*schemaDump, error) {
+func dumpSchema(ctx context.Context, tools pgtools.Tools, src *conninfo.Conn, snapshotName, dir string, extra []string) (*schemaDump, error) {
 	d := &schemaDump{tools: tools, path: filepath.Join(dir, "schema.dump")}
 	args := append([]string{"--format=custom", "--schema-only", "--snapshot=" + snapshotName,
 		"--no-publications", "--no-subscriptions", "--file=" + d.path}, extra...)

@@ -17,6 +17,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/serenorg/postgres-seren-replicator/checkpoint"
+	"github.com/serenorg/postgres-seren-replicator/internal/pgtools"
 	"github.com/serenorg/postgres-seren-replicator/internal/plan"
 	"github.com/serenorg/postgres-seren-replicator/stream"
 )
@@ -44,7 +45,8 @@ type Options struct {
 	// DropStaleSlot allows dropping an inactive slot of the same name left
 	// by an earlier run; otherwise an existing slot is an error.
 	DropStaleSlot bool
-	Tools         Tools
+	// Tools are the pg_dump and pg_restore to run (pgtools.Find).
+	Tools pgtools.Tools
 	// Target is what the target role may do (see TargetCapabilities).
 	Target   Capabilities
 	Progress *Progress

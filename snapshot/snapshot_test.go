@@ -1,9 +1,6 @@
 package snapshot
 
-import (
-	"context"
-	"testing"
-)
+import "testing"
 
 func TestPlanPieces(t *testing.T) {
 	const mb = 1 << 20
@@ -88,23 +85,6 @@ func TestTOCEntries(t *testing.T) {
 		if got := e.owner(); got != tt.owner {
 			t.Errorf("%q: owner = %q, want %q", tt.rest, got, tt.owner)
 		}
-	}
-}
-
-func TestFindTools(t *testing.T) {
-	tools, err := FindTools(context.Background(), 15)
-	if err != nil {
-		t.Skipf("no PostgreSQL 15 client tools on this machine: %v", err)
-	}
-	if tools.Major < 15 || tools.PgRestore == "" {
-		t.Errorf("got %+v", tools)
-	}
-	if _, err := FindTools(context.Background(), 99); err == nil {
-		t.Errorf("found a pg_dump for PostgreSQL 99")
-	}
-	t.Setenv("PG_DUMP", "/nonexistent/pg_dump")
-	if _, err := FindTools(context.Background(), 15); err == nil {
-		t.Errorf("PG_DUMP pointing nowhere was accepted")
 	}
 }
 

@@ -16,6 +16,7 @@ import (
 	"github.com/serenorg/postgres-seren-replicator/checkpoint"
 	"github.com/serenorg/postgres-seren-replicator/internal/conninfo"
 	"github.com/serenorg/postgres-seren-replicator/internal/interactive"
+	"github.com/serenorg/postgres-seren-replicator/internal/pgtools"
 	"github.com/serenorg/postgres-seren-replicator/internal/plan"
 	"github.com/serenorg/postgres-seren-replicator/snapshot"
 	"github.com/serenorg/postgres-seren-replicator/stream"
@@ -76,9 +77,9 @@ func (c *InitCmd) Run(ctx context.Context, env *Env) error {
 	for _, a := range actions {
 		sourceMajor = max(sourceMajor, a.est.SourceMajor)
 	}
-	tools, err := snapshot.FindTools(ctx, sourceMajor)
+	tools, err := pgtools.Find(ctx, sourceMajor)
 	if err != nil {
-		return usageError("%v", err)
+		return usageError("no suitable pg_dump: %v: %s", err, pgtools.InstallHint(sourceMajor))
 	}
 	env.Log.Debug("client tools", "pg_dump", tools.PgDump, "version", tools.Major)
 	printInitEstimate(env.Stdout, actions, c.Jobs)

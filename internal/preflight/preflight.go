@@ -49,8 +49,9 @@ const DefaultRetainedWALWarn int64 = 1 << 30
 
 // Options tune the checks. The zero Options uses the defaults.
 type Options struct {
-	// PgDump is the pg_dump binary to check; empty means FindPgDump's search
-	// ($PG_DUMP, then PATH and /usr/lib/postgresql/<N>/bin).
+	// PgDump is the pg_dump binary to check; empty means the one init would
+	// pick (pgtools.Find: $PG_DUMP, then PATH and the usual installation
+	// directories).
 	PgDump string
 	// RetainedWALWarn is the WAL in bytes an inactive slot may retain before
 	// a warning; DefaultRetainedWALWarn when zero.
