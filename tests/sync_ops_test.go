@@ -95,6 +95,11 @@ func TestSyncMetricsAndNotify(t *testing.T) {
 		t.Errorf("checkpoint gauge %v, target checkpoint %v", got, want)
 	}
 	waitNote(t, notes, "STATUS=streaming")
+	// status while the daemon streams: healthy, slot active, exit 0.
+	st := runCLI(t, nil, "status", "--json", "--source", src.URL("postgres", "", "ops"), "--target", dst.URL("postgres", "", "ops"))
+	if st.Code != 0 || !strings.Contains(st.Stdout, `"healthy"`) || !strings.Contains(st.Stdout, `"slot_active": true`) {
+		t.Errorf("status while streaming: exit %d\n%s\n%s", st.Code, st.Stdout, st.Stderr)
+	}
 	cmd.Process.Signal(syscall.SIGTERM)
 	if err := cmd.Wait(); err != nil {
 		t.Fatalf("sync: %v\n%s", err, syncLog(cmd))
