@@ -211,6 +211,9 @@ func (a *Applier) Run(ctx context.Context, events <-chan stream.Event, ack Acker
 		if a.cfg.Heartbeat != nil {
 			a.cfg.Heartbeat()
 		}
+		if ctx.Err() != nil {
+			return a.shutdown(ack)
+		}
 		var ev stream.Event
 		var ok bool
 		if a.inTarget && !a.inSource {
@@ -228,25 +231,29 @@ func (a *Applier) Run(ctx context.Context, events <-chan stream.Event, ack Acker
 				continue
 			}
 		} else {
-			// About to wait for the stream: first make the batch in flight
-			// durable and acknowledged, so an idle stream is not left behind.
-			if err := a.await(); err != nil {
-				return err
-			}
-			if a.reachedStop() {
-				return nil
-			}
-			waitStart := time.Now()
 			select {
 			case ev, ok = <-events:
-				a.stats.Idle += time.Since(waitStart)
-			case <-ctx.Done():
-				return a.shutdown(ack)
-			case <-a.idleTimer():
-				// A keepalive position held back by the rate limit is due.
-				ev, ok = stream.Event{KeepaliveLSN: a.idleLSN}, true
-			case <-heartbeat.C:
-				continue
+			default:
+				// About to wait for the stream: first make the batch in flight
+				// durable and acknowledged, so an idle stream is not left behind.
+				if err := a.await(); err != nil {
+					return err
+				}
+				if a.reachedStop() {
+					return nil
+				}
+				waitStart := time.Now()
+				select {
+				case ev, ok = <-events:
+					a.stats.Idle += time.Since(waitStart)
+				case <-ctx.Done():
+					return a.shutdown(ack)
+				case <-a.idleTimer():
+					// A keepalive position held back by the rate limit is due.
+					ev, ok = stream.Event{KeepaliveLSN: a.idleLSN}, true
+				case <-heartbeat.C:
+					continue
+				}
 			}
 		}
 		if !ok {
