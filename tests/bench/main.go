@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"runtime"
 	"strings"
 	"time"
 
@@ -17,24 +18,38 @@ func main() {
 	bin := flag.String("bin", "bin/postgres-seren-replicator", "the binary to measure")
 	scale := flag.Int("scale", 30, "pgbench scale of the benchmark database")
 	txns := flag.Int("txns", 10000, "pgbench transactions per client (4 clients) for the catch-up backlog")
-	only := flag.String("only", "", "comma list of sections to run (catchup, mixed); empty runs all")
-	syncArgs := flag.String("sync-args", "", "extra arguments for sync --catch-up (to try batch settings)")
+	only := flag.String("only", "", "comma list of sections to run (init, verify, catchup, mixed, memory, steady); empty runs all")
+	syncArgs := flag.String("sync-args", "", "extra arguments for sync, both --catch-up and the steady-state daemon (to try batch settings)")
+	jobs := flag.Int("jobs", runtime.NumCPU(), "parallel sessions for init, pg_dump and pg_restore")
+	bigRows := flag.Int("rows", 5_000_000, "rows of the memory section's single large insert and update transactions (about 10 minutes at 5000000 on 2 cores)")
+	steadySecs := flag.Int("steady-seconds", 60, "duration of each steady-state run (ours, then native)")
+	rate := flag.Int("rate", 1000, "pgbench transactions per second of the steady-state runs")
 	flag.Parse()
 	h := newHarness()
 	defer h.cleanup()
-	b := &bench{h: h, bin: *bin, scale: *scale, txns: *txns, syncArgs: *syncArgs}
-	sections := map[string]func(){"catchup": b.catchUp, "mixed": b.mixed}
-	order := []string{"catchup", "mixed"}
+	b := &bench{h: h, bin: *bin, scale: *scale, txns: *txns, syncArgs: *syncArgs,
+		jobs: *jobs, bigRows: *bigRows, steady: time.Duration(*steadySecs) * time.Second, rate: *rate}
+	// A failing section still shows what the sections before it measured.
+	h.beforeExit = b.report
+	sections := map[string]func(){"catchup": b.catchUp, "mixed": b.mixed, "init": b.initCopy,
+		"verify": b.verifySpeed, "memory": b.memory, "steady": b.steadyState}
+	all := []string{"init", "verify", "catchup", "mixed", "memory", "steady"}
+	order := all
 	if *only != "" {
 		order = strings.Split(*only, ",")
 	}
 	for _, name := range order {
-		f, ok := sections[name]
-		if !ok {
-			fmt.Fprintf(os.Stderr, "unknown section %q\n", name)
+		if _, ok := sections[name]; !ok {
+			fmt.Fprintf(os.Stderr, "unknown section %q (choose from %s)\n", name, strings.Join(all, ", "))
 			os.Exit(2)
 		}
-		f()
+	}
+	for _, name := range order {
+		start := time.Now()
+		sections[name]()
+		// Each section's clusters go as soon as it ends: disk and memory for the next.
+		h.cleanup()
+		fmt.Fprintf(os.Stderr, "== section %s took %s\n", name, time.Since(start).Round(time.Second))
 	}
 	b.report()
 }
@@ -42,6 +57,8 @@ func main() {
 // harness runs pgtest clusters outside a test.
 type harness struct {
 	cleanups []func()
+	// beforeExit, when set, runs before a fatal error ends the program.
+	beforeExit func()
 }
 
 func newHarness() *harness { return &harness{} }
@@ -56,6 +73,10 @@ func (h *harness) FailNow()                          { h.die("failed") }
 func (h *harness) die(msg string) {
 	fmt.Fprintln(os.Stderr, "bench:", msg)
 	h.cleanup()
+	if f := h.beforeExit; f != nil {
+		h.beforeExit = nil // a failure inside it must not recurse
+		f()
+	}
 	os.Exit(1)
 }
 
@@ -68,10 +89,50 @@ func (h *harness) cleanup() {
 
 var _ pgtest.TB = (*harness)(nil)
 
-// row is one line of the final report.
+// row is one line of the final report: our figure beside the figure of
+// what we compare with (native is zero when there is none).
 type row struct {
 	section, what string
 	ours, native  time.Duration
 	changes       int64
 	note          string
+	// vs names what native measured when it is not the native subscription.
+	vs string
+}
+
+// report prints every section's rows, then the details sections recorded
+// (where init's time goes, pgbench's achieved rates).
+func (b *bench) report() {
+	fmt.Printf("\n%-20s %-20s %10s %10s %-16s %8s %11s %11s  %s\n", "workload", "step", "ours", "other", "other is", "ratio", "ours chg/s", "other chg/s", "note")
+	for _, r := range b.rows {
+		vs := r.vs
+		if vs == "" {
+			vs = "native sub"
+		}
+		ratio, other := "-", "-"
+		if r.native > 0 {
+			ratio = fmt.Sprintf("%.2fx", r.native.Seconds()/r.ours.Seconds())
+			other = fmtDur(r.native)
+		}
+		rate := func(d time.Duration) string {
+			if r.changes == 0 || d == 0 {
+				return "-"
+			}
+			return fmt.Sprintf("%.0f", float64(r.changes)/d.Seconds())
+		}
+		fmt.Printf("%-20s %-20s %10s %10s %-16s %8s %11s %11s  %s\n", r.section, r.what, fmtDur(r.ours), other, vs, ratio, rate(r.ours), rate(r.native), r.note)
+	}
+	fmt.Println("\nratio = other's time / our time (above 1 means we are faster or, for lag, lower)")
+	for _, d := range b.details {
+		fmt.Println()
+		fmt.Println(strings.TrimRight(d, "\n"))
+	}
+}
+
+// fmtDur rounds a duration for the report: milliseconds below a minute.
+func fmtDur(d time.Duration) string {
+	if d >= time.Minute {
+		return d.Round(100 * time.Millisecond).String()
+	}
+	return d.Round(time.Millisecond).String()
 }
