@@ -28,7 +28,10 @@ const (
 	// DefaultMaxBatchDelay closes a batch this long after it opened, so lag
 	// stays low under steady load; a batch also closes whenever no more
 	// changes are waiting.
-	DefaultMaxBatchDelay = 100 * time.Millisecond
+	DefaultMaxBatchDelay = 20 * time.Millisecond
+	// DefaultCatchUpBatchDelay replaces it when a catch-up run drains a
+	// backlog: nobody waits for each change, and larger batches merge more.
+	DefaultCatchUpBatchDelay = 500 * time.Millisecond
 	// DefaultPipelineStatements is how many statements go to the target in
 	// one round trip.
 	DefaultPipelineStatements = 1000
@@ -113,6 +116,7 @@ type Applier struct {
 	merged        merger
 	ack           Acker
 
+	checkpointStmt     string // prepared checkpoint upsert
 	lastIdleCheckpoint time.Time
 	idleLSN            pglogrepl.LSN // newest keepalive position not yet checkpointed
 }
@@ -135,6 +139,9 @@ func New(ctx context.Context, target *conninfo.Conn, cfg Config, log *slog.Logge
 	}
 	if cfg.MaxBatchDelay <= 0 {
 		cfg.MaxBatchDelay = DefaultMaxBatchDelay
+		if cfg.StopAt != 0 {
+			cfg.MaxBatchDelay = DefaultCatchUpBatchDelay
+		}
 	}
 	if cfg.PipelineStatements <= 0 {
 		cfg.PipelineStatements = DefaultPipelineStatements
@@ -425,7 +432,16 @@ func (a *Applier) commit(ctx context.Context, ack Acker) error {
 		return err
 	}
 	sql, params := a.cfg.Store.Statement(pos)
-	a.pipe.add(sql, "", params, stmtInfo{})
+	if a.checkpointStmt == "" {
+		if err := a.settle(ctx); err != nil {
+			return err
+		}
+		if _, err := a.conn.Prepare(ctx, "seren_checkpoint", sql, nil); err != nil {
+			return classify(fmt.Errorf("prepare checkpoint statement: %w", err))
+		}
+		a.checkpointStmt = "seren_checkpoint"
+	}
+	a.pipe.add("", a.checkpointStmt, params, stmtInfo{})
 	a.pipe.add("COMMIT", "", nil, stmtInfo{})
 	a.pipe.commit = &committed{pos: pos, txns: a.batchTxns, changes: a.batchChanges, rows: a.rowCounts, started: a.batchStart}
 	a.rowCounts = map[[3]string]int{}

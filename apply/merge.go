@@ -243,39 +243,15 @@ func (a *Applier) emitMerged(ctx context.Context) error {
 			}
 		}
 		inserts = append(inserts, t.inserts...)
-		for len(deletes) > 0 {
-			n := min(len(deletes), maxRowsPerStatement)
-			a.pipe.add(r.multiDeleteSQL(n), "", flatten(deletes[:n]), stmtInfo{table: r.name, op: "delete", want: int64(n)})
-			deletes = deletes[n:]
+		if err := a.emitDeletes(ctx, r, deletes); err != nil {
+			return err
 		}
-		if len(inserts) >= copyThreshold {
-			a.pipe.addCopy(r.copySQL(), inserts, stmtInfo{table: r.name, op: "insert", want: int64(len(inserts))})
-			inserts = nil
-		}
-		perInsert := max(1, min(maxRowsPerStatement, 65535/max(1, len(r.cols))))
-		for len(inserts) > 0 {
-			n := min(len(inserts), perInsert)
-			a.pipe.add(r.multiInsertSQL(n), "", flatten(inserts[:n]), stmtInfo{table: r.name, op: "insert", want: int64(n)})
-			inserts = inserts[n:]
+		if err := a.emitInserts(ctx, r, inserts); err != nil {
+			return err
 		}
 		for _, shape := range shapes {
-			list := updates[shape]
-			set := setColumns(list[0].set)
-			if len(set) == 0 {
-				continue // only unchanged TOAST values: nothing to write
-			}
-			per := max(1, min(maxRowsPerStatement, 65535/(len(set)+len(r.key))))
-			for len(list) > 0 {
-				n := min(len(list), per)
-				params := make([][]byte, 0, n*(len(set)+len(r.key)))
-				for _, nc := range list[:n] {
-					params = append(params, nc.key...)
-					for _, c := range set {
-						params = append(params, nc.row[c])
-					}
-				}
-				a.pipe.add(r.multiUpdateSQL(set, n), "", params, stmtInfo{table: r.name, op: "update", want: int64(n)})
-				list = list[n:]
+			if err := a.emitUpdates(ctx, r, updates[shape]); err != nil {
+				return err
 			}
 		}
 		if a.pipe.full(a.cfg.PipelineStatements, a.cfg.PipelineBytes) {
@@ -285,6 +261,99 @@ func (a *Applier) emitMerged(ctx context.Context) error {
 		}
 	}
 	a.merged = merger{}
+	return nil
+}
+
+// smallGroup is the size below which a group of merged rows goes as
+// prepared one-row statements: a multi-row statement is parsed and planned
+// anew each time, which costs more than it saves for a few rows.
+const smallGroup = 8
+
+// keyMatcher finds a row by its replica identity key.
+func (r *relation) keyMatcher() matcher {
+	return matcher{cols: r.key, nulls: make([]bool, len(r.key))}
+}
+
+func (a *Applier) emitDeletes(ctx context.Context, r *relation, keys [][][]byte) error {
+	if len(keys) < smallGroup {
+		where := r.keyMatcher()
+		for _, key := range keys {
+			name, err := a.prepare(ctx, r, "d/"+where.key(), func() string { return r.deleteSQL(where) })
+			if err != nil {
+				return err
+			}
+			a.pipe.add("", name, key, stmtInfo{table: r.name, op: "delete", want: 1, keyValues: describeKey(r, where, key)})
+		}
+		return nil
+	}
+	for len(keys) > 0 {
+		n := min(len(keys), maxRowsPerStatement)
+		a.pipe.add(r.multiDeleteSQL(n), "", flatten(keys[:n]), stmtInfo{table: r.name, op: "delete", want: int64(n)})
+		keys = keys[n:]
+	}
+	return nil
+}
+
+func (a *Applier) emitInserts(ctx context.Context, r *relation, rows [][][]byte) error {
+	switch {
+	case len(rows) < smallGroup:
+		for _, row := range rows {
+			name, err := a.prepare(ctx, r, "i", r.insertSQL)
+			if err != nil {
+				return err
+			}
+			a.pipe.add("", name, row, stmtInfo{table: r.name, op: "insert"})
+		}
+		return nil
+	case len(rows) >= copyThreshold:
+		a.pipe.addCopy(r.copySQL(), rows, stmtInfo{table: r.name, op: "insert", want: int64(len(rows))})
+		return nil
+	}
+	per := max(1, min(maxRowsPerStatement, 65535/max(1, len(r.cols))))
+	for len(rows) > 0 {
+		n := min(len(rows), per)
+		a.pipe.add(r.multiInsertSQL(n), "", flatten(rows[:n]), stmtInfo{table: r.name, op: "insert", want: int64(n)})
+		rows = rows[n:]
+	}
+	return nil
+}
+
+// emitUpdates writes updates that set the same columns.
+func (a *Applier) emitUpdates(ctx context.Context, r *relation, list []*netChange) error {
+	set := setColumns(list[0].set)
+	if len(set) == 0 {
+		return nil // only unchanged TOAST values: nothing to write
+	}
+	if len(list) < smallGroup {
+		where := r.keyMatcher()
+		shape := "u" + setKey(set) + "/" + where.key()
+		for _, nc := range list {
+			name, err := a.prepare(ctx, r, shape, func() string { return r.updateSQL(set, where) })
+			if err != nil {
+				return err
+			}
+			params := make([][]byte, 0, len(set)+len(r.key))
+			for _, c := range set {
+				params = append(params, nc.row[c])
+			}
+			params = append(params, nc.key...)
+			a.pipe.add("", name, params, stmtInfo{table: r.name, op: "update", want: 1, keyValues: describeKey(r, where, nc.key)})
+		}
+		return nil
+	}
+	per := max(1, min(maxRowsPerStatement, 65535/(len(set)+len(r.key))))
+	for len(list) > 0 {
+		n := min(len(list), per)
+		params := make([][]byte, 0, n*(len(set)+len(r.key)))
+		for _, nc := range list[:n] {
+			params = append(params, nc.key...)
+			for _, c := range set {
+				params = append(params, nc.row[c])
+			}
+		}
+		a.pipe.add(r.multiUpdateSQL(set, n), "", params, stmtInfo{table: r.name, op: "update", want: int64(n)})
+		list = list[n:]
+	}
 	return nil
 }
 
