@@ -117,8 +117,52 @@ func (st *dbState) leaf(ctx context.Context, w *worker, t *tableJob, r keyRange)
 		return nil, false, err
 	}
 	diffs := diffRows(src, dst)
+	if st.consistent && len(diffs) > 0 {
+		// A range of rows that replication keeps changing may never be seen
+		// equal as a whole; each differing row gets its own closer look.
+		if diffs, err = st.recheckRows(ctx, w, t, diffs); err != nil {
+			return nil, false, err
+		}
+	}
 	n := t.claim(len(diffs), st.v.MaxDiffRows)
 	return diffs[:n], n == len(diffs), nil
+}
+
+// rowRecheckAttempts is how often one differing row is read again on both
+// sides while replication runs, rowRecheckDelay apart.
+const (
+	rowRecheckAttempts = 10
+	rowRecheckDelay    = 100 * time.Millisecond
+)
+
+// recheckRows keeps the rows that still differ when read one at a time,
+// each read aligned with the replication position like a range.
+func (st *dbState) recheckRows(ctx context.Context, w *worker, t *tableJob, diffs []RowDiff) ([]RowDiff, error) {
+	var still []RowDiff
+	for _, d := range diffs {
+		r := keyRange{from: d.Key, exact: true}
+		same := false
+		for i := 0; i < rowRecheckAttempts && !same; i++ {
+			if i > 0 {
+				select {
+				case <-time.After(rowRecheckDelay):
+				case <-ctx.Done():
+					return nil, ctx.Err()
+				}
+			}
+			src, dst, err := readAligned(ctx, st, w, func(ctx context.Context, q querier) ([]keyedHash, error) {
+				return st.rowHashes(ctx, q, t, r)
+			})
+			if err != nil {
+				return nil, err
+			}
+			same = equalRows(src, dst)
+		}
+		if !same {
+			still = append(still, d)
+		}
+	}
+	return still, nil
 }
 
 func equalRows(a, b []keyedHash) bool {

@@ -35,6 +35,8 @@ func (c column) expr() string {
 // keyRange is [from, to) over the key columns; nil bounds are open.
 type keyRange struct {
 	from, to []string
+	// exact makes the range the one key from.
+	exact bool
 }
 
 // hashFunc turns a text expression into a bigint row hash.
@@ -161,6 +163,10 @@ func where(key []column, r keyRange) (string, []any) {
 		} else {
 			conds = append(conds, lhs+" "+op+" "+params[0])
 		}
+	}
+	if r.exact {
+		bound(r.from, "=")
+		return strings.Join(conds, " AND "), args
 	}
 	if r.from != nil {
 		bound(r.from, ">=")

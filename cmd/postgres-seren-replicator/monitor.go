@@ -9,8 +9,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/jackc/pglogrepl"
-
 	"github.com/serenorg/postgres-seren-replicator/checkpoint"
 	"github.com/serenorg/postgres-seren-replicator/internal/daemon"
 	"github.com/serenorg/postgres-seren-replicator/internal/metrics"
@@ -150,11 +148,7 @@ func (r *pipelineRunner) sampleLag(ctx context.Context, st *stream.Stream, obs *
 	if err != nil {
 		return err
 	}
-	var current string
-	if err := conn.QueryRow(ctx, "SELECT pg_current_wal_lsn()::text").Scan(&current); err != nil {
-		return fmt.Errorf("read source WAL position: %w", err)
-	}
-	cur, err := pglogrepl.ParseLSN(current)
+	cur, err := currentLSN(ctx, conn)
 	if err != nil {
 		return err
 	}

@@ -76,15 +76,19 @@ func setupError(format string, args ...any) error {
 // once runs one connection's worth of streaming.
 func (r *pipelineRunner) once(ctx context.Context) (pipelineResult, error) {
 	store := checkpoint.Store{Schema: r.cmd.CheckpointSchema}
-	if err := r.checkSlot(ctx); err != nil {
+	src, err := r.db.Source.Connect(ctx)
+	if err != nil {
+		return pipelineResult{}, err
+	}
+	defer src.Close(context.Background())
+	slot, err := r.checkSlot(ctx, src)
+	if err != nil {
 		return pipelineResult{}, err
 	}
 	if r.cmd.CatchUp && r.stopAt == 0 {
-		lsn, err := stopLSN(ctx, r.db)
-		if err != nil {
+		if r.stopAt, err = currentLSN(ctx, src); err != nil {
 			return pipelineResult{}, err
 		}
-		r.stopAt = lsn
 	}
 	obs := &observer{m: r.mon}
 	applier, err := apply.New(ctx, r.db.Target, apply.Config{
@@ -106,8 +110,11 @@ func (r *pipelineRunner) once(ctx context.Context) (pipelineResult, error) {
 	}
 	defer applier.Close()
 	pos := applier.Position()
-	if err := r.checkResumable(ctx, pos); err != nil {
-		return pipelineResult{position: pos}, err
+	if slot.ConfirmedFlush > pos.EndLSN {
+		// The changes in between are gone from the source: the target would
+		// silently miss them.
+		return pipelineResult{position: pos}, setupError("replication slot %s is at %s but the target checkpoint is at %s: the changes in between are gone from the source; run cleanup, then init again",
+			r.slot, slot.ConfirmedFlush, pos.EndLSN)
 	}
 	if r.stopAt != 0 && pos.EndLSN >= r.stopAt {
 		return pipelineResult{position: pos}, nil
@@ -155,27 +162,23 @@ func (r *pipelineRunner) once(ctx context.Context) (pipelineResult, error) {
 	return res, nil
 }
 
-// checkSlot refuses to stream from a slot that is missing or has lost WAL.
-func (r *pipelineRunner) checkSlot(ctx context.Context) error {
-	conn, err := r.db.Source.Connect(ctx)
-	if err != nil {
-		return err
-	}
-	defer conn.Close(ctx)
+// checkSlot refuses to stream from a slot that is missing or has lost WAL,
+// or with a publication that does not match the selection.
+func (r *pipelineRunner) checkSlot(ctx context.Context, conn *pgx.Conn) (stream.SlotState, error) {
 	slot, err := stream.LookupSlot(ctx, conn, r.slot)
 	if errors.Is(err, stream.ErrSlotMissing) {
-		return setupError("replication slot %s does not exist on the source database %s: run init (again) to create it and copy the data", r.slot, r.db.Name)
+		return slot, setupError("replication slot %s does not exist on the source database %s: run init (again) to create it and copy the data", r.slot, r.db.Name)
 	}
 	if err != nil {
-		return err
+		return slot, err
 	}
 	if slot.WALStatus == "lost" {
-		return setupError("replication slot %s was invalidated (the source removed WAL it needed; see max_slot_wal_keep_size): run cleanup, then init again", r.slot)
+		return slot, setupError("replication slot %s was invalidated (the source removed WAL it needed; see max_slot_wal_keep_size): run cleanup, then init again", r.slot)
 	}
 	if slot.Database != r.db.Name {
-		return setupError("replication slot %s belongs to database %s, not %s: choose another --slot", r.slot, slot.Database, r.db.Name)
+		return slot, setupError("replication slot %s belongs to database %s, not %s: choose another --slot", r.slot, slot.Database, r.db.Name)
 	}
-	return r.checkPublication(ctx, conn)
+	return slot, r.checkPublication(ctx, conn)
 }
 
 // checkPublication makes sure the publication covers exactly the selected
@@ -215,25 +218,6 @@ func (r *pipelineRunner) checkPublication(ctx context.Context, conn *pgx.Conn) e
 	}
 	for t := range published {
 		return setupError("table %s is in publication %s but not selected: use the same --include/--exclude flags as init, or run init for the new selection", t, r.cmd.Publication)
-	}
-	return nil
-}
-
-// checkResumable refuses a checkpoint the slot has moved past: the changes
-// in between are gone from the source, so the target would silently miss them.
-func (r *pipelineRunner) checkResumable(ctx context.Context, pos checkpoint.Position) error {
-	conn, err := r.db.Source.Connect(ctx)
-	if err != nil {
-		return err
-	}
-	defer conn.Close(ctx)
-	slot, err := stream.LookupSlot(ctx, conn, r.slot)
-	if err != nil {
-		return err
-	}
-	if slot.ConfirmedFlush > pos.EndLSN {
-		return setupError("replication slot %s is at %s but the target checkpoint is at %s: the changes in between are gone from the source; run cleanup, then init again",
-			r.slot, slot.ConfirmedFlush, pos.EndLSN)
 	}
 	return nil
 }

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/serenorg/postgres-seren-replicator/apply"
@@ -169,13 +170,8 @@ type pipelineResult struct {
 	stats    apply.Stats
 }
 
-// stopLSN is the source's current WAL position: what --catch-up drains to.
-func stopLSN(ctx context.Context, db plan.Database) (pglogrepl.LSN, error) {
-	conn, err := db.Source.Connect(ctx)
-	if err != nil {
-		return 0, err
-	}
-	defer conn.Close(ctx)
+// currentLSN is the source's current WAL position: what --catch-up drains to.
+func currentLSN(ctx context.Context, conn *pgx.Conn) (pglogrepl.LSN, error) {
 	var s string
 	if err := conn.QueryRow(ctx, "SELECT pg_current_wal_lsn()::text").Scan(&s); err != nil {
 		return 0, fmt.Errorf("read source WAL position: %w", err)
