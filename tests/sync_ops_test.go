@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -70,7 +71,11 @@ func TestSyncMetricsAndNotify(t *testing.T) {
 		}
 	}()
 
-	cmd := startSync(t, []string{"NOTIFY_SOCKET=" + sockPath}, syncArgs(src, dst, "ops", "--metrics-addr", addr)...)
+	envFile := filepath.Join(t.TempDir(), "env")
+	if err := os.WriteFile(envFile, []byte("SEREN_LOG_LEVEL=info\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmd := startSync(t, []string{"NOTIFY_SOCKET=" + sockPath, "SEREN_ENV_FILE=" + envFile}, syncArgs(src, dst, "ops", "--metrics-addr", addr)...)
 	waitNote(t, notes, "READY=1")
 	if code := httpStatus(t, addr, "/healthz"); code != 200 {
 		t.Errorf("/healthz = %d", code)
@@ -100,6 +105,14 @@ func TestSyncMetricsAndNotify(t *testing.T) {
 	if st.Code != 0 || !strings.Contains(st.Stdout, `"healthy"`) || !strings.Contains(st.Stdout, `"slot_active": true`) {
 		t.Errorf("status while streaming: exit %d\n%s\n%s", st.Code, st.Stdout, st.Stderr)
 	}
+	// SIGHUP re-reads the log level from the environment file.
+	if err := os.WriteFile(envFile, []byte("SEREN_LOG_LEVEL=debug\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmd.Process.Signal(syscall.SIGHUP)
+	eventually(t, 10*time.Second, "SIGHUP reload", func() bool {
+		return strings.Contains(syncLog(cmd), "settings reloaded") && strings.Contains(syncLog(cmd), "log_level=DEBUG")
+	})
 	cmd.Process.Signal(syscall.SIGTERM)
 	if err := cmd.Wait(); err != nil {
 		t.Fatalf("sync: %v\n%s", err, syncLog(cmd))
