@@ -14,7 +14,7 @@ import (
 
 // bench holds the run's settings and results.
 type bench struct {
-	h     *harness
+	h     *pgtest.Standalone
 	bin   string
 	scale int
 	txns  int

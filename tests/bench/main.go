@@ -25,12 +25,12 @@ func main() {
 	steadySecs := flag.Int("steady-seconds", 60, "duration of each steady-state run (ours, then native)")
 	rate := flag.Int("rate", 1000, "pgbench transactions per second of the steady-state runs")
 	flag.Parse()
-	h := newHarness()
-	defer h.cleanup()
+	h := &pgtest.Standalone{}
+	defer h.Close()
 	b := &bench{h: h, bin: *bin, scale: *scale, txns: *txns, syncArgs: *syncArgs,
 		jobs: *jobs, bigRows: *bigRows, steady: time.Duration(*steadySecs) * time.Second, rate: *rate}
 	// A failing section still shows what the sections before it measured.
-	h.beforeExit = b.report
+	h.BeforeExit = b.report
 	sections := map[string]func(){"catchup": b.catchUp, "mixed": b.mixed, "init": b.initCopy,
 		"verify": b.verifySpeed, "memory": b.memory, "steady": b.steadyState}
 	all := []string{"init", "verify", "catchup", "mixed", "memory", "steady"}
@@ -48,46 +48,11 @@ func main() {
 		start := time.Now()
 		sections[name]()
 		// Each section's clusters go as soon as it ends: disk and memory for the next.
-		h.cleanup()
+		h.Close()
 		fmt.Fprintf(os.Stderr, "== section %s took %s\n", name, time.Since(start).Round(time.Second))
 	}
 	b.report()
 }
-
-// harness runs pgtest clusters outside a test.
-type harness struct {
-	cleanups []func()
-	// beforeExit, when set, runs before a fatal error ends the program.
-	beforeExit func()
-}
-
-func newHarness() *harness { return &harness{} }
-
-func (h *harness) Helper()                           {}
-func (h *harness) Fatal(args ...any)                 { h.die(fmt.Sprint(args...)) }
-func (h *harness) Fatalf(format string, args ...any) { h.die(fmt.Sprintf(format, args...)) }
-func (h *harness) Logf(format string, args ...any)   { fmt.Fprintf(os.Stderr, format+"\n", args...) }
-func (h *harness) Cleanup(f func())                  { h.cleanups = append(h.cleanups, f) }
-func (h *harness) FailNow()                          { h.die("failed") }
-
-func (h *harness) die(msg string) {
-	fmt.Fprintln(os.Stderr, "bench:", msg)
-	h.cleanup()
-	if f := h.beforeExit; f != nil {
-		h.beforeExit = nil // a failure inside it must not recurse
-		f()
-	}
-	os.Exit(1)
-}
-
-func (h *harness) cleanup() {
-	for i := len(h.cleanups) - 1; i >= 0; i-- {
-		h.cleanups[i]()
-	}
-	h.cleanups = nil
-}
-
-var _ pgtest.TB = (*harness)(nil)
 
 // row is one line of the final report: our figure beside the figure of
 // what we compare with (native is zero when there is none).

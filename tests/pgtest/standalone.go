@@ -9,6 +9,9 @@ import (
 // clusters outside a test: failures print and exit 1 after cleaning up.
 type Standalone struct {
 	cleanups []func()
+	// BeforeExit, when set, runs after the cleanups when a failure ends the
+	// program (the benchmarks print what they measured so far).
+	BeforeExit func()
 }
 
 var _ TB = (*Standalone)(nil)
@@ -42,5 +45,9 @@ func (s *Standalone) Close() {
 func (s *Standalone) die(msg string) {
 	fmt.Fprintln(os.Stderr, "error:", msg)
 	s.Close()
+	if f := s.BeforeExit; f != nil {
+		s.BeforeExit = nil // a failure inside it must not recurse
+		f()
+	}
 	os.Exit(1)
 }
