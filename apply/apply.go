@@ -107,8 +107,8 @@ type Applier struct {
 	batchStart    time.Time
 	batchTxns     int
 	batchChanges  int
-	batchEnd      pglogrepl.LSN // end LSN of the last source transaction in the batch
-	batchCommitAt time.Time
+	batchEnd      pglogrepl.LSN     // end LSN of the last source transaction in the batch
+	batchCommitAt time.Time         // source commit time of the newest transaction queued (kept across batches)
 	rowCounts     map[[3]string]int // source changes per table and operation
 	pipe          *pipeline         // being built
 	sent          *pipeline         // in flight
@@ -399,7 +399,6 @@ func (a *Applier) keepalive(ctx context.Context, lsn pglogrepl.LSN, ack Acker) e
 	a.idleLSN = 0
 	a.begin()
 	a.batchEnd = lsn
-	a.batchCommitAt = a.pos.CommitTime
 	return a.commit(ctx, ack)
 }
 

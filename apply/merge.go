@@ -376,8 +376,7 @@ func flatten(rows [][][]byte) [][]byte {
 }
 
 func describeVals(r *relation, key [][]byte) string {
-	m := matcher{cols: r.key, nulls: make([]bool, len(r.key))}
-	return describeKey(r, m, key)
+	return describeKey(r, r.keyMatcher(), key)
 }
 
 // placeholders renders rows of n typed parameters: ($1::t, $2::t), ...

@@ -130,18 +130,6 @@ ON CONFLICT (slot_name) DO UPDATE SET end_lsn = EXCLUDED.end_lsn,
 	return sql, [][]byte{[]byte(p.Slot), []byte(p.EndLSN.String()), commit}
 }
 
-// Delete removes one slot's checkpoint.
-func (s Store) Delete(ctx context.Context, q Querier, slot string) error {
-	if _, err := q.Exec(ctx, fmt.Sprintf(`DELETE FROM %s WHERE slot_name = $1`, s.table()), slot); err != nil {
-		var pgErr *pgconn.PgError
-		if errors.As(err, &pgErr) && (pgErr.Code == "42P01" || pgErr.Code == "3F000") {
-			return nil
-		}
-		return fmt.Errorf("delete checkpoint of slot %s: %w", slot, err)
-	}
-	return nil
-}
-
 // DropSchema removes the checkpoint schema and everything in it.
 func (s Store) DropSchema(ctx context.Context, q Querier) error {
 	if _, err := q.Exec(ctx, "DROP SCHEMA IF EXISTS "+s.schema()+" CASCADE"); err != nil {

@@ -49,8 +49,6 @@ type Event struct {
 	Msg          Message
 	LSN          pglogrepl.LSN
 	KeepaliveLSN pglogrepl.LSN
-	// Size is the wire size of the message, for memory accounting.
-	Size int
 }
 
 // Config selects what to stream.
@@ -176,15 +174,19 @@ func (s *Stream) Run(ctx context.Context) error {
 // ErrConnection marks a lost or ended replication connection: worth a retry.
 var ErrConnection = errors.New("replication connection lost")
 
+// ErrProtocol marks a message the stream cannot decode: the same bytes come
+// again after a reconnect, so a retry cannot help.
+var ErrProtocol = errors.New("replication protocol error")
+
 func (s *Stream) handleCopyData(ctx context.Context, data []byte) error {
 	if len(data) == 0 {
-		return fmt.Errorf("slot %s: empty CopyData message", s.cfg.Slot)
+		return fmt.Errorf("slot %s: empty CopyData message: %w", s.cfg.Slot, ErrProtocol)
 	}
 	switch data[0] {
 	case pglogrepl.PrimaryKeepaliveMessageByteID:
 		ka, err := pglogrepl.ParsePrimaryKeepaliveMessage(data[1:])
 		if err != nil {
-			return fmt.Errorf("slot %s: keepalive: %w", s.cfg.Slot, err)
+			return fmt.Errorf("slot %s: keepalive: %w: %w", s.cfg.Slot, ErrProtocol, err)
 		}
 		s.advanceReceived(ka.ServerWALEnd)
 		if ka.ReplyRequested {
@@ -201,16 +203,16 @@ func (s *Stream) handleCopyData(ctx context.Context, data []byte) error {
 	case pglogrepl.XLogDataByteID:
 		xld, err := pglogrepl.ParseXLogData(data[1:])
 		if err != nil {
-			return fmt.Errorf("slot %s: XLogData: %w", s.cfg.Slot, err)
+			return fmt.Errorf("slot %s: XLogData: %w: %w", s.cfg.Slot, ErrProtocol, err)
 		}
 		msg, err := Decode(xld.WALData)
 		if err != nil {
-			return fmt.Errorf("slot %s: decode pgoutput at %s: %w", s.cfg.Slot, xld.WALStart, err)
+			return fmt.Errorf("slot %s: decode pgoutput at %s: %w: %w", s.cfg.Slot, xld.WALStart, ErrProtocol, err)
 		}
 		s.advanceReceived(xld.WALStart)
-		return s.deliver(ctx, Event{Msg: msg, LSN: xld.WALStart, Size: len(xld.WALData)})
+		return s.deliver(ctx, Event{Msg: msg, LSN: xld.WALStart})
 	default:
-		return fmt.Errorf("slot %s: unknown replication message %q", s.cfg.Slot, data[0])
+		return fmt.Errorf("slot %s: unknown replication message %q: %w", s.cfg.Slot, data[0], ErrProtocol)
 	}
 	return nil
 }

@@ -1,15 +1,19 @@
 package tests
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"os/exec"
 	"regexp"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/serenorg/postgres-seren-replicator/tests/pgtest"
 )
 
 // Restart the target and then the source in immediate mode under load: the
@@ -122,4 +126,44 @@ func plainBinary(t *testing.T) string {
 		t.Fatal(plainOnce.err)
 	}
 	return plainOnce.path
+}
+
+// A target that blocks the applier for several times wal_sender_timeout must
+// not make the source drop the replication connection: the stream keeps
+// sending status updates while the applier (and a full event channel) waits.
+func TestSyncKeepsWalsenderAliveWhileTargetBlocks(t *testing.T) {
+	src := pgtest.Start(t, pgtest.Options{Settings: []string{"wal_sender_timeout = '2s'"}})
+	dst := pgtest.Start(t, pgtest.Options{})
+	prepareStreaming(t, src, dst, "slow", `CREATE TABLE t (id int PRIMARY KEY, v text);`, "public.t")
+	// The first transaction stops the applier at the lock; the second has
+	// more messages than the event channel holds, so the stream blocks too.
+	src.Exec("slow", `INSERT INTO t VALUES (0, 'first')`)
+	src.Exec("slow", `INSERT INTO t SELECT g, 'x' FROM generate_series(1, 20000) g`)
+
+	lock := dst.Connect("slow")
+	ctx := context.Background()
+	tx, err := lock.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(ctx, "LOCK TABLE t IN ACCESS EXCLUSIVE MODE"); err != nil {
+		t.Fatal(err)
+	}
+	released := make(chan struct{})
+	go func() {
+		defer close(released)
+		time.Sleep(6 * time.Second)
+		tx.Rollback(ctx)
+	}()
+	res := runCLI(t, nil, syncArgs(src, dst, "slow", "--catch-up", "--status-interval", "500ms")...)
+	<-released
+	if res.Code != 0 {
+		t.Fatalf("exit %d: %s", res.Code, res.Stderr)
+	}
+	if strings.Contains(res.Stderr, "reconnecting") || strings.Contains(src.Log(), "replication timeout") {
+		t.Fatalf("the walsender timed out while the target was blocked:\n%s\n%s", res.Stderr, src.Log())
+	}
+	if got := dst.QueryString("slow", "SELECT count(*) FROM t"); got != "20001" {
+		t.Fatalf("target rows = %s, want 20001", got)
+	}
 }

@@ -47,7 +47,7 @@ func (r *pipelineRunner) run(ctx context.Context) (pipelineResult, error) {
 			return res, nil
 		}
 		r.mon.stopped(r.db.Name, err)
-		if errors.Is(err, apply.ErrPermanent) || errors.Is(err, errSetup) {
+		if errors.Is(err, apply.ErrPermanent) || errors.Is(err, errSetup) || errors.Is(err, stream.ErrProtocol) {
 			return res, err
 		}
 		side := metrics.SideTarget

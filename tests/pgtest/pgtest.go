@@ -237,16 +237,6 @@ func (c *Cluster) Log() string {
 	return string(b)
 }
 
-// Major is the server's major version number.
-func (c *Cluster) Major() int {
-	c.t.Helper()
-	v, err := strconv.Atoi(c.QueryString("postgres", "current_setting('server_version_num')"))
-	if err != nil {
-		c.t.Fatal(err)
-	}
-	return v / 10000
-}
-
 func (c *Cluster) run(name string, args ...string) {
 	c.t.Helper()
 	if out, err := c.command(name, args...).CombinedOutput(); err != nil {
