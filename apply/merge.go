@@ -1,8 +1,10 @@
 package apply
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -12,7 +14,7 @@ import (
 // The merge path turns a batch's row changes into a few set-based
 // statements per table: every change to one key collapses into its net
 // effect (insert, update, delete, or delete-then-insert), then the table gets
-// one multi-row DELETE, INSERT and UPDATE ... FROM (VALUES ...) each.
+// one multi-row DELETE, INSERT (or COPY) and UPDATE ... FROM unnest(...) each.
 //
 // That reorders changes, which is safe only where nothing can observe the
 // order: the session runs with session_replication_role = replica (no
@@ -30,9 +32,9 @@ const (
 	netReplace = 'R' // the row existed, was deleted, and a new one was inserted
 )
 
-// maxRowsPerStatement bounds multi-row statements (PostgreSQL allows 65535
-// parameters).
-const maxRowsPerStatement = 1000
+// maxRowsPerStatement bounds the rows of one multi-row statement, so that
+// one statement's arrays stay a modest size.
+const maxRowsPerStatement = 2000
 
 // copyThreshold is how many inserted rows of one table go by COPY instead
 // of multi-row INSERT (COPY parses faster; its set-up costs a round trip).
@@ -52,6 +54,7 @@ type netChange struct {
 // tableMerge accumulates one table's net changes, keys in first-seen order.
 type tableMerge struct {
 	r       *relation
+	active  bool // has changes in this batch (listed in merger.order)
 	keys    []string
 	changes map[string]*netChange
 	inserts [][][]byte // keyless tables: inserts only, in order
@@ -71,11 +74,29 @@ func (m *merger) table(r *relation, id uint32) *tableMerge {
 	}
 	t, ok := m.tables[id]
 	if !ok {
-		t = &tableMerge{r: r, changes: map[string]*netChange{}}
+		t = &tableMerge{changes: map[string]*netChange{}}
 		m.tables[id] = t
+	}
+	if !t.active {
+		t.active = true
 		m.order = append(m.order, id)
 	}
+	t.r = r
 	return t
+}
+
+// reset empties the merger for the next batch, keeping the tables' maps
+// (a batch's keys, at most MaxBatchChanges, would grow them anew each time).
+func (m *merger) reset() {
+	for _, t := range m.tables {
+		clear(t.changes)
+		clear(t.keys)
+		t.keys = t.keys[:0]
+		t.inserts = nil
+		t.active = false
+	}
+	m.order = m.order[:0]
+	m.bytes, m.count = 0, 0
 }
 
 func (m *merger) empty() bool { return m.count == 0 }
@@ -83,6 +104,9 @@ func (m *merger) empty() bool { return m.count == 0 }
 // mergeKey renders key values as one map key, length-prefixed so that no
 // two different keys collide.
 func mergeKey(vals [][]byte) string {
+	if len(vals) == 1 && vals[0] != nil {
+		return string(vals[0]) // a table's keys all have the same width
+	}
 	var b strings.Builder
 	for _, v := range vals {
 		if v == nil {
@@ -260,7 +284,7 @@ func (a *Applier) emitMerged(ctx context.Context) error {
 			}
 		}
 	}
-	a.merged = merger{}
+	a.merged.reset()
 	return nil
 }
 
@@ -286,9 +310,13 @@ func (a *Applier) emitDeletes(ctx context.Context, r *relation, keys [][][]byte)
 		}
 		return nil
 	}
+	name, err := a.prepare(ctx, r, "D", r.arrayDeleteSQL)
+	if err != nil {
+		return err
+	}
 	for len(keys) > 0 {
 		n := min(len(keys), maxRowsPerStatement)
-		a.pipe.add(r.multiDeleteSQL(n), "", flatten(keys[:n]), stmtInfo{table: r.name, op: "delete", want: int64(n)})
+		a.pipe.add("", name, arrays(keys[:n], len(r.key), nil), stmtInfo{table: r.name, op: "delete", want: int64(n)})
 		keys = keys[n:]
 	}
 	return nil
@@ -309,20 +337,20 @@ func (a *Applier) emitInserts(ctx context.Context, r *relation, rows [][][]byte)
 		a.pipe.addCopy(r.copySQL(), rows, stmtInfo{table: r.name, op: "insert", want: int64(len(rows))})
 		return nil
 	}
-	per := max(1, min(maxRowsPerStatement, 65535/max(1, len(r.cols))))
-	for len(rows) > 0 {
-		n := min(len(rows), per)
-		a.pipe.add(r.multiInsertSQL(n), "", flatten(rows[:n]), stmtInfo{table: r.name, op: "insert", want: int64(n)})
-		rows = rows[n:]
+	name, err := a.prepare(ctx, r, "I", r.arrayInsertSQL)
+	if err != nil {
+		return err
 	}
+	a.pipe.add("", name, arrays(rows, len(r.cols), nil), stmtInfo{table: r.name, op: "insert", want: int64(len(rows))})
 	return nil
 }
 
-// emitUpdates writes updates that set the same columns.
+// emitUpdates writes updates that set the same columns. The key columns are
+// never set: an update that changes its key takes the ordered path.
 func (a *Applier) emitUpdates(ctx context.Context, r *relation, list []*netChange) error {
-	set := setColumns(list[0].set)
+	set := r.nonKey(setColumns(list[0].set))
 	if len(set) == 0 {
-		return nil // only unchanged TOAST values: nothing to write
+		return nil // only unchanged TOAST values or the key itself: nothing to write
 	}
 	if len(list) < smallGroup {
 		where := r.keyMatcher()
@@ -341,20 +369,36 @@ func (a *Applier) emitUpdates(ctx context.Context, r *relation, list []*netChang
 		}
 		return nil
 	}
-	per := max(1, min(maxRowsPerStatement, 65535/(len(set)+len(r.key))))
+	name, err := a.prepare(ctx, r, "U"+setKey(set), func() string { return r.arrayUpdateSQL(set) })
+	if err != nil {
+		return err
+	}
 	for len(list) > 0 {
-		n := min(len(list), per)
-		params := make([][]byte, 0, n*(len(set)+len(r.key)))
-		for _, nc := range list[:n] {
-			params = append(params, nc.key...)
-			for _, c := range set {
-				params = append(params, nc.row[c])
-			}
+		n := min(len(list), maxRowsPerStatement)
+		rows := make([][][]byte, n)
+		for i, nc := range list[:n] {
+			rows[i] = nc.row
 		}
-		a.pipe.add(r.multiUpdateSQL(set, n), "", params, stmtInfo{table: r.name, op: "update", want: int64(n)})
+		keys := make([][][]byte, n)
+		for i, nc := range list[:n] {
+			keys[i] = nc.key
+		}
+		params := append(arrays(keys, len(r.key), nil), arrays(rows, len(r.cols), set)...)
+		a.pipe.add("", name, params, stmtInfo{table: r.name, op: "update", want: int64(n)})
 		list = list[n:]
 	}
 	return nil
+}
+
+// nonKey drops the replica identity columns from cols.
+func (r *relation) nonKey(cols []int) []int {
+	out := cols[:0:0]
+	for _, c := range cols {
+		if !slices.Contains(r.key, c) {
+			out = append(out, c)
+		}
+	}
+	return out
 }
 
 func setColumns(set []bool) []int {
@@ -367,73 +411,128 @@ func setColumns(set []bool) []int {
 	return out
 }
 
-func flatten(rows [][][]byte) [][]byte {
-	var out [][]byte
-	for _, r := range rows {
-		out = append(out, r...)
-	}
-	return out
-}
-
 func describeVals(r *relation, key [][]byte) string {
 	return describeKey(r, r.keyMatcher(), key)
-}
-
-// placeholders renders rows of n typed parameters: ($1::t, $2::t), ...
-func (r *relation) placeholders(rows int, cols []int) string {
-	var b strings.Builder
-	p := 1
-	for i := 0; i < rows; i++ {
-		if i > 0 {
-			b.WriteString(", ")
-		}
-		b.WriteByte('(')
-		for j, c := range cols {
-			if j > 0 {
-				b.WriteString(", ")
-			}
-			fmt.Fprintf(&b, "$%d::%s", p, r.types[c])
-			p++
-		}
-		b.WriteByte(')')
-	}
-	return b.String()
-}
-
-func (r *relation) multiInsertSQL(rows int) string {
-	all := make([]int, len(r.cols))
-	for i := range all {
-		all[i] = i
-	}
-	return fmt.Sprintf("INSERT INTO %s (%s) VALUES %s", r.target, strings.Join(r.cols, ", "), r.placeholders(rows, all))
 }
 
 func (r *relation) copySQL() string {
 	return fmt.Sprintf("COPY %s (%s) FROM STDIN", r.target, strings.Join(r.cols, ", "))
 }
 
-func (r *relation) multiDeleteSQL(rows int) string {
-	keyCols := make([]string, len(r.key))
-	for i, c := range r.key {
-		keyCols[i] = r.cols[c]
+// The multi-row statements take one text array per column and unnest
+// them: one prepared statement per table and shape serves any number of
+// rows, with no parsing or planning per batch, and the plan is always a
+// nested loop over the key index (unnest of a parameter is estimated small).
+// Elements are cast from text with the column's type, the same input
+// function a one-row statement uses.
+
+// castColumns renders "v.c0::type, ..." for cols, aliasing from first.
+func (r *relation) castColumns(cols []int, first int) []string {
+	out := make([]string, len(cols))
+	for i, c := range cols {
+		out[i] = fmt.Sprintf("v.c%d::%s", first+i, r.types[c])
 	}
-	return fmt.Sprintf("DELETE FROM %s WHERE (%s) IN (VALUES %s)", r.target, strings.Join(keyCols, ", "), r.placeholders(rows, r.key))
+	return out
 }
 
-func (r *relation) multiUpdateSQL(set []int, rows int) string {
-	cols := append(append([]int{}, r.key...), set...)
-	alias := make([]string, len(cols))
-	for i := range cols {
+// unnestFrom renders "unnest($1::text[], ...) AS v(c0, ...)" for n arrays.
+func unnestFrom(n int) string {
+	args := make([]string, n)
+	alias := make([]string, n)
+	for i := range n {
+		args[i] = fmt.Sprintf("$%d::text[]", i+1)
 		alias[i] = "c" + strconv.Itoa(i)
 	}
-	assign := make([]string, len(set))
-	for i, c := range set {
-		assign[i] = r.cols[c] + " = v." + alias[len(r.key)+i]
-	}
+	return fmt.Sprintf("unnest(%s) AS v(%s)", strings.Join(args, ", "), strings.Join(alias, ", "))
+}
+
+// keyMatch renders "t.k0 = v.c0::type AND ..." for the key columns, which
+// are the first arrays.
+func (r *relation) keyMatch() string {
+	casts := r.castColumns(r.key, 0)
 	match := make([]string, len(r.key))
 	for i, c := range r.key {
-		match[i] = "t." + r.cols[c] + " = v." + alias[i]
+		match[i] = "t." + r.cols[c] + " = " + casts[i]
 	}
-	return fmt.Sprintf("UPDATE %s AS t SET %s FROM (VALUES %s) AS v(%s) WHERE %s",
-		r.target, strings.Join(assign, ", "), r.placeholders(rows, cols), strings.Join(alias, ", "), strings.Join(match, " AND "))
+	return strings.Join(match, " AND ")
+}
+
+func (r *relation) arrayDeleteSQL() string {
+	return fmt.Sprintf("DELETE FROM %s AS t USING %s WHERE %s", r.target, unnestFrom(len(r.key)), r.keyMatch())
+}
+
+func (r *relation) arrayInsertSQL() string {
+	all := make([]int, len(r.cols))
+	for i := range all {
+		all[i] = i
+	}
+	return fmt.Sprintf("INSERT INTO %s (%s) SELECT %s FROM %s", r.target, strings.Join(r.cols, ", "),
+		strings.Join(r.castColumns(all, 0), ", "), unnestFrom(len(r.cols)))
+}
+
+func (r *relation) arrayUpdateSQL(set []int) string {
+	casts := r.castColumns(set, len(r.key))
+	assign := make([]string, len(set))
+	for i, c := range set {
+		assign[i] = r.cols[c] + " = " + casts[i]
+	}
+	return fmt.Sprintf("UPDATE %s AS t SET %s FROM %s WHERE %s", r.target, strings.Join(assign, ", "),
+		unnestFrom(len(r.key)+len(set)), r.keyMatch())
+}
+
+// arrays turns rows into one text array literal per column: of every
+// column (cols nil) when rows are whole, or of cols.
+func arrays(rows [][][]byte, width int, cols []int) [][]byte {
+	if cols == nil {
+		cols = make([]int, width)
+		for i := range cols {
+			cols[i] = i
+		}
+	}
+	out := make([][]byte, len(cols))
+	for i, c := range cols {
+		size := 2
+		for _, row := range rows {
+			size += len(row[c]) + 3
+		}
+		b := make([]byte, 0, size+size/16)
+		b = append(b, '{')
+		for j, row := range rows {
+			if j > 0 {
+				b = append(b, ',')
+			}
+			b = appendArrayElement(b, row[c])
+		}
+		out[i] = append(b, '}')
+	}
+	return out
+}
+
+// appendArrayElement quotes one value as an element of a text array
+// literal; nil is NULL.
+func appendArrayElement(b, v []byte) []byte {
+	if v == nil {
+		return append(b, "NULL"...)
+	}
+	b = append(b, '"')
+	for {
+		i := indexQuoteOrBackslash(v)
+		if i < 0 {
+			break
+		}
+		b = append(b, v[:i]...)
+		b = append(b, '\\', v[i])
+		v = v[i+1:]
+	}
+	b = append(b, v...)
+	return append(b, '"')
+}
+
+func indexQuoteOrBackslash(v []byte) int {
+	q := bytes.IndexByte(v, '"')
+	s := bytes.IndexByte(v, '\\')
+	if q < 0 || s >= 0 && s < q {
+		return s
+	}
+	return q
 }

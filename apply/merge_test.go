@@ -44,3 +44,39 @@ func TestWriteCopyText(t *testing.T) {
 		}
 	}
 }
+
+func TestWriteCopyTextLong(t *testing.T) {
+	long := bytes.Repeat([]byte("abcdefgh"), 8)
+	for _, special := range []string{"\\", "\n", "\r", "\t"} {
+		in := append(append(append([]byte{}, long...), special...), long...)
+		var b bytes.Buffer
+		writeCopyText(&b, in)
+		want := string(long) + map[string]string{"\\": `\\`, "\n": `\n`, "\r": `\r`, "\t": `\t`}[special] + string(long)
+		if b.String() != want {
+			t.Errorf("writeCopyText(long with %q) = %q", special, b.String())
+		}
+	}
+	var b bytes.Buffer
+	writeCopyText(&b, long)
+	if b.String() != string(long) {
+		t.Errorf("writeCopyText(long plain) = %q", b.String())
+	}
+}
+
+func TestArrays(t *testing.T) {
+	rows := [][][]byte{
+		{[]byte("1"), []byte(`say "hi"`), nil},
+		{[]byte("2"), []byte(`back\slash`), []byte("")},
+		{[]byte("3"), []byte("NULL"), []byte("{1,2}")},
+	}
+	got := arrays(rows, 3, nil)
+	want := []string{`{"1","2","3"}`, `{"say \"hi\"","back\\slash","NULL"}`, `{NULL,"","{1,2}"}`}
+	for i := range want {
+		if string(got[i]) != want[i] {
+			t.Errorf("column %d: %s, want %s", i, got[i], want[i])
+		}
+	}
+	if got := arrays(rows, 3, []int{2}); len(got) != 1 || string(got[0]) != want[2] {
+		t.Errorf("cols [2]: %q", got)
+	}
+}

@@ -64,7 +64,14 @@ func (p *pipeline) add(sql, prepared string, params [][]byte, info stmtInfo) {
 
 // addCopy queues rows for COPY into table's columns, in COPY's text format.
 func (p *pipeline) addCopy(sql string, rows [][][]byte, info stmtInfo) {
+	size := 0
+	for _, row := range rows {
+		for _, v := range row {
+			size += len(v) + 1
+		}
+	}
 	c := &copyIn{sql: sql, info: info}
+	c.data.Grow(size + size/32 + 16)
 	for _, row := range rows {
 		for i, v := range row {
 			if i > 0 {
@@ -79,29 +86,37 @@ func (p *pipeline) addCopy(sql string, rows [][][]byte, info stmtInfo) {
 	p.bytes += c.data.Len()
 }
 
+// copySpecial marks the bytes COPY's text format escapes.
+var copySpecial = [256]bool{'\\': true, '\n': true, '\r': true, '\t': true}
+
 // writeCopyText escapes one value for COPY's text format; nil is NULL.
 func writeCopyText(b *bytes.Buffer, v []byte) {
 	if v == nil {
 		b.WriteString(`\N`)
 		return
 	}
+	if len(v) > 32 && bytes.IndexByte(v, '\\') < 0 && bytes.IndexByte(v, '\n') < 0 &&
+		bytes.IndexByte(v, '\t') < 0 && bytes.IndexByte(v, '\r') < 0 {
+		b.Write(v) // the common case, found by vectorised scans
+		return
+	}
 	start := 0
 	for i, c := range v {
-		var esc string
-		switch c {
-		case '\\':
-			esc = `\\`
-		case '\n':
-			esc = `\n`
-		case '\r':
-			esc = `\r`
-		case '\t':
-			esc = `\t`
-		default:
+		if !copySpecial[c] {
 			continue
 		}
 		b.Write(v[start:i])
-		b.WriteString(esc)
+		b.WriteByte('\\')
+		switch c {
+		case '\n':
+			b.WriteByte('n')
+		case '\r':
+			b.WriteByte('r')
+		case '\t':
+			b.WriteByte('t')
+		default:
+			b.WriteByte(c)
+		}
 		start = i + 1
 	}
 	b.Write(v[start:])

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"runtime/debug"
 	"syscall"
 	"time"
 
@@ -92,6 +93,7 @@ func (c *SyncCmd) Run(ctx context.Context, env *Env) error {
 	if err := c.Replication.Check(p); err != nil {
 		return err
 	}
+	tuneGC()
 	start := time.Now()
 	var m *metrics.Metrics
 	g, gctx := errgroup.WithContext(ctx)
@@ -153,6 +155,23 @@ func (c *SyncCmd) Run(ctx context.Context, env *Env) error {
 		fmt.Fprintf(env.Stdout, "took %s, peak memory %d MiB\n", time.Since(start).Round(time.Millisecond), peakRSS()>>20)
 	}
 	return nil
+}
+
+// The apply loop's garbage is short-lived and its live heap is bounded by the
+// batch limits (tens of MiB), so sync collects less often than Go's default
+// and caps the heap instead. GOGC and GOMEMLIMIT still win when set.
+const (
+	syncGCPercent   = 300
+	syncMemoryLimit = 192 << 20
+)
+
+func tuneGC() {
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(syncGCPercent)
+	}
+	if os.Getenv("GOMEMLIMIT") == "" {
+		debug.SetMemoryLimit(syncMemoryLimit)
+	}
 }
 
 // peakRSS is the process's peak resident memory in bytes.

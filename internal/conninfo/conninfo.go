@@ -4,15 +4,18 @@
 package conninfo
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgproto3"
 )
 
 // DefaultApplicationName is the application_name sent when neither the
@@ -122,6 +125,9 @@ func (c *Conn) ConnectReplication(ctx context.Context) (*pgconn.PgConn, error) {
 	return c.ConnectReplicationWith(ctx, nil)
 }
 
+// replicationReadBuffer is the read buffer of replication connections.
+const replicationReadBuffer = 1 << 20
+
 // ConnectReplicationWith opens a logical replication connection with extra
 // session settings (GUCs sent in the startup packet).
 func (c *Conn) ConnectReplicationWith(ctx context.Context, settings map[string]string) (*pgconn.PgConn, error) {
@@ -130,6 +136,11 @@ func (c *Conn) ConnectReplicationWith(ctx context.Context, settings map[string]s
 		cfg.RuntimeParams[k] = v
 	}
 	cfg.RuntimeParams["replication"] = "database"
+	// A stream of small messages: a large read buffer takes many of them
+	// per system call.
+	cfg.BuildFrontend = func(r io.Reader, w io.Writer) *pgproto3.Frontend {
+		return pgproto3.NewFrontend(bufio.NewReaderSize(r, replicationReadBuffer), w)
+	}
 	conn, err := pgconn.ConnectConfig(ctx, cfg)
 	if err != nil {
 		return nil, connectError(c, err)
