@@ -111,8 +111,7 @@ type Applier struct {
 	batchCommitAt time.Time         // source commit time of the newest transaction queued (kept across batches)
 	rowCounts     map[[3]string]int // source changes per table and operation
 	pipe          *pipeline         // being built
-	sent          *pipeline         // in flight
-	inflight      chan error        // its result
+	flights       []*flight         // sent, oldest first; they run in order
 	merged        merger
 	ack           Acker
 

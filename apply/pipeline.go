@@ -3,6 +3,7 @@ package apply
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -128,43 +129,86 @@ func (p *pipeline) full(statements, bytes int) bool {
 	return p.statements >= statements || p.bytes >= bytes
 }
 
+// maxInFlight is how many pipelines may be sent and not yet confirmed: the
+// target works through one while the next waits, so it is never idle while
+// the applier builds the one after.
+const maxInFlight = 2
+
+// flight is one sent pipeline. Its goroutine runs it after the one before
+// has finished, and stores err before closing finished.
+type flight struct {
+	p        *pipeline
+	finished chan struct{}
+	err      error
+}
+
+// errEarlierFailed marks a pipeline not run because the one before failed.
+var errEarlierFailed = errors.New("an earlier statement failed")
+
 // flush hands the queued statements to the target without waiting for their
 // results, so the next statements are decoded and built while the target
-// works. At most one pipeline is in flight.
+// works. At most maxInFlight pipelines are in flight.
 func (a *Applier) flush(ctx context.Context) error {
 	if a.pipe.empty() {
 		return nil
 	}
-	if err := a.await(); err != nil {
-		return err
+	if len(a.flights) >= maxInFlight {
+		if err := a.awaitOldest(); err != nil {
+			return err
+		}
 	}
-	p := a.pipe
+	f := &flight{p: a.pipe, finished: make(chan struct{})}
 	a.pipe = &pipeline{}
-	done := make(chan error, 1)
-	a.inflight, a.sent = done, p
+	var prev *flight
+	if n := len(a.flights); n > 0 {
+		prev = a.flights[n-1]
+	}
+	a.flights = append(a.flights, f)
 	// Executions do not stop with ctx: a graceful stop lets the batch in
 	// flight finish, and a dead target fails them anyway.
 	execCtx := context.WithoutCancel(ctx)
-	go func() { done <- a.execute(execCtx, p) }()
+	go func() {
+		defer close(f.finished)
+		if prev != nil {
+			<-prev.finished
+			if prev.err != nil {
+				f.err = errEarlierFailed
+				return
+			}
+		}
+		f.err = a.execute(execCtx, f.p)
+	}()
 	return nil
 }
 
-// await waits for the pipeline in flight. When it committed a batch, that
-// batch's position is now durable: it becomes the checkpoint and is passed to
-// the acker.
+// await waits for every pipeline in flight (the connection is then idle).
 func (a *Applier) await() error {
-	if a.inflight == nil {
-		return nil
+	for len(a.flights) > 0 {
+		if err := a.awaitOldest(); err != nil {
+			return err
+		}
 	}
+	return nil
+}
+
+// awaitOldest waits for the oldest pipeline in flight. When it committed a
+// batch, that batch's position is now durable: it becomes the checkpoint and
+// is passed to the acker. On failure the later pipelines are waited out too
+// (they do not run) and the first error is returned.
+func (a *Applier) awaitOldest() error {
+	f := a.flights[0]
 	start := time.Now()
-	err := <-a.inflight
+	<-f.finished
 	a.stats.Busy += time.Since(start)
-	p := a.sent
-	a.inflight, a.sent = nil, nil
-	if err != nil {
-		return err
+	a.flights = a.flights[1:]
+	if f.err != nil {
+		for _, later := range a.flights {
+			<-later.finished
+		}
+		a.flights = nil
+		return f.err
 	}
-	if c := p.commit; c != nil {
+	if c := f.p.commit; c != nil {
 		c.pos.AppliedAt = time.Now()
 		a.pos = c.pos
 		a.stats.Transactions += c.txns
@@ -194,8 +238,8 @@ func (a *Applier) settle(ctx context.Context) error {
 
 // execute runs one pipeline's segments in order and checks each result: an
 // UPDATE or DELETE that matched no row means the target has diverged, and is
-// an error, never skipped. It runs on its own goroutine and touches only p
-// and the connection.
+// an error, never skipped. It runs on the flight's goroutine and touches
+// only p and the connection.
 func (a *Applier) execute(ctx context.Context, p *pipeline) error {
 	for i := range p.segments {
 		seg := &p.segments[i]

@@ -161,8 +161,8 @@ func (c *SyncCmd) Run(ctx context.Context, env *Env) error {
 // batch limits (tens of MiB), so sync collects less often than Go's default
 // and caps the heap instead. GOGC and GOMEMLIMIT still win when set.
 const (
-	syncGCPercent   = 300
-	syncMemoryLimit = 192 << 20
+	syncGCPercent   = 200
+	syncMemoryLimit = 128 << 20
 )
 
 func tuneGC() {

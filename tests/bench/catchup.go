@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -29,6 +30,8 @@ type bench struct {
 	// per second.
 	steady time.Duration
 	rate   int
+	// stats loads pg_stat_statements and prints the target's statements.
+	stats bool
 	// details are free-form blocks printed after the table.
 	details []string
 }
@@ -40,7 +43,19 @@ const benchDB = "bench"
 var serverSettings = []string{"max_wal_size = '8GB'", "checkpoint_timeout = '30min'", "shared_buffers = '256MB'", "fsync = on", "synchronous_commit = on"}
 
 func (b *bench) start() *pgtest.Cluster {
-	return pgtest.Start(b.h, pgtest.Options{Settings: serverSettings})
+	settings := serverSettings
+	if b.stats {
+		settings = append(slices.Clone(settings), "shared_preload_libraries = 'pg_stat_statements'", "pg_stat_statements.track_planning = on")
+	}
+	return pgtest.Start(b.h, pgtest.Options{Settings: settings})
+}
+
+// statementStats prints where the target's time went (with -stats).
+func (b *bench) statementStats(c *pgtest.Cluster) {
+	if !b.stats {
+		return
+	}
+	fmt.Fprint(os.Stderr, b.sh(fmt.Sprintf(`%s -c "SELECT calls, round(total_exec_time) AS exec_ms, round(total_plan_time) AS plan_ms, rows, shared_blks_read AS blks_read, wal_fpi, pg_size_pretty(wal_bytes) AS wal, left(regexp_replace(query, '\s+', ' ', 'g'), 60) AS query FROM pg_stat_statements ORDER BY total_exec_time DESC LIMIT 10"`, b.psql(c))))
 }
 
 // sh runs a shell pipeline with the PostgreSQL client tools on PATH.
@@ -73,6 +88,9 @@ func (b *bench) prepare(src, ours, native *pgtest.Cluster, tables []string, extr
 	b.sh(fmt.Sprintf("pg_dump '%s' | %s", src.DSN(benchDB), b.psql(ours)))
 	src.Exec(benchDB, "CREATE PUBLICATION seren_replicator_pub FOR TABLE "+strings.Join(tables, ", "))
 	lsn := src.QueryString(benchDB, "SELECT lsn FROM pg_create_logical_replication_slot('seren_bench', 'pgoutput')")
+	if b.stats {
+		ours.Exec(benchDB, "CREATE EXTENSION pg_stat_statements")
+	}
 	ours.Exec(benchDB, `CREATE SCHEMA seren_replicator; CREATE TABLE seren_replicator.checkpoint (slot_name text PRIMARY KEY, end_lsn pg_lsn NOT NULL, commit_time timestamptz, applied_at timestamptz NOT NULL DEFAULT now());`)
 	ours.Exec(benchDB, fmt.Sprintf(`INSERT INTO seren_replicator.checkpoint (slot_name, end_lsn) VALUES ('seren_bench', '%s')`, lsn))
 	native.Exec(benchDB, fmt.Sprintf(`CREATE SUBSCRIPTION native_sub CONNECTION '%s' PUBLICATION seren_replicator_pub WITH (copy_data = true)`, src.DSN(benchDB)))
@@ -102,10 +120,14 @@ func (b *bench) drain(section string, src, ours, native *pgtest.Cluster, changes
 	msgs := src.QueryString(benchDB, `SELECT count(*) FROM pg_logical_slot_peek_binary_changes('native_sub', NULL, NULL, 'proto_version', '1', 'publication_names', 'seren_replicator_pub')`)
 	decodeTook := time.Since(start)
 	fmt.Fprintf(os.Stderr, "source decodes the backlog (%s messages) in %s\n", msgs, decodeTook.Round(time.Millisecond))
+	if b.stats {
+		ours.Exec(benchDB, "SELECT pg_stat_statements_reset()")
+	}
 	start = time.Now()
 	out := b.sh(fmt.Sprintf("%s sync --catch-up --source '%s' --target '%s' --log-level warn %s", b.bin, src.DSN(benchDB), ours.DSN(benchDB), b.syncArgs))
 	oursTook := time.Since(start)
 	fmt.Fprint(os.Stderr, out)
+	b.statementStats(ours)
 
 	target := src.QueryString(benchDB, "SELECT pg_current_wal_flush_lsn()")
 	start = time.Now()
