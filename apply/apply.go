@@ -240,18 +240,26 @@ func (a *Applier) Run(ctx context.Context, events <-chan stream.Event, ack Acker
 			select {
 			case ev, ok = <-events:
 			default:
-				// About to wait for the stream: first make the batch in flight
-				// durable and acknowledged, so an idle stream is not left behind.
-				if err := a.await(); err != nil {
-					return err
-				}
-				if a.reachedStop() {
-					return nil
+				// Wait for the stream; meanwhile acknowledge each pipeline in
+				// flight as it finishes, so an idle stream is not left behind.
+				// (Waiting for all of them first would stop reading while the
+				// target works.)
+				var finished <-chan struct{}
+				if len(a.flights) > 0 {
+					finished = a.flights[0].finished
 				}
 				waitStart := time.Now()
 				select {
 				case ev, ok = <-events:
 					a.stats.Idle += time.Since(waitStart)
+				case <-finished:
+					if err := a.awaitOldest(); err != nil {
+						return err
+					}
+					if a.reachedStop() {
+						return nil
+					}
+					continue
 				case <-ctx.Done():
 					return a.shutdown(ack)
 				case <-a.idleTimer():

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/pprof"
+	"runtime/trace"
 	"syscall"
 
 	"github.com/alecthomas/kong"
@@ -45,19 +46,27 @@ Connection strings are libpq URLs or keyword/value strings; PG* variables
 and ~/.pgpass (or PGPASSFILE) fill in what they leave out.`
 
 func main() {
-	// SEREN_CPUPROFILE names a file for a CPU profile of the run (for
-	// performance work; see the README's benchmark section).
+	// SEREN_CPUPROFILE and SEREN_TRACE name files for a CPU profile and an
+	// execution trace of the run (for performance work; see the README's
+	// benchmark section).
+	os.Exit(profiled(func() int { return run(context.Background(), os.Args[1:], os.Stdout, os.Stderr) }))
+}
+
+// profiled runs fn under the profilers the environment asks for.
+func profiled(fn func() int) int {
 	if path := os.Getenv("SEREN_CPUPROFILE"); path != "" {
-		if f, err := os.Create(path); err == nil {
-			if pprof.StartCPUProfile(f) == nil {
-				code := run(context.Background(), os.Args[1:], os.Stdout, os.Stderr)
-				pprof.StopCPUProfile()
-				f.Close()
-				os.Exit(code)
-			}
+		if f, err := os.Create(path); err == nil && pprof.StartCPUProfile(f) == nil {
+			defer f.Close()
+			defer pprof.StopCPUProfile()
 		}
 	}
-	os.Exit(run(context.Background(), os.Args[1:], os.Stdout, os.Stderr))
+	if path := os.Getenv("SEREN_TRACE"); path != "" {
+		if f, err := os.Create(path); err == nil && trace.Start(f) == nil {
+			defer f.Close()
+			defer trace.Stop()
+		}
+	}
+	return fn()
 }
 
 // run parses args, runs the command and returns the process exit code.
