@@ -28,7 +28,7 @@ const (
 	// DefaultMaxBatchDelay closes a batch this long after it opened, so lag
 	// stays low under steady load; a batch also closes whenever no more
 	// changes are waiting.
-	DefaultMaxBatchDelay = 20 * time.Millisecond
+	DefaultMaxBatchDelay = 10 * time.Millisecond
 	// DefaultCatchUpBatchDelay replaces it when a catch-up run drains a
 	// backlog: nobody waits for each change, and larger batches merge more.
 	DefaultCatchUpBatchDelay = 500 * time.Millisecond
@@ -177,8 +177,8 @@ func New(ctx context.Context, target *conninfo.Conn, cfg Config, log *slog.Logge
 // Stats counts what an Applier committed.
 type Stats struct {
 	Transactions, Changes, Batches int
-	// Busy is the time spent waiting for the target; Idle the time spent
-	// waiting for the stream.
+	// Busy is the time spent waiting while the target worked; Idle the
+	// time spent waiting for the stream with nothing sent to the target.
 	Busy, Idle time.Duration
 }
 
@@ -251,8 +251,9 @@ func (a *Applier) Run(ctx context.Context, events <-chan stream.Event, ack Acker
 				waitStart := time.Now()
 				select {
 				case ev, ok = <-events:
-					a.stats.Idle += time.Since(waitStart)
+					a.countWait(time.Since(waitStart), finished != nil)
 				case <-finished:
+					a.countWait(time.Since(waitStart), true)
 					if err := a.awaitOldest(); err != nil {
 						return err
 					}
@@ -282,6 +283,16 @@ func (a *Applier) Run(ctx context.Context, events <-chan stream.Event, ack Acker
 		if a.reachedStop() {
 			return nil
 		}
+	}
+}
+
+// countWait books time spent waiting for the stream: as target time when
+// statements were in flight, as idle time otherwise.
+func (a *Applier) countWait(d time.Duration, targetWorking bool) {
+	if targetWorking {
+		a.stats.Busy += d
+	} else {
+		a.stats.Idle += d
 	}
 }
 

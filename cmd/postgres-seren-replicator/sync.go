@@ -29,7 +29,7 @@ type SyncCmd struct {
 	Replication
 
 	MaxBatchChanges  int           `name:"max-batch-changes" default:"20000" env:"SEREN_MAX_BATCH_CHANGES" help:"Most changes in one target transaction."`
-	MaxBatchDelay    time.Duration `name:"max-batch-delay" env:"SEREN_MAX_BATCH_DELAY" help:"Longest time a target transaction stays open while changes keep coming (default 20ms; 500ms with --catch-up)."`
+	MaxBatchDelay    time.Duration `name:"max-batch-delay" env:"SEREN_MAX_BATCH_DELAY" help:"Longest time a target transaction stays open while changes keep coming (default 10ms; 500ms with --catch-up)."`
 	StatusInterval   time.Duration `name:"status-interval" default:"5s" env:"SEREN_STATUS_INTERVAL" help:"Longest time between status updates to the source (keep well under wal_sender_timeout)."`
 	SequenceInterval time.Duration `name:"sequence-interval" default:"1m" env:"SEREN_SEQUENCE_INTERVAL" help:"How often the daemon copies sequence values to the target (0 turns it off)."`
 	MaxRetryDelay    time.Duration `name:"max-retry-delay" default:"30s" env:"SEREN_MAX_RETRY_DELAY" help:"Longest wait between reconnection attempts."`
