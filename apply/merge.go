@@ -375,13 +375,9 @@ func (a *Applier) emitUpdates(ctx context.Context, r *relation, list []*netChang
 	}
 	for len(list) > 0 {
 		n := min(len(list), maxRowsPerStatement)
-		rows := make([][][]byte, n)
+		rows, keys := make([][][]byte, n), make([][][]byte, n)
 		for i, nc := range list[:n] {
-			rows[i] = nc.row
-		}
-		keys := make([][][]byte, n)
-		for i, nc := range list[:n] {
-			keys[i] = nc.key
+			rows[i], keys[i] = nc.row, nc.key
 		}
 		params := append(arrays(keys, len(r.key), nil), arrays(rows, len(r.cols), set)...)
 		a.pipe.add("", name, params, stmtInfo{table: r.name, op: "update", want: int64(n)})
