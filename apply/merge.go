@@ -24,14 +24,6 @@ import (
 // ALWAYS triggers, key changes, TRUNCATE, schema changes) takes the ordered
 // path, one statement per change in source order.
 
-// Net effects of a key's changes in the batch.
-const (
-	netInsert  = 'I' // the row did not exist before the batch
-	netUpdate  = 'U' // the row existed and still exists
-	netDelete  = 'D' // the row existed and is gone
-	netReplace = 'R' // the row existed, was deleted, and a new one was inserted
-)
-
 // maxRowsPerStatement bounds the rows of one multi-row statement, so that
 // one statement's arrays stay a modest size.
 const maxRowsPerStatement = 2000
@@ -40,89 +32,10 @@ const maxRowsPerStatement = 2000
 // of multi-row INSERT (COPY parses faster; its set-up costs a round trip).
 const copyThreshold = 64
 
-// netChange is what the batch does to one key.
-type netChange struct {
-	kind byte
-	// row holds every column for inserts and replaces; for updates only the
-	// columns in set are meaningful. Unchanged TOAST values are never stored:
-	// the column is simply not set, so the target keeps its value.
-	row [][]byte
-	set []bool
-	key [][]byte
-}
-
-// tableMerge accumulates one table's net changes, keys in first-seen order.
-type tableMerge struct {
-	r       *relation
-	active  bool // has changes in this batch (listed in merger.order)
-	keys    []string
-	changes map[string]*netChange
-	inserts [][][]byte // keyless tables: inserts only, in order
-}
-
-// merger holds the batch's accumulated changes of every eligible table.
-type merger struct {
-	tables map[uint32]*tableMerge
-	order  []uint32
-	bytes  int
-	count  int
-}
-
-func (m *merger) table(r *relation, id uint32) *tableMerge {
-	if m.tables == nil {
-		m.tables = map[uint32]*tableMerge{}
-	}
-	t, ok := m.tables[id]
-	if !ok {
-		t = &tableMerge{changes: map[string]*netChange{}}
-		m.tables[id] = t
-	}
-	if !t.active {
-		t.active = true
-		m.order = append(m.order, id)
-	}
-	t.r = r
-	return t
-}
-
-// reset empties the merger for the next batch, keeping the tables' maps
-// (a batch's keys, at most MaxBatchChanges, would grow them anew each time).
-func (m *merger) reset() {
-	for _, t := range m.tables {
-		clear(t.changes)
-		clear(t.keys)
-		t.keys = t.keys[:0]
-		t.inserts = nil
-		t.active = false
-	}
-	m.order = m.order[:0]
-	m.bytes, m.count = 0, 0
-}
-
-func (m *merger) empty() bool { return m.count == 0 }
-
-// mergeKey renders key values as one map key, length-prefixed so that no
-// two different keys collide.
-func mergeKey(vals [][]byte) string {
-	if len(vals) == 1 && vals[0] != nil {
-		return string(vals[0]) // a table's keys all have the same width
-	}
-	var b strings.Builder
-	for _, v := range vals {
-		if v == nil {
-			b.WriteString("-1:")
-			continue
-		}
-		b.WriteString(strconv.Itoa(len(v)))
-		b.WriteByte(':')
-		b.Write(v)
-	}
-	return b.String()
-}
-
 // merge folds one change into the batch; it returns false when the change
 // must take the ordered path instead (after the accumulated changes are
-// emitted).
+// emitted). What may merge is decided here; how changes fold is the
+// merger's (fold.go).
 func (a *Applier) merge(id uint32, r *relation, msg stream.Message) (bool, error) {
 	if !a.replicaMode || !r.mergeable {
 		return false, nil
@@ -133,26 +46,7 @@ func (a *Applier) merge(id uint32, r *relation, msg stream.Message) (bool, error
 		if err != nil {
 			return false, err
 		}
-		t := a.merged.table(r, id)
-		a.merged.count++
-		a.merged.bytes += m.New.Size()
-		if len(r.key) == 0 {
-			t.inserts = append(t.inserts, row)
-			return true, nil
-		}
-		key := pick(row, r.key)
-		k := mergeKey(key)
-		nc, ok := t.changes[k]
-		switch {
-		case !ok:
-			t.keys = append(t.keys, k)
-			t.changes[k] = &netChange{kind: netInsert, row: row, key: key}
-		case nc.kind == netDelete:
-			nc.kind, nc.row, nc.set = netReplace, row, nil
-		default:
-			return false, fmt.Errorf("insert on table %s: key %s inserted twice in one batch", r.name, describeVals(r, key))
-		}
-		return true, nil
+		return true, a.merged.insert(id, r, row, m.New.Size())
 	case *stream.Update:
 		if m.OldKind != 0 || len(r.key) == 0 {
 			return false, nil // the key changed: ordered path
@@ -167,34 +61,7 @@ func (a *Applier) merge(id uint32, r *relation, msg stream.Message) (bool, error
 			}
 			key[i] = m.New[c].Data
 		}
-		t := a.merged.table(r, id)
-		k := mergeKey(key)
-		nc, ok := t.changes[k]
-		if !ok {
-			nc = &netChange{kind: netUpdate, row: make([][]byte, len(r.cols)), set: make([]bool, len(r.cols)), key: key}
-			t.keys = append(t.keys, k)
-			t.changes[k] = nc
-		} else if nc.kind == netDelete {
-			return false, permanent(fmt.Errorf("update on table %s: key %s was deleted earlier in the batch", r.name, describeVals(r, key)))
-		}
-		for i, v := range m.New {
-			switch v.Kind {
-			case stream.ValueUnchangedToast:
-				continue // keep what the row has (or what the batch inserted)
-			case stream.ValueNull:
-				nc.row[i] = nil
-			case stream.ValueText:
-				nc.row[i] = v.Data
-			default:
-				return false, fmt.Errorf("update on table %s: column %d has value kind %q", r.name, i, v.Kind)
-			}
-			if nc.set != nil {
-				nc.set[i] = true
-			}
-		}
-		a.merged.count++
-		a.merged.bytes += m.New.Size()
-		return true, nil
+		return true, a.merged.update(id, r, key, m.New)
 	case *stream.Delete:
 		if m.OldKind != 'K' || len(r.key) == 0 {
 			return false, nil
@@ -206,32 +73,9 @@ func (a *Applier) merge(id uint32, r *relation, msg stream.Message) (bool, error
 			}
 			key[i] = m.Old[c].Data
 		}
-		t := a.merged.table(r, id)
-		k := mergeKey(key)
-		nc, ok := t.changes[k]
-		switch {
-		case !ok:
-			t.keys = append(t.keys, k)
-			t.changes[k] = &netChange{kind: netDelete, key: key}
-		case nc.kind == netInsert:
-			delete(t.changes, k) // born and gone within the batch
-		case nc.kind == netDelete:
-			return false, permanent(fmt.Errorf("delete on table %s: key %s deleted twice in one batch", r.name, describeVals(r, key)))
-		default:
-			nc.kind, nc.row, nc.set = netDelete, nil, nil
-		}
-		a.merged.count++
-		return true, nil
+		return true, a.merged.delete(id, r, key)
 	}
 	return false, nil
-}
-
-func pick(row [][]byte, cols []int) [][]byte {
-	out := make([][]byte, len(cols))
-	for i, c := range cols {
-		out[i] = row[c]
-	}
-	return out
 }
 
 // emitMerged queues the set-based statements for everything merged so far:
@@ -241,40 +85,15 @@ func (a *Applier) emitMerged(ctx context.Context) error {
 	for _, id := range a.merged.order {
 		t := a.merged.tables[id]
 		r := t.r
-		var deletes [][][]byte
-		var inserts [][][]byte
-		updates := map[string][]*netChange{}
-		var shapes []string
-		for _, k := range t.keys {
-			nc, ok := t.changes[k]
-			if !ok {
-				continue
-			}
-			switch nc.kind {
-			case netDelete:
-				deletes = append(deletes, nc.key)
-			case netReplace:
-				deletes = append(deletes, nc.key)
-				inserts = append(inserts, nc.row)
-			case netInsert:
-				inserts = append(inserts, nc.row)
-			case netUpdate:
-				shape := setKey(setColumns(nc.set))
-				if _, seen := updates[shape]; !seen {
-					shapes = append(shapes, shape)
-				}
-				updates[shape] = append(updates[shape], nc)
-			}
-		}
-		inserts = append(inserts, t.inserts...)
-		if err := a.emitDeletes(ctx, r, deletes); err != nil {
+		p := t.plan()
+		if err := a.emitDeletes(ctx, r, p.deletes); err != nil {
 			return err
 		}
-		if err := a.emitInserts(ctx, r, inserts); err != nil {
+		if err := a.emitInserts(ctx, r, p.inserts); err != nil {
 			return err
 		}
-		for _, shape := range shapes {
-			if err := a.emitUpdates(ctx, r, updates[shape]); err != nil {
+		for _, group := range p.updates {
+			if err := a.emitUpdates(ctx, r, group); err != nil {
 				return err
 			}
 		}
