@@ -39,7 +39,7 @@ const (
 	// bounds memory whatever the size of a source transaction.
 	DefaultPipelineBytes = 8 << 20
 	// keepaliveCheckpointEvery limits how often an idle stream's position is
-	// written to the checkpoint.
+	// written to the checkpoint when nothing else moves it.
 	keepaliveCheckpointEvery = time.Second
 )
 
@@ -65,6 +65,9 @@ type Config struct {
 	StopAt pglogrepl.LSN
 	// Observer receives statistics; may be nil.
 	Observer Observer
+	// ShutdownTimeout bounds how long a stop waits for the batch in flight;
+	// DefaultShutdownTimeout when zero.
+	ShutdownTimeout time.Duration
 	// Heartbeat, when set, is called at least every second while the apply
 	// loop is healthy (the systemd watchdog listens to it).
 	Heartbeat func()
@@ -96,28 +99,19 @@ type Applier struct {
 	source    *pgx.Conn // opened on first use, to describe column types
 	seq       int       // names prepared statements
 
-	pos   checkpoint.Position // durable on the target
+	b     *batcher // what goes in which batch, what is checkpointed
 	stats Stats
 
-	// The source transaction being read.
-	inSource   bool
-	skipSource bool
-	// The open target transaction (batch).
-	inTarget      bool
-	batchStart    time.Time
-	batchTxns     int
-	batchChanges  int
-	batchEnd      pglogrepl.LSN     // end LSN of the last source transaction in the batch
-	batchCommitAt time.Time         // source commit time of the newest transaction queued (kept across batches)
-	rowCounts     map[[3]string]int // source changes per table and operation
-	pipe          *pipeline         // being built
-	flights       []*flight         // sent, oldest first; they run in order
-	merged        merger
-	ack           Acker
+	rowCounts map[[3]string]int // source changes per table and operation
+	pipe      *pipeline         // being built
+	flights   []*flight         // sent, oldest first; they run in order
+	merged    merger
+	ack       Acker
 
-	checkpointStmt     string // prepared checkpoint upsert
-	lastIdleCheckpoint time.Time
-	idleLSN            pglogrepl.LSN // newest keepalive position not yet checkpointed
+	// execCtx bounds the statements in flight: it ends when a shutdown
+	// outlasts its grace period, or when the applier closes.
+	execCtx  context.Context
+	stopExec context.CancelFunc
 }
 
 // sessionSettings make the target parse values exactly as the source printed
@@ -127,7 +121,14 @@ var sessionSettings = map[string]string{
 	"synchronous_commit": "on",
 	"statement_timeout":  "0",
 	"lock_timeout":       "0",
+	"idle_in_transaction_session_timeout": "0",
+	// Type names come from the source's format_type under the same path.
+	"search_path": "public",
 }
+
+// DefaultShutdownTimeout is how long a stop waits for the batch in flight to
+// commit before it abandons it (the target rolls it back; it comes again).
+const DefaultShutdownTimeout = 30 * time.Second
 
 // New connects to the target, loads the slot's checkpoint and chooses the
 // apply mode: session_replication_role = replica where the role may set it
@@ -148,6 +149,9 @@ func New(ctx context.Context, target *conninfo.Conn, cfg Config, log *slog.Logge
 	if cfg.PipelineBytes <= 0 {
 		cfg.PipelineBytes = DefaultPipelineBytes
 	}
+	if cfg.ShutdownTimeout <= 0 {
+		cfg.ShutdownTimeout = DefaultShutdownTimeout
+	}
 	settings := map[string]string{}
 	for k, v := range stream.OutputSettings {
 		settings[k] = v
@@ -167,10 +171,19 @@ func New(ctx context.Context, target *conninfo.Conn, cfg Config, log *slog.Logge
 		conn.Close(context.Background())
 		return nil, fmt.Errorf("set up target session: %w", err)
 	}
-	if a.pos, err = cfg.Store.Load(ctx, db, cfg.Slot); err != nil {
+	pos, err := cfg.Store.Load(ctx, db, cfg.Slot)
+	if err != nil {
 		conn.Close(context.Background())
 		return nil, err
 	}
+	for name, sql := range map[string]string{checkpointLockStmt: cfg.Store.LockSQL(), checkpointAdvanceStmt: cfg.Store.AdvanceSQL()} {
+		if _, err := conn.Prepare(ctx, name, sql, nil); err != nil {
+			conn.Close(context.Background())
+			return nil, classify(fmt.Errorf("prepare checkpoint statement: %w", err))
+		}
+	}
+	a.b = newBatcher(pos, cfg.MaxBatchChanges, cfg.MaxBatchDelay, cfg.StopAt)
+	a.execCtx, a.stopExec = context.WithCancel(context.Background())
 	return a, nil
 }
 
@@ -189,10 +202,12 @@ func (a *Applier) Stats() Stats { return a.stats }
 func (a *Applier) ReplicaMode() bool { return a.replicaMode }
 
 // Position is the durable checkpoint: where streaming must resume.
-func (a *Applier) Position() checkpoint.Position { return a.pos }
+func (a *Applier) Position() checkpoint.Position { return a.b.durable }
 
-// Close closes the target connection; an open batch is rolled back.
+// Close closes the target connection; an open batch is rolled back and
+// statements still in flight are abandoned.
 func (a *Applier) Close() {
+	a.stopExec()
 	_ = a.await()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -208,7 +223,7 @@ func (a *Applier) Close() {
 // nil. Each durable position is passed to ack.
 func (a *Applier) Run(ctx context.Context, events <-chan stream.Event, ack Acker) error {
 	a.ack = ack
-	if a.reachedStop() {
+	if a.b.reachedStop() {
 		return nil
 	}
 	heartbeat := time.NewTicker(time.Second)
@@ -218,20 +233,20 @@ func (a *Applier) Run(ctx context.Context, events <-chan stream.Event, ack Acker
 			a.cfg.Heartbeat()
 		}
 		if ctx.Err() != nil {
-			return a.shutdown(ack)
+			return a.shutdown()
 		}
 		var ev stream.Event
 		var ok bool
-		if a.inTarget && !a.inSource {
+		if a.b.idleClose() {
 			// Between source transactions with a batch open: take more work if
 			// it is waiting, otherwise commit now so lag stays low.
 			select {
 			case ev, ok = <-events:
 			default:
-				if err := a.commit(ctx, ack); err != nil {
+				if err := a.commit(ctx); err != nil {
 					return err
 				}
-				if a.reachedStop() {
+				if a.b.reachedStop() {
 					return nil
 				}
 				continue
@@ -248,6 +263,7 @@ func (a *Applier) Run(ctx context.Context, events <-chan stream.Event, ack Acker
 				if len(a.flights) > 0 {
 					finished = a.flights[0].finished
 				}
+				idleLSN, due := a.idleTimer()
 				waitStart := time.Now()
 				select {
 				case ev, ok = <-events:
@@ -257,15 +273,15 @@ func (a *Applier) Run(ctx context.Context, events <-chan stream.Event, ack Acker
 					if err := a.awaitOldest(); err != nil {
 						return err
 					}
-					if a.reachedStop() {
+					if a.b.reachedStop() {
 						return nil
 					}
 					continue
 				case <-ctx.Done():
-					return a.shutdown(ack)
-				case <-a.idleTimer():
+					return a.shutdown()
+				case <-due:
 					// A keepalive position held back by the rate limit is due.
-					ev, ok = stream.Event{KeepaliveLSN: a.idleLSN}, true
+					ev, ok = stream.Event{KeepaliveLSN: idleLSN}, true
 				case <-heartbeat.C:
 					continue
 				}
@@ -273,14 +289,14 @@ func (a *Applier) Run(ctx context.Context, events <-chan stream.Event, ack Acker
 		}
 		if !ok {
 			if ctx.Err() != nil {
-				return a.shutdown(ack)
+				return a.shutdown()
 			}
 			return fmt.Errorf("apply %s: %w", a.cfg.Database, ErrStreamEnded)
 		}
-		if err := a.handle(ctx, ev, ack); err != nil {
+		if err := a.handle(ctx, ev); err != nil {
 			return err
 		}
-		if a.reachedStop() {
+		if a.b.reachedStop() {
 			return nil
 		}
 	}
@@ -299,58 +315,46 @@ func (a *Applier) countWait(d time.Duration, targetWorking bool) {
 // ErrStreamEnded means the stream closed its channel: its own error says why.
 var ErrStreamEnded = errors.New("stream ended")
 
-func (a *Applier) reachedStop() bool {
-	return a.cfg.StopAt != 0 && a.pos.EndLSN >= a.cfg.StopAt && !a.inTarget
-}
-
 // shutdown ends a run on request: a batch of whole source transactions is
 // committed, a partly read source transaction is rolled back (it comes again
-// from the checkpoint).
-func (a *Applier) shutdown(ack Acker) error {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if a.inTarget && !a.inSource {
-		if err := a.commit(ctx, ack); err != nil {
+// from the checkpoint). Statements still running after ShutdownTimeout are
+// abandoned: the target rolls their transaction back.
+func (a *Applier) shutdown() error {
+	timer := time.AfterFunc(a.cfg.ShutdownTimeout, a.stopExec)
+	defer timer.Stop()
+	ctx := a.execCtx
+	if a.b.idleClose() {
+		if err := a.commit(ctx); err != nil {
 			return err
 		}
 		return a.await()
 	}
-	if a.inTarget {
+	if a.b.open {
 		a.rollback(ctx)
 	}
 	return a.await()
 }
 
-func (a *Applier) handle(ctx context.Context, ev stream.Event, ack Acker) error {
+func (a *Applier) handle(ctx context.Context, ev stream.Event) error {
 	if ev.Msg == nil {
-		return a.keepalive(ctx, ev.KeepaliveLSN, ack)
+		return a.keepalive(ctx, ev.KeepaliveLSN)
 	}
 	switch m := ev.Msg.(type) {
 	case *stream.Begin:
-		if a.inSource {
-			return fmt.Errorf("apply %s: Begin at %s inside an open transaction", a.cfg.Database, ev.LSN)
+		open, err := a.b.begin(m.FinalLSN, time.Now())
+		if err != nil {
+			return fmt.Errorf("apply %s: %w", a.cfg.Database, err)
 		}
-		a.inSource = true
-		// A transaction whose commit record starts before the checkpoint was
-		// applied already (the checkpoint is the end of the last one applied).
-		a.skipSource = m.FinalLSN < a.pos.EndLSN
-		if !a.skipSource && !a.inTarget {
+		if open {
 			a.begin()
 		}
 	case *stream.Commit:
-		if !a.inSource {
-			return fmt.Errorf("apply %s: Commit at %s without Begin", a.cfg.Database, ev.LSN)
+		closeNow, err := a.b.commit(m.EndLSN, m.CommitTime, time.Now())
+		if err != nil {
+			return fmt.Errorf("apply %s: %w", a.cfg.Database, err)
 		}
-		a.inSource = false
-		if a.skipSource {
-			return nil
-		}
-		a.batchTxns++
-		a.batchEnd = m.EndLSN
-		a.batchCommitAt = m.CommitTime
-		if a.batchChanges >= a.cfg.MaxBatchChanges || time.Since(a.batchStart) >= a.cfg.MaxBatchDelay ||
-			(a.cfg.StopAt != 0 && m.EndLSN >= a.cfg.StopAt) {
-			return a.commit(ctx, ack)
+		if closeNow {
+			return a.commit(ctx)
 		}
 	case *stream.Relation:
 		// A table's shape may change: what was merged under the old shape
@@ -367,16 +371,16 @@ func (a *Applier) handle(ctx context.Context, ev stream.Event, ack Acker) error 
 		}
 		a.rels[m.ID] = r
 	case *stream.Insert, *stream.Update, *stream.Delete, *stream.Truncate:
-		if !a.inSource {
-			return fmt.Errorf("apply %s: change at %s outside a transaction", a.cfg.Database, ev.LSN)
+		apply, err := a.b.change()
+		if err != nil {
+			return fmt.Errorf("apply %s: %s at %s: %w", a.cfg.Database, "change", ev.LSN, err)
 		}
-		if a.skipSource {
+		if !apply {
 			return nil
 		}
 		if err := a.change(ctx, ev.Msg); err != nil {
 			return err
 		}
-		a.batchChanges++
 		if a.merged.bytes >= a.cfg.PipelineBytes || a.merged.count >= a.cfg.MaxBatchChanges {
 			if err := a.emitMerged(ctx); err != nil {
 				return err
@@ -395,78 +399,62 @@ func (a *Applier) handle(ctx context.Context, ev stream.Event, ack Acker) error 
 }
 
 // keepalive moves the checkpoint over WAL that carried nothing for us, so an
-// idle publication does not pin WAL on the source. It is safe only with no
-// source transaction open: everything before lsn has then been received.
-func (a *Applier) keepalive(ctx context.Context, lsn pglogrepl.LSN, ack Acker) error {
-	if a.inSource || lsn <= a.pos.EndLSN {
+// idle publication does not pin WAL on the source (the batcher decides when).
+func (a *Applier) keepalive(ctx context.Context, lsn pglogrepl.LSN) error {
+	if !a.b.keepalive(lsn, time.Now(), keepaliveCheckpointEvery) {
 		return nil
 	}
-	if a.inTarget {
-		// The open batch ends at lsn: nothing in between is ours.
-		if lsn > a.batchEnd {
-			a.batchEnd = lsn
-		}
-		return nil
-	}
-	catchUpDone := a.cfg.StopAt != 0 && lsn >= a.cfg.StopAt
-	if !catchUpDone && time.Since(a.lastIdleCheckpoint) < keepaliveCheckpointEvery {
-		a.idleLSN = lsn // written by the idle timer unless a batch covers it first
-		return nil
-	}
-	a.lastIdleCheckpoint = time.Now()
-	a.idleLSN = 0
 	a.begin()
-	a.batchEnd = lsn
-	return a.commit(ctx, ack)
+	return a.commit(ctx)
 }
 
-// idleTimer fires when a held-back keepalive position is due to be
-// checkpointed; nil (never fires) when there is none.
-func (a *Applier) idleTimer() <-chan time.Time {
-	if a.idleLSN <= a.pos.EndLSN {
-		return nil
+// idleTimer returns a held-back keepalive position and a channel that fires
+// when it is due to be checkpointed; nil (never fires) when there is none.
+func (a *Applier) idleTimer() (pglogrepl.LSN, <-chan time.Time) {
+	lsn, at, ok := a.b.idleDue(keepaliveCheckpointEvery)
+	if !ok {
+		return 0, nil
 	}
-	return time.After(time.Until(a.lastIdleCheckpoint.Add(keepaliveCheckpointEvery)))
+	return lsn, time.After(time.Until(at))
 }
 
+// begin queues the opening of a target transaction: BEGIN, then the lock on
+// the slot's checkpoint row, taken only while the row still holds the
+// position this applier last wrote. A second writer on the same migration
+// waits here for the first one's transaction, then finds the position moved
+// and stops before changing anything.
 func (a *Applier) begin() {
-	a.inTarget = true
-	a.batchStart = time.Now()
-	a.batchTxns, a.batchChanges = 0, 0
-	a.batchEnd = a.pos.EndLSN
 	a.pipe.add("BEGIN", "", nil, stmtInfo{})
+	a.pipe.add("", checkpointLockStmt, a.cfg.Store.LockParams(a.cfg.Slot, a.b.written), stmtInfo{op: "lock checkpoint", want: 1, checkpoint: true})
 }
 
-// commit queues the checkpoint and COMMIT after the batch and sends them;
-// the position becomes durable and acknowledged once the target confirms
+// Names of the prepared checkpoint statements.
+const (
+	checkpointLockStmt    = "seren_checkpoint_lock"
+	checkpointAdvanceStmt = "seren_checkpoint_advance"
+)
+
+// commit queues the checkpoint write after the batch and sends it; COMMIT
+// follows once every statement's row count checked out (execute), and the
+// position becomes durable and acknowledged once the target confirms
 // (await). Catch-up waits for that at its end.
-func (a *Applier) commit(ctx context.Context, ack Acker) error {
-	pos := checkpoint.Position{Slot: a.cfg.Slot, EndLSN: a.batchEnd, CommitTime: a.batchCommitAt}
-	if pos.CommitTime.IsZero() {
-		pos.CommitTime = a.pos.CommitTime
-	}
+func (a *Applier) commit(ctx context.Context) error {
 	if err := a.emitMerged(ctx); err != nil {
 		return err
 	}
-	sql, params := a.cfg.Store.Statement(pos)
-	if a.checkpointStmt == "" {
-		if err := a.settle(ctx); err != nil {
-			return err
-		}
-		if _, err := a.conn.Prepare(ctx, "seren_checkpoint", sql, nil); err != nil {
-			return classify(fmt.Errorf("prepare checkpoint statement: %w", err))
-		}
-		a.checkpointStmt = "seren_checkpoint"
+	prev, pos, txns, changes, err := a.b.close()
+	if err != nil {
+		return fmt.Errorf("apply %s: %w", a.cfg.Database, err)
 	}
-	a.pipe.add("", a.checkpointStmt, params, stmtInfo{})
-	a.pipe.add("COMMIT", "", nil, stmtInfo{})
-	a.pipe.commit = &committed{pos: pos, txns: a.batchTxns, changes: a.batchChanges, rows: a.rowCounts, started: a.batchStart}
+	if pos.CommitTime.IsZero() {
+		pos.CommitTime = a.b.durable.CommitTime
+	}
+	a.pipe.add("", checkpointAdvanceStmt, a.cfg.Store.AdvanceParams(prev, pos), stmtInfo{op: "advance checkpoint", want: 1, checkpoint: true})
+	a.pipe.commit = &committed{pos: pos, txns: txns, changes: changes, rows: a.rowCounts, started: a.b.opened}
 	a.rowCounts = map[[3]string]int{}
-	a.ack = ack
 	if err := a.flush(ctx); err != nil {
 		return err
 	}
-	a.inTarget = false
 	if a.cfg.StopAt != 0 && pos.EndLSN >= a.cfg.StopAt {
 		return a.await()
 	}
@@ -476,7 +464,7 @@ func (a *Applier) commit(ctx context.Context, ack Acker) error {
 func (a *Applier) rollback(ctx context.Context) {
 	_ = a.await()
 	a.pipe = &pipeline{}
-	a.merged = merger{}
+	a.merged.reset()
 	_ = a.conn.Exec(ctx, "ROLLBACK").Close()
-	a.inTarget = false
+	a.b.abandon()
 }

@@ -19,7 +19,16 @@ type stmtInfo struct {
 	want      int64  // rows it must change; 0 means any number
 	atMostOne bool   // may change no row or one, no more
 	keyValues string // for error messages
+	// checkpoint: the statement reads or moves the checkpoint row and must
+	// find it at the position this applier wrote last.
+	checkpoint bool
 }
+
+// ErrCheckpointMoved means the target's checkpoint row no longer holds the
+// position this applier wrote last: another process applied changes of the
+// same slot. The batch is rolled back; reloading the checkpoint resumes
+// exactly where the other writer left off.
+var ErrCheckpointMoved = errors.New("the checkpoint on the target was moved by another writer")
 
 // query runs one statement outside the pipeline (catalog lookups, DDL) and
 // returns its rows as text.

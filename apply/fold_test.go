@@ -42,7 +42,7 @@ type byteChooser struct{ b []byte }
 
 func (c *byteChooser) intn(n int) int {
 	if len(c.b) == 0 {
-		return 0
+		return n - 1 // ends every "while the draw is 0" loop
 	}
 	v := int(c.b[0])
 	c.b = c.b[1:]

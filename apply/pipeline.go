@@ -165,8 +165,8 @@ func (a *Applier) flush(ctx context.Context) error {
 	}
 	a.flights = append(a.flights, f)
 	// Executions do not stop with ctx: a graceful stop lets the batch in
-	// flight finish, and a dead target fails them anyway.
-	execCtx := context.WithoutCancel(ctx)
+	// flight finish, up to the shutdown timeout (execCtx).
+	execCtx := a.execCtx
 	go func() {
 		defer close(f.finished)
 		if prev != nil {
@@ -210,7 +210,9 @@ func (a *Applier) awaitOldest() error {
 	}
 	if c := f.p.commit; c != nil {
 		c.pos.AppliedAt = time.Now()
-		a.pos = c.pos
+		if err := a.b.committed(c.pos); err != nil {
+			return fmt.Errorf("apply %s: %w", a.cfg.Database, err)
+		}
 		a.stats.Transactions += c.txns
 		a.stats.Changes += c.changes
 		a.stats.Batches++
@@ -238,8 +240,10 @@ func (a *Applier) settle(ctx context.Context) error {
 
 // execute runs one pipeline's segments in order and checks each result: an
 // UPDATE or DELETE that matched no row means the target has diverged, and is
-// an error, never skipped. It runs on the flight's goroutine and touches
-// only p and the connection.
+// an error, never skipped. A pipeline that ends a batch sends COMMIT only
+// after every result checked out, so a failed check leaves the checkpoint
+// where it was. It runs on the flight's goroutine and touches only p and the
+// connection.
 func (a *Applier) execute(ctx context.Context, p *pipeline) error {
 	for i := range p.segments {
 		seg := &p.segments[i]
@@ -270,6 +274,16 @@ func (a *Applier) execute(ctx context.Context, p *pipeline) error {
 			return statementError(a.cfg.Database, infoAt(seg.infos, j), err)
 		}
 	}
+	if p.commit == nil {
+		return nil
+	}
+	tag, err := a.conn.Exec(ctx, "COMMIT").ReadAll()
+	if err != nil {
+		return classify(fmt.Errorf("commit batch on the target database of %s: %w", a.cfg.Database, err))
+	}
+	if len(tag) != 1 || tag[0].CommandTag.String() != "COMMIT" {
+		return fmt.Errorf("commit batch on the target database of %s: the target rolled the transaction back", a.cfg.Database)
+	}
 	return nil
 }
 
@@ -284,6 +298,9 @@ func infoAt(infos []stmtInfo, i int) stmtInfo {
 // must be.
 func checkRows(info stmtInfo, tag pgconn.CommandTag) error {
 	n := tag.RowsAffected()
+	if info.checkpoint && n != 1 {
+		return fmt.Errorf("%s: %w", info.op, ErrCheckpointMoved)
+	}
 	if info.want != 0 && n != info.want || info.atMostOne && n > 1 {
 		what := info.keyValues
 		if what == "" {

@@ -103,7 +103,7 @@ func (s Store) Load(ctx context.Context, q Querier, slot string) (Position, erro
 
 // Save writes the position inside the caller's transaction.
 func (s Store) Save(ctx context.Context, q Querier, p Position) error {
-	sql, params := s.Statement(p)
+	sql, params := s.upsert(p)
 	args := make([]any, len(params))
 	for i, v := range params {
 		if v != nil {
@@ -116,18 +116,52 @@ func (s Store) Save(ctx context.Context, q Querier, p Position) error {
 	return nil
 }
 
-// Statement is the upsert that records p, with its parameters in text form,
-// for callers that pipeline it with other statements (the apply batch).
-func (s Store) Statement(p Position) (sql string, params [][]byte) {
+// upsert records p whatever the table holds, with its parameters in text
+// form: init's starting point. Batches move the position with LockSQL and
+// AdvanceSQL instead.
+func (s Store) upsert(p Position) (sql string, params [][]byte) {
 	sql = fmt.Sprintf(`INSERT INTO %s (slot_name, end_lsn, commit_time, applied_at)
 VALUES ($1::text, $2::text::pg_lsn, $3::text::timestamptz, now())
 ON CONFLICT (slot_name) DO UPDATE SET end_lsn = EXCLUDED.end_lsn,
 	commit_time = COALESCE(EXCLUDED.commit_time, %[1]s.commit_time), applied_at = EXCLUDED.applied_at`, s.table())
-	var commit []byte
-	if !p.CommitTime.IsZero() {
-		commit = []byte(p.CommitTime.UTC().Format(time.RFC3339Nano))
+	return sql, [][]byte{[]byte(p.Slot), []byte(p.EndLSN.String()), commitParam(p)}
+}
+
+func commitParam(p Position) []byte {
+	if p.CommitTime.IsZero() {
+		return nil
 	}
-	return sql, [][]byte{[]byte(p.Slot), []byte(p.EndLSN.String()), commit}
+	return []byte(p.CommitTime.UTC().Format(time.RFC3339Nano))
+}
+
+// LockSQL locks a slot's checkpoint row for the rest of the transaction and
+// returns it only while it holds the expected position (parameters:
+// LockParams). A writer whose position is stale waits for the transaction
+// that holds the lock, then gets no row: it must stop before changing
+// anything.
+func (s Store) LockSQL() string {
+	return fmt.Sprintf(`SELECT 1 FROM %s WHERE slot_name = $1::text AND end_lsn = $2::text::pg_lsn FOR UPDATE`, s.table())
+}
+
+// LockParams are LockSQL's parameters in text form.
+func (s Store) LockParams(slot string, at pglogrepl.LSN) [][]byte {
+	return [][]byte{[]byte(slot), []byte(at.String())}
+}
+
+// AdvanceSQL moves a slot's checkpoint from one position to a later one and
+// changes exactly one row only when the stored position is the expected one
+// and the new one is ahead of it (parameters: AdvanceParams). The
+// checkpoint never moves backwards, and two writers never both advance it
+// from the same position.
+func (s Store) AdvanceSQL() string {
+	return fmt.Sprintf(`UPDATE %s SET end_lsn = $3::text::pg_lsn,
+	commit_time = COALESCE($4::text::timestamptz, commit_time), applied_at = now()
+WHERE slot_name = $1::text AND end_lsn = $2::text::pg_lsn AND $3::text::pg_lsn > end_lsn`, s.table())
+}
+
+// AdvanceParams are AdvanceSQL's parameters in text form.
+func (s Store) AdvanceParams(from pglogrepl.LSN, to Position) [][]byte {
+	return [][]byte{[]byte(to.Slot), []byte(from.String()), []byte(to.EndLSN.String()), commitParam(to)}
 }
 
 // DropSchema removes the checkpoint schema and everything in it.
