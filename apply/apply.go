@@ -204,11 +204,13 @@ func (a *Applier) ReplicaMode() bool { return a.replicaMode }
 // Position is the durable checkpoint: where streaming must resume.
 func (a *Applier) Position() checkpoint.Position { return a.b.durable }
 
-// Close closes the target connection; an open batch is rolled back and
-// statements still in flight are abandoned.
+// Close waits up to ShutdownTimeout for the statements in flight, then
+// closes the target connection; an open batch is rolled back.
 func (a *Applier) Close() {
-	a.stopExec()
+	timer := time.AfterFunc(a.cfg.ShutdownTimeout, a.stopExec)
+	defer timer.Stop()
 	_ = a.await()
+	a.stopExec()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	a.conn.Close(ctx)

@@ -29,6 +29,8 @@ BEGIN;
   DELETE FROM kv WHERE id = 3; INSERT INTO kv VALUES (3, 'again', 'small');  -- delete, insert
   INSERT INTO kv VALUES (100, 'new', repeat('z', 9000)); UPDATE kv SET v = 'newer' WHERE id = 100;  -- insert, update keeps TOAST
   INSERT INTO kv VALUES (101, 'brief', NULL); DELETE FROM kv WHERE id = 101;   -- insert, delete
+  INSERT INTO kv VALUES (102, 'lock', NULL); DELETE FROM kv WHERE id = 102; INSERT INTO kv VALUES (102, 'again', NULL); -- insert, delete, insert
+  DELETE FROM kv WHERE id = 7; INSERT INTO kv VALUES (7, 'r', NULL); DELETE FROM kv WHERE id = 7; INSERT INTO kv VALUES (7, 'r2', 'x'); -- delete, insert, delete, insert
   DELETE FROM kv WHERE id = 4; INSERT INTO kv VALUES (4, 'x', NULL); UPDATE kv SET big = 'y' WHERE id = 4; -- replace, update
   UPDATE kv SET v = NULL WHERE id = 5; UPDATE kv SET big = NULL WHERE id = 5;  -- updates of different columns
   UPDATE kv SET id = 1000 WHERE id = 6; UPDATE kv SET v = 'moved' WHERE id = 1000;  -- key change is a barrier

@@ -189,10 +189,14 @@ type pipelineResult struct {
 	stats    apply.Stats
 }
 
-// currentLSN is the source's current WAL position: what --catch-up drains to.
+// currentLSN is the end of the source's WAL as inserted so far: what
+// --catch-up drains to.
 func currentLSN(ctx context.Context, conn *pgx.Conn) (pglogrepl.LSN, error) {
 	var s string
-	if err := conn.QueryRow(ctx, "SELECT pg_current_wal_lsn()::text").Scan(&s); err != nil {
+	// The insert position, not the write position: an asynchronously
+	// committed transaction may not be written yet, and the source streams
+	// it once it is flushed.
+	if err := conn.QueryRow(ctx, "SELECT pg_current_wal_insert_lsn()::text").Scan(&s); err != nil {
 		return 0, fmt.Errorf("read source WAL position: %w", err)
 	}
 	return pglogrepl.ParseLSN(s)

@@ -1,0 +1,150 @@
+package tests
+
+import (
+	"context"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/serenorg/postgres-seren-replicator/tests/pgtest"
+)
+
+// applyModes runs a streaming test once per apply mode: replica mode with a
+// superuser target, ordered mode with a target role that owns nothing but
+// may write the tables (it may not set session_replication_role).
+func applyModes(t *testing.T, run func(t *testing.T, src, dst *pgtest.Cluster, target func(db string) string)) {
+	t.Run("replica", func(t *testing.T) {
+		t.Parallel()
+		src, dst := pgtestPair(t)
+		run(t, src, dst, func(db string) string { return dst.URL("postgres", "", db) })
+	})
+	t.Run("ordered", func(t *testing.T) {
+		t.Parallel()
+		src, dst := pgtestPair(t)
+		dst.CreateRole("applier", "applier-pw")
+		run(t, src, dst, func(db string) string {
+			dst.Exec(db, `GRANT USAGE, CREATE ON SCHEMA public, seren_replicator TO applier;
+				GRANT ALL ON ALL TABLES IN SCHEMA public, seren_replicator TO applier;`)
+			return dst.URL("applier", "applier-pw", db)
+		})
+	})
+}
+
+func checkpointOf(dst *pgtest.Cluster, db string) string {
+	return dst.QueryString(db, "SELECT end_lsn::text FROM seren_replicator.checkpoint WHERE slot_name = 'seren_"+db+"'")
+}
+
+// An UPDATE that finds no row on the target stops sync, and the batch that
+// held it is not committed: the checkpoint stays before it, so every later
+// start stops at the same place instead of going on without the row. The
+// daemon has applied inserts and updates before, so its statements are
+// prepared and the whole batch goes to the target in one round trip.
+func TestSyncDivergenceLeavesCheckpoint(t *testing.T) {
+	applyModes(t, func(t *testing.T, src, dst *pgtest.Cluster, target func(string) string) {
+		prepareStreaming(t, src, dst, "dv", `CREATE TABLE kv (id int PRIMARY KEY, v text);`, "public.kv")
+		args := []string{"sync", "--source", src.URL("postgres", "", "dv"), "--target", target("dv")}
+		daemon := startSync(t, nil, args...)
+		src.Exec("dv", `INSERT INTO kv SELECT g, 'v' FROM generate_series(1, 3) g`)
+		src.Exec("dv", `UPDATE kv SET v = 'w' WHERE id = 1`)
+		src.Exec("dv", `INSERT INTO kv VALUES (5, 'v')`)
+		eventually(t, 30*time.Second, "the first changes to arrive", func() bool {
+			return dst.QueryString("dv", "SELECT count(*) FROM kv WHERE v = 'w' OR id = 5") == "2"
+		})
+		dst.Exec("dv", `DELETE FROM kv WHERE id = 2`) // the target diverges
+		before := checkpointOf(dst, "dv")
+		src.Exec("dv", `BEGIN; INSERT INTO kv VALUES (4, 'new'); UPDATE kv SET v = 'changed' WHERE id = 2; COMMIT`)
+		err := daemon.Wait()
+		if code := daemon.ProcessState.ExitCode(); code != 3 || !strings.Contains(syncLog(daemon), "diverged") {
+			t.Fatalf("sync over a diverged row: %v (exit %d), want exit 3 naming the divergence:\n%s", err, code, syncLog(daemon))
+		}
+		for attempt := 1; attempt <= 2; attempt++ {
+			if got := checkpointOf(dst, "dv"); got != before {
+				t.Fatalf("the checkpoint moved from %s to %s past a batch that was not applied", before, got)
+			}
+			if got := dst.QueryString("dv", "SELECT count(*) FROM kv WHERE id = 4"); got != "0" {
+				t.Fatalf("part of the failed batch was committed")
+			}
+			res := runCLI(t, nil, append(args, "--catch-up")...)
+			if res.Code != 3 || !strings.Contains(res.Stderr, "diverged") {
+				t.Fatalf("catch-up %d over the diverged row: exit %d, want 3 naming the divergence: %s", attempt, res.Code, res.Stderr)
+			}
+		}
+	})
+}
+
+// Two sync processes on one migration: the first one's batch waits on a
+// target lock while its walsender is terminated; a second process takes
+// over the slot and streams the same transactions from the same
+// checkpoint. Only one of them may commit them.
+func TestSyncSecondWriterCannotApplyTwice(t *testing.T) {
+	src, dst := pgtestPair(t)
+	prepareStreaming(t, src, dst, "two", `CREATE TABLE events (n int, note text); ALTER TABLE events REPLICA IDENTITY FULL;`, "public.events")
+	first := startSync(t, nil, syncArgs(src, dst, "two", "--max-retry-delay", "30s")...)
+	eventually(t, 30*time.Second, "first sync to stream", func() bool {
+		return src.QueryString("two", "SELECT count(*) FROM pg_replication_slots WHERE active") == "1"
+	})
+	lock := dst.Connect("two")
+	ctx := context.Background()
+	tx, err := lock.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctx)
+	if _, err := tx.Exec(ctx, "LOCK TABLE events IN ACCESS EXCLUSIVE MODE"); err != nil {
+		t.Fatal(err)
+	}
+	src.Exec("two", `INSERT INTO events SELECT g, 'once' FROM generate_series(1, 7) g`)
+	waitingOnLock := func(n string) func() bool {
+		return func() bool {
+			return dst.QueryString("two", "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND application_name LIKE 'postgres-seren%'") == n
+		}
+	}
+	eventually(t, 30*time.Second, "first sync's batch to wait on the lock", waitingOnLock("1"))
+	src.Exec("two", "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE slot_name = 'seren_two'")
+	eventually(t, 30*time.Second, "slot to be released", func() bool {
+		return src.QueryString("two", "SELECT count(*) FROM pg_replication_slots WHERE active") == "0"
+	})
+	second := startSync(t, nil, syncArgs(src, dst, "two", "--max-retry-delay", "1s")...)
+	eventually(t, 30*time.Second, "second sync's batch to wait too", waitingOnLock("2"))
+	if err := tx.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 30*time.Second, "the rows to arrive", func() bool {
+		return dst.QueryString("two", "SELECT count(*) FROM events") != "0"
+	})
+	time.Sleep(3 * time.Second) // let the second writer commit, were it able to
+	first.Process.Signal(syscall.SIGTERM)
+	second.Process.Signal(syscall.SIGTERM)
+	first.Wait()
+	second.Wait()
+	if got := dst.QueryString("two", "SELECT count(*) FROM events"); got != "7" {
+		t.Fatalf("target has %s rows, want 7: two writers applied the same transaction\nfirst:\n%s\nsecond:\n%s", got, syncLog(first), syncLog(second))
+	}
+	catchUp(t, src, dst, "two")
+	assertSameTables(t, src, dst, "two", "events")
+}
+
+// --catch-up drains to the position of every transaction committed before
+// it started, including asynchronously committed ones whose WAL was not yet
+// written when it read the source's position.
+func TestSyncCatchUpIncludesAsyncCommits(t *testing.T) {
+	src := pgtest.Start(t, pgtest.Options{Settings: []string{"synchronous_commit = off", "wal_writer_delay = '2s'", "wal_writer_flush_after = 0"}})
+	dst := pgtest.Start(t, pgtest.Options{})
+	prepareStreaming(t, src, dst, "ac", `CREATE TABLE t (id int PRIMARY KEY, v text);`, "public.t")
+	conn := src.Connect("ac")
+	ctx := context.Background()
+	for round := range 3 {
+		// Several commits in quick succession: the WAL writer flushes the
+		// first at once and the rest only after wal_writer_delay.
+		for i := range 20 {
+			if _, err := conn.Exec(ctx, `INSERT INTO t VALUES ($1, 'v')`, round*100+i); err != nil {
+				t.Fatal(err)
+			}
+		}
+		catchUp(t, src, dst, "ac")
+		if got, want := dst.QueryString("ac", "SELECT count(*) FROM t"), src.QueryString("ac", "SELECT count(*) FROM t"); got != want {
+			t.Fatalf("round %d: catch-up applied %s of %s rows committed before it started", round, got, want)
+		}
+	}
+}
