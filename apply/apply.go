@@ -118,9 +118,9 @@ type Applier struct {
 // them (see stream.OutputSettings) and make every commit durable before it
 // is acknowledged.
 var sessionSettings = map[string]string{
-	"synchronous_commit": "on",
-	"statement_timeout":  "0",
-	"lock_timeout":       "0",
+	"synchronous_commit":                  "on",
+	"statement_timeout":                   "0",
+	"lock_timeout":                        "0",
 	"idle_in_transaction_session_timeout": "0",
 	// Type names come from the source's format_type under the same path.
 	"search_path": "public",
