@@ -31,6 +31,7 @@ const copyBuffer = 256 << 10
 type copier struct {
 	src, dst *conninfo.Conn
 	snapshot string
+	hold     []string // the selected tables, locked by every session (holdTables)
 	progress *progressTable
 	report   *Progress
 	log      *slog.Logger
@@ -105,6 +106,10 @@ func (c *copier) open(ctx context.Context) (*session, error) {
 		s.close()
 		return nil, err
 	}
+	if err = holdTables(ctx, s.src, c.hold); err != nil {
+		s.close()
+		return nil, err
+	}
 	if s.dst, err = c.dst.Connect(ctx); err != nil {
 		s.close()
 		return nil, err
@@ -121,7 +126,7 @@ func (c *copier) open(ctx context.Context) (*session, error) {
 // importSnapshot starts a repeatable-read transaction that sees exactly what
 // the slot's exported snapshot saw.
 func importSnapshot(ctx context.Context, conn *pgconn.PgConn, name string) error {
-	err := conn.Exec(ctx, "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY; SET TRANSACTION SNAPSHOT "+quoteLiteral(name)).Close()
+	err := conn.Exec(ctx, "SET idle_in_transaction_session_timeout = 0; BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY; SET TRANSACTION SNAPSHOT "+quoteLiteral(name)).Close()
 	if err != nil {
 		return fmt.Errorf("import snapshot %s: %w", name, err)
 	}
@@ -242,6 +247,9 @@ func (cw *countingWriter) Write(b []byte) (int, error) {
 // backend) from a server's refusal of the data, which a retry would only
 // repeat.
 func retryable(err error) bool {
+	if errors.Is(err, ErrRewritten) {
+		return false
+	}
 	var pgErr *pgconn.PgError
 	if !errors.As(err, &pgErr) {
 		return true

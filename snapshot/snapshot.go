@@ -11,10 +11,12 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/serenorg/postgres-seren-replicator/checkpoint"
 	"github.com/serenorg/postgres-seren-replicator/internal/pgtools"
@@ -137,6 +139,11 @@ func InitDatabase(ctx context.Context, db plan.Database, o Options) (res Result,
 			}
 		}
 	}()
+	snap, err := beginSnapshot(ctx, src, slot.SnapshotName)
+	if err != nil {
+		return res, err
+	}
+	defer snap.Rollback(context.Background())
 	progress := &progressTable{schema: o.CheckpointSchema, slot: o.Slot, snapshot: slot.SnapshotName}
 	if err := progress.ensure(ctx, dst); err != nil {
 		return res, err
@@ -167,15 +174,6 @@ func InitDatabase(ctx context.Context, db plan.Database, o Options) (res Result,
 		return res, err
 	}
 
-	// A transaction of our own in the snapshot, for catalog reads and large objects.
-	snap, err := src.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
-	if err != nil {
-		return res, fmt.Errorf("begin snapshot transaction: %w", err)
-	}
-	defer snap.Rollback(context.Background())
-	if _, err := snap.Exec(ctx, "SET TRANSACTION SNAPSHOT "+quoteLiteral(slot.SnapshotName)); err != nil {
-		return res, fmt.Errorf("import snapshot %s: %w", slot.SnapshotName, err)
-	}
 	if err := res.timed("data", func() error {
 		tables, err := listCopyTables(ctx, snap, db.Tables)
 		if err != nil {
@@ -189,7 +187,11 @@ func InitDatabase(ctx context.Context, db plan.Database, o Options) (res Result,
 		res.Tables, res.Pieces = len(tables), len(pieces)
 		log.Info("copying data", "tables", len(tables), "pieces", len(pieces), "bytes", total, "jobs", o.Jobs)
 		o.Progress.begin(db.Name, total, len(pieces))
-		c := &copier{src: db.Source, dst: db.Target, snapshot: slot.SnapshotName, progress: progress, report: o.Progress, log: log}
+		hold := make([]string, len(db.Tables))
+		for i, t := range db.Tables {
+			hold[i] = pgx.Identifier{t.Schema, t.Name}.Sanitize()
+		}
+		c := &copier{src: db.Source, dst: db.Target, snapshot: slot.SnapshotName, hold: hold, progress: progress, report: o.Progress, log: log}
 		stats, err := c.run(ctx, pieces, o.Jobs)
 		o.Progress.end()
 		res.Rows, res.Bytes = stats.Rows, stats.Bytes
@@ -243,6 +245,77 @@ func InitDatabase(ctx context.Context, db plan.Database, o Options) (res Result,
 	}
 	log.Info("init complete", "slot", o.Slot, "checkpoint", slot.ConsistentPoint.String(), "rows", res.Rows)
 	return res, nil
+}
+
+// ErrRewritten means a selected table was rewritten on the source (ALTER
+// TABLE … TYPE, VACUUM FULL, CLUSTER, TRUNCATE) after the snapshot was taken
+// and before init locked it: its rows as of the snapshot can no longer be
+// read.
+var ErrRewritten = errors.New("table rewritten on the source after the snapshot was taken")
+
+// beginSnapshot opens a read-only transaction in the exported snapshot on
+// src, for catalog reads and large objects. It sits idle while pg_dump and
+// the copy run, so the server's idle-in-transaction timeout is turned off.
+func beginSnapshot(ctx context.Context, src *pgx.Conn, snapshotName string) (pgx.Tx, error) {
+	if _, err := src.Exec(ctx, "SET idle_in_transaction_session_timeout = 0"); err != nil {
+		return nil, fmt.Errorf("configure snapshot session: %w", err)
+	}
+	snap, err := src.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
+	if err != nil {
+		return nil, fmt.Errorf("begin snapshot transaction: %w", err)
+	}
+	if _, err := snap.Exec(ctx, "SET TRANSACTION SNAPSHOT "+quoteLiteral(snapshotName)); err != nil {
+		snap.Rollback(context.Background())
+		return nil, fmt.Errorf("import snapshot %s: %w", snapshotName, err)
+	}
+	return snap, nil
+}
+
+// holdTables locks tables (sanitized names) and their partitions in ACCESS
+// SHARE mode in a copy session's snapshot transaction, as pg_dump does while
+// it runs: a rewrite of a table waits until every session that may copy it
+// is done. A rewrite that committed after the snapshot and before the lock
+// is detected, since the table's file is then no longer the one the
+// snapshot's catalog names, and its rows there are invisible or moved.
+func holdTables(ctx context.Context, conn *pgconn.PgConn, tables []string) error {
+	if len(tables) == 0 {
+		return nil
+	}
+	if err := conn.Exec(ctx, "LOCK TABLE "+strings.Join(tables, ", ")+" IN ACCESS SHARE MODE").Close(); err != nil {
+		return fmt.Errorf("lock the selected tables on the source: %w", err)
+	}
+	res := conn.ExecParams(ctx, `SELECT c.oid::regclass::text FROM pg_class c
+		WHERE c.relkind = 'r' AND c.relfilenode IS DISTINCT FROM pg_relation_filenode(c.oid)
+		AND c.oid IN (SELECT s.name::regclass FROM unnest($1::text[]) AS s(name)
+		              UNION ALL SELECT p.relid FROM unnest($1::text[]) AS s(name), pg_partition_tree(s.name::regclass) p)`,
+		[][]byte{textArray(tables)}, nil, nil, nil).Read()
+	if res.Err != nil {
+		return fmt.Errorf("check the selected tables on the source: %w", res.Err)
+	}
+	if len(res.Rows) > 0 {
+		names := make([]string, len(res.Rows))
+		for i, row := range res.Rows {
+			names[i] = string(row[0])
+		}
+		return fmt.Errorf("%w: %s", ErrRewritten, strings.Join(names, ", "))
+	}
+	return nil
+}
+
+// textArray renders strings as a text array literal.
+func textArray(items []string) []byte {
+	var b strings.Builder
+	b.WriteByte('{')
+	for i, s := range items {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteByte('"')
+		b.WriteString(strings.NewReplacer(`\`, `\\`, `"`, `\"`).Replace(s))
+		b.WriteByte('"')
+	}
+	b.WriteByte('}')
+	return []byte(b.String())
 }
 
 // prepareSource creates the publication and clears a stale slot.
