@@ -23,7 +23,9 @@ func TestInitHoldsTablesAgainstRewrites(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	done := make(chan Result, 1)
-	go func() { done <- runCLIContext(t, ctx, 3*time.Minute, nil, initArgs(src, dst, "rw", "rw", "--jobs", "1")...) }()
+	go func() {
+		done <- runCLIContext(t, ctx, 3*time.Minute, nil, initArgs(src, dst, "rw", "rw", "--jobs", "1")...)
+	}()
 	eventually(t, 60*time.Second, "init to copy table big", func() bool {
 		return src.QueryString("rw", `SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'COPY%big%'`) != "0"
 	})

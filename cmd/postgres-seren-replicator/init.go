@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"bufio"
 	"context"
 	"fmt"
@@ -119,6 +120,9 @@ func (c *InitCmd) Run(ctx context.Context, env *Env) error {
 		})
 		for _, n := range res.Notices {
 			env.Log.Warn("skipped", "db", a.db.Name, "what", n)
+		}
+		if errors.Is(err, snapshot.ErrRewritten) {
+			return fmt.Errorf("init %s: %w; the snapshot cannot be copied: run init again (nothing of this run is kept)", a.db.Name, err)
 		}
 		if err != nil {
 			return fmt.Errorf("init %s: %w", a.db.Name, err)
