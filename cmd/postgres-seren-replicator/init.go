@@ -1,9 +1,9 @@
 package main
 
 import (
-	"errors"
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -122,7 +122,7 @@ func (c *InitCmd) Run(ctx context.Context, env *Env) error {
 			env.Log.Warn("skipped", "db", a.db.Name, "what", n)
 		}
 		if errors.Is(err, snapshot.ErrRewritten) {
-			return fmt.Errorf("init %s: %w; the snapshot cannot be copied: run init again (nothing of this run is kept)", a.db.Name, err)
+			return fmt.Errorf("init %s: %w: run init again", a.db.Name, err)
 		}
 		if err != nil {
 			return fmt.Errorf("init %s: %w", a.db.Name, err)
