@@ -52,7 +52,7 @@ DELETE FROM byindex WHERE a = 10;
 
 // With the source URL naming the postgres database, every user database is
 // streamed concurrently, each to the target database of the same name; a
-// failure names its database.
+// failure names its database and stops only that database.
 func TestSyncSeveralDatabases(t *testing.T) {
 	src, dst := pgtestPair(t)
 	for _, db := range []string{"alpha", "beta"} {
@@ -70,13 +70,19 @@ func TestSyncSeveralDatabases(t *testing.T) {
 		}
 		assertSameTables(t, src, dst, db, "t")
 	}
-	// Break one database: the error names it.
+	// Break one database: the error names it, and the other one still
+	// catches up.
 	dst.Exec("beta", `DELETE FROM t WHERE id = 100`)
 	src.Exec("beta", `UPDATE t SET v = 'x' WHERE id = 100`)
+	src.Exec("alpha", `INSERT INTO t SELECT g, 'later' FROM generate_series(1001, 1300) g`)
 	res = runCLI(t, nil, all...)
 	if res.Code != 3 || !strings.Contains(res.Stderr, "database beta") || !strings.Contains(res.Stderr, "public.t") {
 		t.Fatalf("exit %d, want 3 naming database beta and table public.t: %s", res.Code, res.Stderr)
 	}
+	if !strings.Contains(res.Stderr, "the others go on") {
+		t.Errorf("no log line saying the other databases go on: %s", res.Stderr)
+	}
+	assertSameTables(t, src, dst, "alpha", "t")
 	if res := runCLI(t, nil, append(all, "--slot", "x")...); res.Code != 2 {
 		t.Errorf("--slot with two databases: exit %d, want 2", res.Code)
 	}

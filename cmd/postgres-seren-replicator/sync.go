@@ -2,16 +2,17 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"os"
 	"runtime/debug"
+	"sync"
 	"syscall"
 	"time"
 
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
-	"golang.org/x/sync/errgroup"
 
 	"github.com/serenorg/postgres-seren-replicator/apply"
 	"github.com/serenorg/postgres-seren-replicator/checkpoint"
@@ -96,7 +97,6 @@ func (c *SyncCmd) Run(ctx context.Context, env *Env) error {
 	tuneGC()
 	start := time.Now()
 	var m *metrics.Metrics
-	g, gctx := errgroup.WithContext(ctx)
 	if c.MetricsAddr != "" {
 		reg := metrics.NewRegistry()
 		m = metrics.New(reg)
@@ -124,25 +124,33 @@ func (c *SyncCmd) Run(ctx context.Context, env *Env) error {
 		defer func() { stopHUP(); <-hupDone }()
 		defer func() { _ = daemon.Stopping() }()
 	}
+	// Each database streams on its own: one that stops on an error leaves
+	// the others streaming (its failure is logged, in the metrics and in
+	// /readyz), and the run reports every failure when it ends.
 	results := make([]pipelineResult, len(p.Databases))
+	errs := make([]error, len(p.Databases))
+	var wg sync.WaitGroup
 	for i, db := range p.Databases {
 		r := &pipelineRunner{cmd: c, db: db, slot: c.SlotFor(db.Name), log: env.Log.With("database", db.Name), mon: c.mon}
-		g.Go(func() error {
-			res, err := r.run(gctx)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			res, err := r.run(ctx)
 			results[i] = res
-			if err != nil {
-				return fmt.Errorf("database %s: %w", db.Name, err)
-			}
-			if c.CatchUp && gctx.Err() == nil {
+			if err == nil && c.CatchUp && ctx.Err() == nil {
 				// Logical decoding does not carry sequences: bring them up to date.
-				if err := syncSequences(gctx, db, r.log); err != nil {
-					return fmt.Errorf("database %s: %w", db.Name, err)
+				err = syncSequences(ctx, db, r.log)
+			}
+			if err != nil {
+				errs[i] = fmt.Errorf("database %s: %w", db.Name, err)
+				if len(p.Databases) > 1 {
+					r.log.Error("replication of this database stopped; the others go on", "error", err)
 				}
 			}
-			return nil
-		})
+		}()
 	}
-	if err := g.Wait(); err != nil {
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
 		return err
 	}
 	if c.CatchUp {
