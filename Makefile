@@ -29,9 +29,10 @@ test: deps
 	$(GO) test -race -count=1 -timeout 30m ./...
 
 # test-long: the heavy suites (kill -9 loops, multi-million-row transactions,
-# restarts under load). Run before calling a streaming issue done.
+# restarts under load) and the apply engine's property tests with many more
+# random cases. Run before calling a streaming issue done.
 test-long: deps
-	SEREN_LONG_TESTS=1 $(GO) test -race -count=1 -timeout 90m ./tests/...
+	SEREN_LONG_TESTS=1 $(GO) test -race -count=1 -timeout 90m ./...
 
 # test-versions: the streaming tests with other PostgreSQL majors as source
 # and as target, server binaries from the npm package
@@ -52,6 +53,8 @@ lint:
 
 fuzz:
 	$(GO) test -run=^$$ -fuzz=FuzzDecode -fuzztime=60s ./stream/
+	$(GO) test -run=^$$ -fuzz=FuzzMerger -fuzztime=60s ./apply/
+	$(GO) test -run=^$$ -fuzz=FuzzBatcher -fuzztime=60s ./apply/
 
 # demo: two throwaway local clusters with sample data, the real job end to end.
 demo: build
