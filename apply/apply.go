@@ -176,6 +176,10 @@ func New(ctx context.Context, target *conninfo.Conn, cfg Config, log *slog.Logge
 		conn.Close(context.Background())
 		return nil, err
 	}
+	if err := conn.Exec(ctx, ensureHeldSQL(cfg.Store)).Close(); err != nil {
+		conn.Close(context.Background())
+		return nil, classify(fmt.Errorf("create the table of holds on the target: %w", err))
+	}
 	for name, sql := range map[string]string{checkpointLockStmt: cfg.Store.LockSQL(), checkpointAdvanceStmt: cfg.Store.AdvanceSQL()} {
 		if _, err := conn.Prepare(ctx, name, sql, nil); err != nil {
 			conn.Close(context.Background())
@@ -428,6 +432,11 @@ func (a *Applier) idleTimer() (pglogrepl.LSN, <-chan time.Time) {
 func (a *Applier) begin() {
 	a.pipe.add("BEGIN", "", nil, stmtInfo{})
 	a.pipe.add("", checkpointLockStmt, a.cfg.Store.LockParams(a.cfg.Slot, a.b.written), stmtInfo{op: "lock checkpoint", want: 1, checkpoint: true})
+	if !a.replicaMode {
+		// Foreign keys are checked when the batch commits, as the source
+		// checked them at the end of each statement (see hold.go).
+		a.pipe.add("SET CONSTRAINTS ALL DEFERRED", "", nil, stmtInfo{})
+	}
 }
 
 // Names of the prepared checkpoint statements.

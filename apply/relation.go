@@ -100,6 +100,9 @@ func (a *Applier) reconcile(ctx context.Context, msg *stream.Relation) (*relatio
 				name, col, qualified))
 		}
 	}
+	if err := a.holdTable(ctx, r); err != nil {
+		return nil, err
+	}
 	if r.mergeable, err = a.mergeable(ctx, r, qualified); err != nil {
 		return nil, err
 	}

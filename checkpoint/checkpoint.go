@@ -43,12 +43,15 @@ type Store struct {
 	Schema string
 }
 
-func (s Store) table() string {
+func (s Store) table() string { return s.Ident("checkpoint") }
+
+// Ident is the quoted name of a table in the tool's schema.
+func (s Store) Ident(table string) string {
 	schema := s.Schema
 	if schema == "" {
 		schema = DefaultSchema
 	}
-	return pgx.Identifier{schema, "checkpoint"}.Sanitize()
+	return pgx.Identifier{schema, table}.Sanitize()
 }
 
 func (s Store) schema() string {

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/serenorg/postgres-seren-replicator/internal/plan"
+	"github.com/serenorg/postgres-seren-replicator/internal/selection"
 )
 
 // CopyBytesPerSecond and IndexBytesPerSecond turn sizes into the time
@@ -39,9 +40,9 @@ type Estimate struct {
 	// SourceMajor is the source server's major version.
 	SourceMajor int
 	Duration    time.Duration
-	// NoKey lists tables without a primary key or replica identity: once
-	// published, UPDATE and DELETE on them fail on the source.
-	NoKey []string
+	// NoKey lists tables without a primary key or replica identity (leaf
+	// tables): once published, UPDATE and DELETE on them fail on the source.
+	NoKey []selection.Table
 }
 
 // EstimateDatabase measures db on the source from the catalog, without
@@ -77,7 +78,7 @@ func EstimateDatabase(ctx context.Context, db plan.Database) (Estimate, error) {
 			return e, fmt.Errorf("replica identity of %s: %w", t, err)
 		}
 		if !keyed {
-			e.NoKey = append(e.NoKey, t.String())
+			e.NoKey = append(e.NoKey, selection.Table{Database: db.Name, Schema: t.Schema, Name: t.Name})
 		}
 	}
 	e.Duration = time.Duration(float64(e.TableBytes)/CopyBytesPerSecond*float64(time.Second)) +

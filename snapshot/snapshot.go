@@ -21,6 +21,7 @@ import (
 	"github.com/serenorg/postgres-seren-replicator/checkpoint"
 	"github.com/serenorg/postgres-seren-replicator/internal/pgtools"
 	"github.com/serenorg/postgres-seren-replicator/internal/plan"
+	"github.com/serenorg/postgres-seren-replicator/internal/selection"
 	"github.com/serenorg/postgres-seren-replicator/stream"
 )
 
@@ -49,6 +50,9 @@ type Options struct {
 	DropStaleSlot bool
 	// Tools are the pg_dump and pg_restore to run (pgtools.Find).
 	Tools pgtools.Tools
+	// IdentityFull are tables to give REPLICA IDENTITY FULL on the source
+	// before they are published (they have no key to identify rows by).
+	IdentityFull []selection.Table
 	// Target is what the target role may do (see TargetCapabilities).
 	Target   Capabilities
 	Progress *Progress
@@ -333,6 +337,12 @@ func prepareSource(ctx context.Context, src *pgx.Conn, db plan.Database, o Optio
 		log.Info("dropped the replication slot left by an earlier init", "slot", o.Slot)
 	case !isSlotMissing(err):
 		return err
+	}
+	for _, t := range o.IdentityFull {
+		if _, err := src.Exec(ctx, "ALTER TABLE "+pgx.Identifier{t.Schema, t.Name}.Sanitize()+" REPLICA IDENTITY FULL"); err != nil {
+			return fmt.Errorf("set REPLICA IDENTITY FULL on %s on the source: %w", t.Qualified(), err)
+		}
+		log.Info("set REPLICA IDENTITY FULL on the source", "table", t.Qualified())
 	}
 	if err := stream.EnsurePublication(ctx, src, o.Publication, db.Tables); err != nil {
 		return err

@@ -125,7 +125,16 @@ func TestInitRichSchema(t *testing.T) {
 	dst.Exec("postgres", "CREATE DATABASE shop")
 
 	// Small ranges so that the bigger tables are copied in several pieces.
-	res := runCLI(t, nil, initArgs(src, dst, "shop", "shop", "--jobs", "3", "--chunk-bytes", "65536")...)
+	// A table without a key is refused unless init may give it REPLICA
+	// IDENTITY FULL, before anything is created.
+	refused := runCLI(t, nil, initArgs(src, dst, "shop", "shop")...)
+	if refused.Code != 2 || !strings.Contains(refused.Stderr, "--replica-identity-full") || !strings.Contains(refused.Stderr, "--exclude-tables shop.") {
+		t.Fatalf("init with a keyless table: exit %d, want 2 with the ways out:\n%s", refused.Code, refused.Stderr)
+	}
+	if got := src.QueryString("shop", `SELECT count(*) FROM pg_publication`) + src.QueryString("shop", `SELECT count(*) FROM pg_replication_slots`); got != "00" {
+		t.Fatalf("refused init left a publication or slot behind")
+	}
+	res := runCLI(t, nil, initArgs(src, dst, "shop", "shop", "--jobs", "3", "--chunk-bytes", "65536", "--replica-identity-full")...)
 	if res.Code != 0 {
 		t.Fatalf("init exit code %d\nstdout:\n%s\nstderr:\n%s", res.Code, res.Stdout, res.Stderr)
 	}
@@ -172,10 +181,13 @@ func TestInitRichSchema(t *testing.T) {
 	if pieces := dst.QueryString("shop", `SELECT count(*) FROM seren_replicator.init_progress WHERE piece LIKE '%@%'`); pieces == "0" {
 		t.Errorf("no table was split into ranges")
 	}
-	for _, want := range []string{"postgres-seren-replicator sync", "DATABASE", "data", `WARNING: shop."Ünïcode Schema"."Mixed Case ""Table""" has no primary key`} {
+	for _, want := range []string{"postgres-seren-replicator sync", "DATABASE", "data", `shop."Ünïcode Schema"."Mixed Case ""Table""" has no primary key or replica identity: init sets REPLICA IDENTITY FULL`} {
 		if !strings.Contains(res.Stdout, want) {
 			t.Errorf("stdout lacks %q", want)
 		}
+	}
+	if got := src.QueryString("shop", `SELECT relreplident FROM pg_class WHERE relname = 'Mixed Case "Table"'`); got != "f" {
+		t.Errorf("keyless table's replica identity on the source is %q, want f (FULL)", got)
 	}
 	if strings.Contains(res.Stdout, "Proceed with replication") {
 		t.Errorf("--yes still asked")

@@ -12,6 +12,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"golang.org/x/term"
 
+	"github.com/serenorg/postgres-seren-replicator/apply"
 	"github.com/serenorg/postgres-seren-replicator/checkpoint"
 	"github.com/serenorg/postgres-seren-replicator/internal/plan"
 	"github.com/serenorg/postgres-seren-replicator/stream"
@@ -180,6 +181,15 @@ func (c *CleanupCmd) drop(ctx context.Context, env *Env, s cleanupState) error {
 		return fmt.Errorf("look up schema %s on %s: %w", s.checkpointName, s.db.Target, err)
 	}
 	if exists {
+		// What the applier changed on the target tables for the migration is
+		// put back before its records go with the schema.
+		restored, err := apply.RestoreHolds(ctx, dst, checkpoint.Store{Schema: s.checkpointName})
+		if err != nil {
+			return fmt.Errorf("database %s: restore the target tables: %w", name, err)
+		}
+		for _, what := range restored {
+			fmt.Fprintf(env.Stdout, "target %s: restored %s\n", name, what)
+		}
 		if err := (checkpoint.Store{Schema: s.checkpointName}).DropSchema(ctx, dst); err != nil {
 			return fmt.Errorf("database %s: %w", name, err)
 		}

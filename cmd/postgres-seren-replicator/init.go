@@ -19,6 +19,7 @@ import (
 	"github.com/serenorg/postgres-seren-replicator/internal/interactive"
 	"github.com/serenorg/postgres-seren-replicator/internal/pgtools"
 	"github.com/serenorg/postgres-seren-replicator/internal/plan"
+	"github.com/serenorg/postgres-seren-replicator/internal/selection"
 	"github.com/serenorg/postgres-seren-replicator/snapshot"
 	"github.com/serenorg/postgres-seren-replicator/stream"
 )
@@ -35,9 +36,10 @@ type InitCmd struct {
 	Yes          bool `short:"y" env:"SEREN_YES" help:"Do not ask for confirmation."`
 	DropExisting bool `name:"drop-existing" env:"SEREN_DROP_EXISTING" help:"Drop and recreate target databases that already exist."`
 	Replication
-	Jobs       int   `name:"jobs" short:"j" env:"SEREN_JOBS" help:"Parallel copy and index-build sessions (default: CPU count, at most 8)."`
-	NoRoles    bool  `name:"no-roles" env:"SEREN_NO_ROLES" help:"Do not copy roles and memberships."`
-	ChunkBytes int64 `name:"chunk-bytes" env:"SEREN_CHUNK_BYTES" hidden:"" help:"Split tables into block ranges of about this many bytes."`
+	Jobs         int   `name:"jobs" short:"j" env:"SEREN_JOBS" help:"Parallel copy and index-build sessions (default: CPU count, at most 8)."`
+	NoRoles      bool  `name:"no-roles" env:"SEREN_NO_ROLES" help:"Do not copy roles and memberships."`
+	IdentityFull bool  `name:"replica-identity-full" env:"SEREN_REPLICA_IDENTITY_FULL" help:"Set REPLICA IDENTITY FULL on the source for selected tables that have no primary key or replica identity (without it, init refuses them: once published, the source would reject UPDATE and DELETE on them)."`
+	ChunkBytes   int64 `name:"chunk-bytes" env:"SEREN_CHUNK_BYTES" hidden:"" help:"Split tables into block ranges of about this many bytes."`
 }
 
 // initTarget is what init does to one target database before copying.
@@ -83,7 +85,10 @@ func (c *InitCmd) Run(ctx context.Context, env *Env) error {
 		return usageError("no suitable pg_dump: %v: %s", err, pgtools.InstallHint(sourceMajor))
 	}
 	env.Log.Debug("client tools", "pg_dump", tools.PgDump, "version", tools.Major)
-	printInitEstimate(env.Stdout, actions, c.Jobs)
+	printInitEstimate(env.Stdout, actions, c.Jobs, c.IdentityFull)
+	if err := c.checkKeyless(actions); err != nil {
+		return err
+	}
 	if err := c.confirm(env, actions); err != nil {
 		return err
 	}
@@ -106,6 +111,10 @@ func (c *InitCmd) Run(ctx context.Context, env *Env) error {
 		if err := c.prepareTarget(ctx, env, a); err != nil {
 			return err
 		}
+		var identityFull []selection.Table
+		if c.IdentityFull {
+			identityFull = a.est.NoKey
+		}
 		res, err := snapshot.InitDatabase(ctx, a.db, snapshot.Options{
 			Slot:             c.SlotFor(a.db.Name),
 			Publication:      c.Publication,
@@ -114,6 +123,7 @@ func (c *InitCmd) Run(ctx context.Context, env *Env) error {
 			ChunkBytes:       c.ChunkBytes,
 			DropStaleSlot:    a.reset || c.DropExisting,
 			Tools:            tools,
+			IdentityFull:     identityFull,
 			Target:           caps,
 			Progress:         progress,
 			Log:              env.Log,
@@ -173,7 +183,27 @@ func (c *InitCmd) inspect(ctx context.Context, p plan.Plan) ([]initTarget, error
 	return out, nil
 }
 
-func printInitEstimate(w io.Writer, actions []initTarget, jobs int) {
+// checkKeyless refuses tables without a key unless --replica-identity-full:
+// publishing them would make the source reject UPDATE and DELETE on them.
+func (c *InitCmd) checkKeyless(actions []initTarget) error {
+	if c.IdentityFull {
+		return nil
+	}
+	var names []string
+	for _, a := range actions {
+		for _, t := range a.est.NoKey {
+			names = append(names, t.String())
+		}
+	}
+	if len(names) == 0 {
+		return nil
+	}
+	list := strings.Join(names, ",")
+	return usageError("no primary key or replica identity on %s: once published, the source would reject UPDATE and DELETE on them. Add a primary key, pass --replica-identity-full to have init set REPLICA IDENTITY FULL on them, or leave them out with --exclude-tables %s",
+		list, list)
+}
+
+func printInitEstimate(w io.Writer, actions []initTarget, jobs int, identityFull bool) {
 	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "DATABASE\tSIZE\tTO COPY\tINDEXES\tTABLES\tESTIMATE\tTARGET")
 	var size, copyBytes, idx int64
@@ -189,9 +219,11 @@ func printInitEstimate(w io.Writer, actions []initTarget, jobs int) {
 	tw.Flush()
 	fmt.Fprintf(w, "(estimate at %s/s copy, %s/s index build, measured with 2 jobs; using %d jobs)\n",
 		snapshot.FormatBytes(snapshot.CopyBytesPerSecond), snapshot.FormatBytes(snapshot.IndexBytesPerSecond), jobs)
-	for _, a := range actions {
-		for _, t := range a.est.NoKey {
-			fmt.Fprintf(w, "WARNING: %s.%s has no primary key or replica identity: once it is published, UPDATE and DELETE on it fail on the source. Add a primary key or run ALTER TABLE ... REPLICA IDENTITY FULL first.\n", a.db.Name, t)
+	if identityFull {
+		for _, a := range actions {
+			for _, t := range a.est.NoKey {
+				fmt.Fprintf(w, "%s has no primary key or replica identity: init sets REPLICA IDENTITY FULL on it on the source.\n", t)
+			}
 		}
 	}
 }

@@ -302,16 +302,17 @@ func checkSourceDatabase(ctx context.Context, d plan.Database) ([]Check, error) 
 	return []Check{sel, pub, ri}, nil
 }
 
-// checkReplicaIdentity warns about tables whose UPDATE and DELETE cannot be
+// checkReplicaIdentity fails on tables whose UPDATE and DELETE cannot be
 // decoded: once such a table is in a publication, the source itself rejects
-// those statements, which can break the user's application.
+// those statements, which would break the user's application, so init
+// refuses them unless told to set REPLICA IDENTITY FULL.
 func checkReplicaIdentity(ctx context.Context, conn *pgx.Conn, d plan.Database, schemas, names []string) (Check, error) {
 	c := Check{Name: "replica identity", Database: d.Name, Status: Pass}
 	rows, err := conn.Query(ctx, replicaIdentitySQL, schemas, names)
 	if err != nil {
 		return c, fmt.Errorf("source %s: read replica identities: %w", d.Name, err)
 	}
-	var bad, fixes []string
+	var bad, fixes, excludes []string
 	n := 0
 	for rows.Next() {
 		var schema, name, ident string
@@ -325,6 +326,7 @@ func checkReplicaIdentity(ctx context.Context, conn *pgx.Conn, d plan.Database, 
 		}
 		t := selection.Table{Schema: schema, Name: name}
 		bad = append(bad, t.Qualified())
+		excludes = append(excludes, selection.Table{Database: d.Name, Schema: schema, Name: name}.String())
 		fixes = append(fixes, fmt.Sprintf("ALTER TABLE %s REPLICA IDENTITY FULL;", pgx.Identifier{schema, name}.Sanitize()))
 	}
 	if err := rows.Err(); err != nil {
@@ -334,8 +336,9 @@ func checkReplicaIdentity(ctx context.Context, conn *pgx.Conn, d plan.Database, 
 		c.Detail = fmt.Sprintf("all %d tables have a primary key, an identity index or REPLICA IDENTITY FULL", n)
 		return c, nil
 	}
-	c.Status = Warn
-	c.Detail = fmt.Sprintf("no primary key or usable replica identity: %s. Once published, the source itself will reject UPDATE and DELETE on these tables (\"cannot update table ... because it does not have a replica identity\")", strings.Join(bad, ", "))
-	c.Fix = strings.Join(fixes, " ") + " (or add a primary key)"
+	c.Status = Fail
+	c.Detail = fmt.Sprintf("no primary key or usable replica identity: %s. Once published, the source itself would reject UPDATE and DELETE on these tables (\"cannot update table ... because it does not have a replica identity\"), so init refuses them", strings.Join(bad, ", "))
+	c.Fix = fmt.Sprintf("add a primary key; or %s (init does this with --replica-identity-full); or leave them out with --exclude-tables %s",
+		strings.Join(fixes, " "), strings.Join(excludes, ","))
 	return c, nil
 }

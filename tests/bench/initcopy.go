@@ -84,7 +84,7 @@ func (b *bench) initCopy() {
 	b.resetTarget(dst, false)
 	var out string
 	oursTook := timed(func() {
-		out = b.sh(fmt.Sprintf("%s init --yes --jobs %d --source '%s' --target '%s' --log-level warn", b.bin, b.jobs, src.DSN(benchDB), dst.DSN(benchDB)))
+		out = b.sh(fmt.Sprintf("%s init --yes --replica-identity-full --jobs %d --source '%s' --target '%s' --log-level warn", b.bin, b.jobs, src.DSN(benchDB), dst.DSN(benchDB)))
 	})
 	b.checkCopied(dst, accounts, "init")
 	summary := initSummary(out)
