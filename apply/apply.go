@@ -122,6 +122,8 @@ var sessionSettings = map[string]string{
 	"statement_timeout":                   "0",
 	"lock_timeout":                        "0",
 	"idle_in_transaction_session_timeout": "0",
+	// A policy must not filter or reject replicated rows: fail instead.
+	"row_security": "off",
 	// Type names come from the source's format_type under the same path.
 	"search_path": "public",
 }

@@ -116,7 +116,7 @@ func (c *copier) open(ctx context.Context) (*session, error) {
 	}
 	// Safe: a piece's rows and its progress row commit together, and a
 	// later synchronous commit (the checkpoint) flushes all earlier WAL.
-	if _, err = s.dst.Exec(ctx, "SET synchronous_commit = off"); err != nil {
+	if _, err = s.dst.Exec(ctx, "SET synchronous_commit = off; SET row_security = off"); err != nil {
 		s.close()
 		return nil, fmt.Errorf("configure target session: %w", err)
 	}
@@ -124,9 +124,10 @@ func (c *copier) open(ctx context.Context) (*session, error) {
 }
 
 // importSnapshot starts a repeatable-read transaction that sees exactly what
-// the slot's exported snapshot saw.
+// the slot's exported snapshot saw. Row-level security is off: a table whose
+// policies hide rows from the role fails to copy instead of copying a part.
 func importSnapshot(ctx context.Context, conn *pgconn.PgConn, name string) error {
-	err := conn.Exec(ctx, "SET idle_in_transaction_session_timeout = 0; BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY; SET TRANSACTION SNAPSHOT "+quoteLiteral(name)).Close()
+	err := conn.Exec(ctx, "SET idle_in_transaction_session_timeout = 0; SET row_security = off; BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY; SET TRANSACTION SNAPSHOT "+quoteLiteral(name)).Close()
 	if err != nil {
 		return fmt.Errorf("import snapshot %s: %w", name, err)
 	}

@@ -206,6 +206,20 @@ func (t *tableJob) finish() {
 	}
 }
 
+// Unread counts the tables that could not be compared (status error): a
+// report with any is incomplete, whatever the other tables show.
+func (r Report) Unread() int {
+	n := 0
+	for _, d := range r.Databases {
+		for _, t := range d.Tables {
+			if t.Status == StatusError {
+				n++
+			}
+		}
+	}
+	return n
+}
+
 // WriteJSON writes the report as indented JSON.
 func (r Report) WriteJSON(w io.Writer) error {
 	enc := json.NewEncoder(w)
@@ -236,9 +250,12 @@ func (r Report) WriteText(w io.Writer) error {
 			writeDetails(&b, t)
 		}
 	}
-	if r.Match {
+	switch n := r.Unread(); {
+	case r.Match:
 		b.WriteString("\nall tables match\n")
-	} else {
+	case n > 0:
+		fmt.Fprintf(&b, "\nNOT VERIFIED: tables that could not be read: %d\n", n)
+	default:
 		b.WriteString("\nDIFFERENCES FOUND\n")
 	}
 	_, err := io.WriteString(w, b.String())

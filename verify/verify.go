@@ -357,8 +357,10 @@ type worker struct {
 // search path is the same on both sides too, so type names read from the
 // source resolve alike on the target; public stays in it because extension
 // types (citext...) usually live there with their comparison operators.
+// Row-level security is off: a policy that hid rows from the role would
+// make both sides compare a subset, so reading such a table fails instead.
 const sessionSettings = `SET TimeZone = 'UTC'; SET DateStyle = 'ISO, YMD'; SET IntervalStyle = 'postgres';
-SET extra_float_digits = 3; SET bytea_output = 'hex'; SET search_path = pg_catalog, public`
+SET extra_float_digits = 3; SET bytea_output = 'hex'; SET search_path = pg_catalog, public; SET row_security = off`
 
 func openWorker(ctx context.Context, db plan.Database) (*worker, error) {
 	src, err := db.Source.Connect(ctx)

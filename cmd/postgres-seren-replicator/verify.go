@@ -69,6 +69,9 @@ func (c *VerifyCmd) Run(ctx context.Context, env *Env) error {
 	if err != nil {
 		return fmt.Errorf("write report: %w", err)
 	}
+	if n := rep.Unread(); n > 0 {
+		return fmt.Errorf("%w: %d %s could not be read, so not everything was compared (the report says why)", ErrCheckFailed, n, plural(n, "table"))
+	}
 	if !rep.Match {
 		return fmt.Errorf("%w: source and target data differ", ErrCheckFailed)
 	}

@@ -1,0 +1,70 @@
+package tests
+
+import (
+	"context"
+	"strings"
+	"testing"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/serenorg/postgres-seren-replicator/tests/pgtest"
+)
+
+// A source table with FORCE ROW LEVEL SECURITY owned by the migration role
+// shows that role a quarter of its rows. init must not copy the quarter and
+// call it done, and verify must not compare quarters and say "match": both
+// fail until the role may bypass the policy, then copy and compare it whole.
+func TestRowLevelSecurityIsNeverAFilter(t *testing.T) {
+	src, dst := pgtest.StartPair(t)
+	src.Exec("postgres", "CREATE DATABASE rls")
+	src.CreateRole("migrator", "migrator-pw", "REPLICATION")
+	src.Exec("rls", `GRANT CREATE ON DATABASE rls TO migrator;
+		CREATE TABLE secrets (id int PRIMARY KEY, tenant int NOT NULL, v text);
+		INSERT INTO secrets SELECT g, g % 4, 'v' || g FROM generate_series(1, 1000) g;
+		ALTER TABLE secrets OWNER TO migrator;
+		ALTER TABLE secrets ENABLE ROW LEVEL SECURITY; ALTER TABLE secrets FORCE ROW LEVEL SECURITY;
+		CREATE POLICY one_tenant ON secrets USING (tenant = 0);`)
+	source := src.URL("migrator", "migrator-pw", "rls")
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, source)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var visible int
+	if err := conn.QueryRow(ctx, "SELECT count(*) FROM secrets").Scan(&visible); err != nil || visible != 250 {
+		t.Fatalf("the policy shows the role %d rows (%v), want 250", visible, err)
+	}
+	conn.Close(ctx)
+	args := []string{"init", "--yes", "--source", source, "--target", dst.DSN("rls")}
+	res := runCLI(t, nil, args...)
+	if res.Code == 0 || !strings.Contains(res.Stderr, "row-level security") {
+		t.Fatalf("init through a row-level security policy: exit %d, want a failure naming row-level security\n%s\n%s", res.Code, res.Stdout, res.Stderr)
+	}
+	t.Logf("init refused: %s", lastLines(res.Stderr, 1))
+	if got := dst.QueryString("postgres", "SELECT count(*) FROM pg_database WHERE datname = 'rls'"); got == "1" {
+		if n := dst.QueryString("rls", "SELECT to_regclass('seren_replicator.checkpoint') IS NULL"); n != "true" {
+			t.Fatalf("the failed init left a checkpoint: it looks complete")
+		}
+	}
+
+	src.Exec("postgres", "ALTER ROLE migrator BYPASSRLS")
+	if res := runCLI(t, nil, append(args, "--drop-existing")...); res.Code != 0 {
+		t.Fatalf("init with BYPASSRLS: exit %d\n%s", res.Code, res.Stderr)
+	}
+	if got := dst.QueryString("rls", "SELECT count(*) FROM secrets"); got != "1000" {
+		t.Fatalf("target has %s rows, want 1000", got)
+	}
+
+	// verify as a role that sees a quarter on each side must not match.
+	dst.CreateRole("checker", "checker-pw")
+	dst.Exec("rls", "GRANT SELECT ON ALL TABLES IN SCHEMA public, seren_replicator TO checker; GRANT USAGE ON SCHEMA seren_replicator TO checker; ALTER TABLE secrets OWNER TO checker")
+	src.Exec("postgres", "ALTER ROLE migrator NOBYPASSRLS")
+	res = runCLI(t, nil, "verify", "--source", source, "--target", dst.URL("checker", "checker-pw", "rls"))
+	if res.Code == 0 || strings.Contains(res.Stdout, "all tables match") {
+		t.Fatalf("verify through row-level security: exit %d, want a failure\n%s\n%s", res.Code, res.Stdout, res.Stderr)
+	}
+	t.Logf("verify refused: %s\n%s", res.Stdout, lastLines(res.Stderr, 1))
+	if !strings.Contains(res.Stdout+res.Stderr, "row-level security") {
+		t.Errorf("verify's failure does not name row-level security:\n%s\n%s", res.Stdout, res.Stderr)
+	}
+}
