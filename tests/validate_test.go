@@ -154,7 +154,16 @@ func TestValidateManagedTarget(t *testing.T) {
 
 		dst.Exec("app", "GRANT TRUNCATE ON orders TO app_dst; GRANT CREATE ON SCHEMA public TO app_dst")
 		checks = validateChecks(t, source, target, preflight.Options{})
+		wantCheck(t, checks, "target tables", "app", preflight.Fail, "public.orders is owned by another role, but ordered mode disables its triggers",
+			`GRANT SET ON PARAMETER session_replication_role TO "app_dst";`, `ALTER TABLE "public"."orders" OWNER TO "app_dst";`)
+		dst.Exec("app", "ALTER TABLE orders ADD COLUMN n int GENERATED ALWAYS AS IDENTITY")
+		dst.Exec("postgres", "GRANT SET ON PARAMETER session_replication_role TO app_dst")
+		checks = validateChecks(t, source, target, preflight.Options{})
+		wantCheck(t, checks, "target tables", "app", preflight.Fail, "public.orders is owned by another role, but its identity columns")
+		dst.Exec("app", "ALTER TABLE orders DROP COLUMN n")
+		checks = validateChecks(t, source, target, preflight.Options{})
 		wantCheck(t, checks, "target tables", "app", preflight.Pass, "1 selected tables exist and are writable, 1 will be created")
+		dst.Exec("postgres", "REVOKE SET ON PARAMETER session_replication_role FROM app_dst")
 	})
 
 	t.Run("checkpoint schema", func(t *testing.T) {
@@ -173,7 +182,7 @@ func TestValidateManagedTarget(t *testing.T) {
 
 	t.Run("apply mode", func(t *testing.T) {
 		checks := validateChecks(t, source, target, preflight.Options{})
-		wantCheck(t, checks, "apply mode", "", preflight.Warn, "apply mode: ordered", "GRANT SET ON PARAMETER session_replication_role")
+		wantCheck(t, checks, "apply mode", "", preflight.Pass, "apply mode: ordered", "disabled for the migration")
 		dst.Exec("postgres", "GRANT SET ON PARAMETER session_replication_role TO app_dst")
 		checks = validateChecks(t, source, target, preflight.Options{})
 		wantCheck(t, checks, "apply mode", "", preflight.Pass, "apply mode: replica")

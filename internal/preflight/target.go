@@ -21,9 +21,22 @@ const checkpointTable = "checkpoint"
 // server, in the target database or a maintenance database when that one
 // does not exist yet.
 type targetServer struct {
-	conn   *pgx.Conn
-	info   server
-	schema string
+	conn    *pgx.Conn
+	info    server
+	schema  string
+	replica *bool // the role may set session_replication_role (asked once)
+}
+
+// replicaMode reports whether sync will apply in replica mode.
+func (t *targetServer) replicaMode(ctx context.Context) (bool, error) {
+	if t.replica == nil {
+		ok, err := CanSetReplicaRole(ctx, t.conn)
+		if err != nil {
+			return false, fmt.Errorf("target: %w", err)
+		}
+		t.replica = &ok
+	}
+	return *t.replica, nil
 }
 
 // extensions checks that every extension installed in the source database
@@ -158,16 +171,24 @@ const targetTablesSQL = `SELECT t.schema, t.name, c.oid IS NOT NULL,
 	n.oid IS NOT NULL,
 	COALESCE(has_schema_privilege(n.oid, 'USAGE'), false),
 	COALESCE(has_schema_privilege(n.oid, 'CREATE'), false),
-	has_database_privilege(current_database(), 'CREATE')
+	has_database_privilege(current_database(), 'CREATE'),
+	COALESCE((SELECT bool_or(a.attidentity = 'a') FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped), false)
 	FROM unnest($1::text[], $2::text[]) AS t(schema, name)
 	LEFT JOIN pg_namespace n ON n.nspname = t.schema
 	LEFT JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = t.name AND c.relkind IN ('r', 'p')
 	ORDER BY 1, 2`
 
 // tables checks that the role owns or may write every selected table that
-// exists on the target, and may create the others.
+// exists on the target, and may create the others. Sync changes a table for
+// the migration (apply.hold) where the role must own it: in ordered mode
+// always (triggers, rules, foreign keys), in both modes for identity
+// columns GENERATED ALWAYS.
 func (t *targetServer) tables(ctx context.Context, conn *pgx.Conn, d plan.Database) (Check, error) {
 	c := Check{Name: "target tables", Database: d.Name, Status: Pass}
+	replica, err := t.replicaMode(ctx)
+	if err != nil {
+		return c, err
+	}
 	schemas, names := tableArrays(d.Tables)
 	rows, err := conn.Query(ctx, targetTablesSQL, schemas, names)
 	if err != nil {
@@ -185,8 +206,8 @@ func (t *targetServer) tables(ctx context.Context, conn *pgx.Conn, d plan.Databa
 	}
 	for rows.Next() {
 		var tb selection.Table
-		var exists, owned, writable, schemaExists, usage, schemaCreate, dbCreate bool
-		if err := rows.Scan(&tb.Schema, &tb.Name, &exists, &owned, &writable, &schemaExists, &usage, &schemaCreate, &dbCreate); err != nil {
+		var exists, owned, writable, schemaExists, usage, schemaCreate, dbCreate, identity bool
+		if err := rows.Scan(&tb.Schema, &tb.Name, &exists, &owned, &writable, &schemaExists, &usage, &schemaCreate, &dbCreate, &identity); err != nil {
 			return c, fmt.Errorf("target %s: read table privileges: %w", d.Target.Database(), err)
 		}
 		switch {
@@ -211,6 +232,17 @@ func (t *targetServer) tables(ctx context.Context, conn *pgx.Conn, d plan.Databa
 			created++
 			problems = append(problems, fmt.Sprintf("%s is missing and %s may not create schema %s", tb.Qualified(), t.info.user, tb.Schema))
 			addFix(fmt.Sprintf("GRANT CREATE ON DATABASE %s TO %s;", ident(d.Target.Database()), role))
+		}
+		if exists && !owned && (!replica || identity) {
+			why := "ordered mode disables its triggers and defers its foreign keys for the migration"
+			if replica {
+				why = "its identity columns GENERATED ALWAYS must take the source's values"
+			}
+			problems = append(problems, fmt.Sprintf("%s is owned by another role, but %s", tb.Qualified(), why))
+			if !replica && t.info.major() >= 15 {
+				addFix(fmt.Sprintf("GRANT SET ON PARAMETER session_replication_role TO %s; (replica mode) or", role))
+			}
+			addFix(fmt.Sprintf("ALTER TABLE %s OWNER TO %s;", ident(tb.Schema, tb.Name), role))
 		}
 	}
 	if err := rows.Err(); err != nil {
@@ -259,17 +291,13 @@ func CanSetReplicaRole(ctx context.Context, conn *pgx.Conn) (bool, error) {
 
 // applyMode reports how sync will apply changes on this target.
 func (t *targetServer) applyMode(ctx context.Context) (Check, error) {
-	ok, err := CanSetReplicaRole(ctx, t.conn)
+	ok, err := t.replicaMode(ctx)
 	if err != nil {
-		return Check{}, fmt.Errorf("target: %w", err)
+		return Check{}, err
 	}
 	if ok {
-		return Check{Name: "apply mode", Status: Pass, Detail: "apply mode: " + ApplyReplica + " (triggers and FK checks off during apply)"}, nil
+		return Check{Name: "apply mode", Status: Pass, Detail: "apply mode: " + ApplyReplica + " (triggers and FK checks off during apply; changes merged per key)"}, nil
 	}
-	c := Check{Name: "apply mode", Status: Warn,
-		Detail: "apply mode: " + ApplyOrdered + " (source commit order keeps FKs valid; target triggers will fire)"}
-	if t.info.major() >= 15 {
-		c.Fix = fmt.Sprintf("optional, as a superuser: GRANT SET ON PARAMETER session_replication_role TO %s;", ident(t.info.user))
-	}
-	return c, nil
+	return Check{Name: "apply mode", Status: Pass,
+		Detail: "apply mode: " + ApplyOrdered + " (one statement per change in source order; the target's triggers and rules that replica mode would not fire are disabled for the migration and foreign keys are checked at each batch's commit; cleanup restores them)"}, nil
 }
