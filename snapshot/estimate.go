@@ -43,6 +43,9 @@ type Estimate struct {
 	// NoKey lists tables without a primary key or replica identity (leaf
 	// tables): once published, UPDATE and DELETE on them fail on the source.
 	NoKey []selection.Table
+	// Unlogged lists unlogged tables: logical decoding never sees their
+	// changes, and a publication cannot include them.
+	Unlogged []selection.Table
 }
 
 // EstimateDatabase measures db on the source from the catalog, without
@@ -71,11 +74,16 @@ func EstimateDatabase(ctx context.Context, db plan.Database) (Estimate, error) {
 			return e, fmt.Errorf("index size of %s: %w", t, err)
 		}
 		e.IndexBytes += idx
-		var keyed bool
+		var keyed, unlogged bool
 		if err := conn.QueryRow(ctx, `SELECT c.relreplident = 'f' OR (c.relreplident = 'i' AND EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisreplident))
-			OR (c.relreplident = 'd' AND EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary))
-			FROM pg_class c WHERE c.oid = $1::regclass`, t.ident()).Scan(&keyed); err != nil {
+			OR (c.relreplident = 'd' AND EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary)),
+			c.relpersistence = 'u'
+			FROM pg_class c WHERE c.oid = $1::regclass`, t.ident()).Scan(&keyed, &unlogged); err != nil {
 			return e, fmt.Errorf("replica identity of %s: %w", t, err)
+		}
+		if unlogged {
+			e.Unlogged = append(e.Unlogged, selection.Table{Database: db.Name, Schema: t.Schema, Name: t.Name})
+			continue
 		}
 		if !keyed {
 			e.NoKey = append(e.NoKey, selection.Table{Database: db.Name, Schema: t.Schema, Name: t.Name})

@@ -71,6 +71,14 @@ func TestSyncApplicationSchemaOnTarget(t *testing.T) {
 		if got := dst.QueryString("app", `SELECT string_agg(tgname, ',') FROM pg_trigger WHERE tgname = 'items_off' AND tgenabled = 'D'`); got != "items_off" {
 			t.Errorf("the trigger the user disabled was touched")
 		}
+		held := "identity id on \"public\".\"items\""
+		if strings.Contains(targetURL, "applier") {
+			held = "trigger items_touch on \"public\".\"items\""
+		}
+		st := runCLI(t, nil, "status", "--source", src.URL("postgres", "", "app"), "--target", targetURL)
+		if !strings.Contains(st.Stdout, "held on the target") || !strings.Contains(st.Stdout, held) {
+			t.Errorf("status does not show %s held:\n%s\n%s", held, st.Stdout, st.Stderr)
+		}
 		// More changes in a second session: holds already in place.
 		src.Exec("app", `UPDATE items SET name = 'again' WHERE id = 1; INSERT INTO items (name) VALUES ('late'); DELETE FROM items WHERE id = 2`)
 		if res := runCLI(t, nil, "sync", "--catch-up", "--source", src.URL("postgres", "", "app"), "--target", targetURL); res.Code != 0 {

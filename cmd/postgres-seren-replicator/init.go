@@ -19,6 +19,7 @@ import (
 	"github.com/serenorg/postgres-seren-replicator/internal/interactive"
 	"github.com/serenorg/postgres-seren-replicator/internal/pgtools"
 	"github.com/serenorg/postgres-seren-replicator/internal/plan"
+	"github.com/serenorg/postgres-seren-replicator/internal/preflight"
 	"github.com/serenorg/postgres-seren-replicator/internal/selection"
 	"github.com/serenorg/postgres-seren-replicator/snapshot"
 	"github.com/serenorg/postgres-seren-replicator/stream"
@@ -46,6 +47,7 @@ type InitCmd struct {
 type initTarget struct {
 	db       plan.Database
 	est      snapshot.Estimate
+	deps     []preflight.Dependency // cut by the selection
 	state    snapshot.TargetState
 	create   bool
 	reset    bool
@@ -86,7 +88,7 @@ func (c *InitCmd) Run(ctx context.Context, env *Env) error {
 	}
 	env.Log.Debug("client tools", "pg_dump", tools.PgDump, "version", tools.Major)
 	printInitEstimate(env.Stdout, actions, c.Jobs, c.IdentityFull)
-	if err := c.checkKeyless(actions); err != nil {
+	if err := c.checkPublishable(actions); err != nil {
 		return err
 	}
 	if err := c.confirm(env, actions); err != nil {
@@ -157,6 +159,9 @@ func (c *InitCmd) inspect(ctx context.Context, p plan.Plan) ([]initTarget, error
 		if a.est, err = snapshot.EstimateDatabase(ctx, db); err != nil {
 			return nil, err
 		}
+		if a.deps, err = sourceDependencies(ctx, db, c.CheckpointSchema); err != nil {
+			return nil, err
+		}
 		if a.state, err = snapshot.InspectTarget(ctx, db, c.CheckpointSchema, c.SlotFor(db.Name)); err != nil {
 			return nil, err
 		}
@@ -183,24 +188,52 @@ func (c *InitCmd) inspect(ctx context.Context, p plan.Plan) ([]initTarget, error
 	return out, nil
 }
 
-// checkKeyless refuses tables without a key unless --replica-identity-full:
-// publishing them would make the source reject UPDATE and DELETE on them.
-func (c *InitCmd) checkKeyless(actions []initTarget) error {
-	if c.IdentityFull {
-		return nil
-	}
-	var names []string
+// checkPublishable refuses, before anything is changed, a selection that
+// cuts a dependency (restoring the schema would fail after the copy) and
+// tables the stream cannot carry: unlogged tables (never decoded), and
+// tables without a key
+// unless --replica-identity-full (publishing them would make the source
+// reject UPDATE and DELETE on them).
+func (c *InitCmd) checkPublishable(actions []initTarget) error {
+	var unlogged, keyless []string
 	for _, a := range actions {
-		for _, t := range a.est.NoKey {
-			names = append(names, t.String())
+		for _, t := range a.est.Unlogged {
+			unlogged = append(unlogged, t.String())
+		}
+		if !c.IdentityFull {
+			for _, t := range a.est.NoKey {
+				keyless = append(keyless, t.String())
+			}
 		}
 	}
-	if len(names) == 0 {
-		return nil
+	for _, a := range actions {
+		if len(a.deps) > 0 {
+			return usageError("database %s: the selection leaves out tables that selected objects need, so restoring the schema would fail: %s. Include those tables, or exclude what depends on them too",
+				a.db.Name, preflight.DescribeDependencies(a.deps))
+		}
 	}
-	list := strings.Join(names, ",")
-	return usageError("no primary key or replica identity on %s: once published, the source would reject UPDATE and DELETE on them. Add a primary key, pass --replica-identity-full to have init set REPLICA IDENTITY FULL on them, or leave them out with --exclude-tables %s",
-		list, list)
+	if len(unlogged) > 0 {
+		list := strings.Join(unlogged, ",")
+		return usageError("unlogged: %s; logical decoding never sees changes to unlogged tables. Run ALTER TABLE … SET LOGGED on the source, or leave them out with --exclude-tables %s",
+			list, list)
+	}
+	if len(keyless) > 0 {
+		list := strings.Join(keyless, ",")
+		return usageError("no primary key or replica identity on %s: once published, the source would reject UPDATE and DELETE on them. Add a primary key, pass --replica-identity-full to have init set REPLICA IDENTITY FULL on them, or leave them out with --exclude-tables %s",
+			list, list)
+	}
+	return nil
+}
+
+// sourceDependencies lists what db's selection would copy that needs a
+// table the selection leaves out.
+func sourceDependencies(ctx context.Context, db plan.Database, checkpointSchema string) ([]preflight.Dependency, error) {
+	conn, err := db.Source.Connect(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	return preflight.Dependencies(ctx, conn, db, checkpointSchema)
 }
 
 func printInitEstimate(w io.Writer, actions []initTarget, jobs int, identityFull bool) {

@@ -173,6 +173,9 @@ func (c *StatusCmd) print(w io.Writer, reports []health.Report, roundErr error) 
 		for _, warn := range r.Warnings {
 			fmt.Fprintf(w, "%s: warning: %s\n", r.Database, warn)
 		}
+		if len(r.Held) > 0 {
+			fmt.Fprintf(w, "%s: held on the target for the migration (cleanup restores them): %s\n", r.Database, strings.Join(r.Held, ", "))
+		}
 	}
 	if roundErr != nil {
 		fmt.Fprintf(w, "error: %s\n", redactError(roundErr))

@@ -13,6 +13,7 @@ import (
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
 
+	"github.com/serenorg/postgres-seren-replicator/apply"
 	"github.com/serenorg/postgres-seren-replicator/checkpoint"
 	"github.com/serenorg/postgres-seren-replicator/internal/plan"
 	"github.com/serenorg/postgres-seren-replicator/stream"
@@ -136,6 +137,10 @@ type Report struct {
 	Reason string
 	// Warnings are problems that do not change the verdict.
 	Warnings []string
+	// Held lists what sync changed on the target tables for the migration
+	// (disabled triggers, deferrable foreign keys, identity columns), which
+	// cleanup restores.
+	Held []string
 }
 
 // MarshalJSON renders LSNs in PostgreSQL's text form and durations in seconds.
@@ -157,6 +162,10 @@ func (r Report) MarshalJSON() ([]byte, error) {
 	if seqs == nil {
 		seqs = []string{}
 	}
+	held := r.Held
+	if held == nil {
+		held = []string{}
+	}
 	return json.Marshal(struct {
 		Database          string     `json:"database"`
 		Slot              string     `json:"slot"`
@@ -177,11 +186,12 @@ func (r Report) MarshalJSON() ([]byte, error) {
 		Verdict           Verdict    `json:"verdict"`
 		Reason            string     `json:"reason"`
 		Warnings          []string   `json:"warnings,omitempty"`
+		Held              []string   `json:"held_on_target"`
 	}{
 		r.Database, r.Slot, r.SlotExists, r.SlotActive, r.WALStatus,
 		lsn(r.SlotExists, r.ConfirmedFlush), r.RetainedBytes, r.PublicationExists,
 		r.SourceLSN.String(), lsn(r.HasCheckpoint, r.Checkpoint), ts(r.CommitTime), ts(r.AppliedAt),
-		r.LagBytes, r.Lag.Seconds(), r.Pending, seqs, r.Verdict, r.Reason, r.Warnings,
+		r.LagBytes, r.Lag.Seconds(), r.Pending, seqs, r.Verdict, r.Reason, r.Warnings, held,
 	})
 }
 
@@ -227,6 +237,9 @@ func Check(ctx context.Context, db plan.Database, opts Options) (Report, error) 
 		if r.SourceLSN > r.Checkpoint {
 			r.LagBytes = int64(r.SourceLSN - r.Checkpoint)
 		}
+	}
+	if r.Held, err = apply.Holds(ctx, dst, checkpoint.Store{Schema: opts.CheckpointSchema}); err != nil {
+		return r, err
 	}
 	if r.SequencesBehind, err = sequencesBehind(ctx, src, dst, db); err != nil {
 		return r, err

@@ -138,7 +138,7 @@ func Run(ctx context.Context, p plan.Plan, opts Options) ([]Check, error) {
 	}
 	tgt := &targetServer{conn: dst, info: dstInfo, schema: opts.CheckpointSchema}
 	for _, d := range p.Databases {
-		if err := add(checkSourceDatabase(ctx, d)); err != nil {
+		if err := add(checkSourceDatabase(ctx, d, opts.CheckpointSchema)); err != nil {
 			return nil, err
 		}
 		if err := add(tgt.extensions(ctx, d)); err != nil {

@@ -211,7 +211,8 @@ tree(oid, relkind) AS (
 	WHERE tree.relkind = 'p')
 SELECT n.nspname, c.relname, c.relreplident::text,
 	EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary),
-	EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisreplident)
+	EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisreplident),
+	c.relpersistence = 'u'
 	FROM tree JOIN pg_class c ON c.oid = tree.oid JOIN pg_namespace n ON n.oid = c.relnamespace
 	WHERE c.relkind = 'r'
 	ORDER BY 1, 2`
@@ -226,7 +227,7 @@ func tableArrays(tables []selection.Table) (schemas, names []string) {
 
 // checkSourceDatabase checks one source database: SELECT on every selected
 // table, the rights to publish them, and their replica identities.
-func checkSourceDatabase(ctx context.Context, d plan.Database) ([]Check, error) {
+func checkSourceDatabase(ctx context.Context, d plan.Database, checkpointSchema string) ([]Check, error) {
 	conn, err := d.Source.Connect(ctx)
 	if err != nil {
 		return nil, err
@@ -299,46 +300,61 @@ func checkSourceDatabase(ctx context.Context, d plan.Database) ([]Check, error) 
 	if err != nil {
 		return nil, err
 	}
-	return []Check{sel, pub, ri}, nil
+	deps, err := checkDependencies(ctx, conn, d, checkpointSchema)
+	if err != nil {
+		return nil, err
+	}
+	ri = append(ri, deps)
+	return append([]Check{sel, pub}, ri...), nil
 }
 
 // checkReplicaIdentity fails on tables whose UPDATE and DELETE cannot be
 // decoded: once such a table is in a publication, the source itself rejects
 // those statements, which would break the user's application, so init
 // refuses them unless told to set REPLICA IDENTITY FULL.
-func checkReplicaIdentity(ctx context.Context, conn *pgx.Conn, d plan.Database, schemas, names []string) (Check, error) {
+func checkReplicaIdentity(ctx context.Context, conn *pgx.Conn, d plan.Database, schemas, names []string) ([]Check, error) {
 	c := Check{Name: "replica identity", Database: d.Name, Status: Pass}
+	u := Check{Name: "unlogged tables", Database: d.Name, Status: Pass, Detail: "no selected table is unlogged"}
 	rows, err := conn.Query(ctx, replicaIdentitySQL, schemas, names)
 	if err != nil {
-		return c, fmt.Errorf("source %s: read replica identities: %w", d.Name, err)
+		return nil, fmt.Errorf("source %s: read replica identities: %w", d.Name, err)
 	}
-	var bad, fixes, excludes []string
+	var bad, fixes, excludes, unlogged []string
 	n := 0
 	for rows.Next() {
 		var schema, name, ident string
-		var pk, idx bool
-		if err := rows.Scan(&schema, &name, &ident, &pk, &idx); err != nil {
-			return c, fmt.Errorf("source %s: read replica identities: %w", d.Name, err)
+		var pk, idx, isUnlogged bool
+		if err := rows.Scan(&schema, &name, &ident, &pk, &idx, &isUnlogged); err != nil {
+			return nil, fmt.Errorf("source %s: read replica identities: %w", d.Name, err)
+		}
+		t := selection.Table{Database: d.Name, Schema: schema, Name: name}
+		if isUnlogged {
+			unlogged = append(unlogged, t.String())
+			continue
 		}
 		n++
 		if ident == "f" || (ident == "d" && pk) || (ident == "i" && idx) {
 			continue
 		}
-		t := selection.Table{Schema: schema, Name: name}
 		bad = append(bad, t.Qualified())
-		excludes = append(excludes, selection.Table{Database: d.Name, Schema: schema, Name: name}.String())
+		excludes = append(excludes, t.String())
 		fixes = append(fixes, fmt.Sprintf("ALTER TABLE %s REPLICA IDENTITY FULL;", pgx.Identifier{schema, name}.Sanitize()))
 	}
 	if err := rows.Err(); err != nil {
-		return c, fmt.Errorf("source %s: read replica identities: %w", d.Name, err)
+		return nil, fmt.Errorf("source %s: read replica identities: %w", d.Name, err)
+	}
+	if len(unlogged) > 0 {
+		u.Status = Fail
+		u.Detail = fmt.Sprintf("unlogged: %s; logical decoding never sees their changes, so init refuses them", strings.Join(unlogged, ", "))
+		u.Fix = fmt.Sprintf("ALTER TABLE … SET LOGGED on the source, or leave them out with --exclude-tables %s", strings.Join(unlogged, ","))
 	}
 	if len(bad) == 0 {
 		c.Detail = fmt.Sprintf("all %d tables have a primary key, an identity index or REPLICA IDENTITY FULL", n)
-		return c, nil
+		return []Check{c, u}, nil
 	}
 	c.Status = Fail
 	c.Detail = fmt.Sprintf("no primary key or usable replica identity: %s. Once published, the source itself would reject UPDATE and DELETE on these tables (\"cannot update table ... because it does not have a replica identity\"), so init refuses them", strings.Join(bad, ", "))
 	c.Fix = fmt.Sprintf("add a primary key; or %s (init does this with --replica-identity-full); or leave them out with --exclude-tables %s",
 		strings.Join(fixes, " "), strings.Join(excludes, ","))
-	return c, nil
+	return []Check{c, u}, nil
 }

@@ -1,0 +1,108 @@
+package preflight
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/serenorg/postgres-seren-replicator/internal/plan"
+)
+
+// Dependency is an object init would copy that needs a table the selection
+// leaves out: restoring it on the target would fail, after the data copy.
+type Dependency struct {
+	// Object is what depends, as the source names it (a table, view or
+	// materialized view); Kind says how (a foreign key, a view's query, a
+	// column default's sequence).
+	Object, Kind string
+	// Needs is the excluded table it depends on.
+	Needs string
+}
+
+func (d Dependency) String() string {
+	return fmt.Sprintf("%s (%s) needs excluded table %s", d.Object, d.Kind, d.Needs)
+}
+
+// dependenciesSQL finds, for the selected tables ($1 schemas, $2 names),
+// the objects init copies that depend on user tables outside the selection:
+// foreign keys of selected tables (partitions count as their root), views
+// and materialized views (pg_dump copies them all), and column defaults that
+// take a sequence owned by an excluded table (pg_dump leaves it out with its
+// table).
+const dependenciesSQL = `WITH sel AS (
+	SELECT c.oid FROM unnest($1::text[], $2::text[]) AS t(schema, name)
+	JOIN pg_namespace n ON n.nspname = t.schema
+	JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = t.name AND c.relkind IN ('r', 'p')),
+root AS (
+	SELECT c.oid, COALESCE(pg_partition_root(c.oid), c.oid) AS root FROM pg_class c WHERE c.relkind IN ('r', 'p')),
+excl AS (
+	SELECT r.oid, r.root FROM root r JOIN pg_class c ON c.oid = r.root JOIN pg_namespace n ON n.oid = c.relnamespace
+	WHERE r.root NOT IN (SELECT oid FROM sel)
+	AND n.nspname NOT IN ('pg_catalog', 'information_schema', $3) AND n.nspname NOT LIKE 'pg\_toast%' AND n.nspname NOT LIKE 'pg\_temp%'
+	AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = r.root AND d.deptype = 'e'))
+SELECT k.conrelid::regclass::text, 'foreign key ' || quote_ident(k.conname), e.root::regclass::text
+	FROM pg_constraint k JOIN root a ON a.oid = k.conrelid JOIN excl e ON e.oid = k.confrelid
+	WHERE k.contype = 'f' AND a.root IN (SELECT oid FROM sel)
+UNION
+SELECT v.oid::regclass::text, CASE v.relkind WHEN 'm' THEN 'materialized view' ELSE 'view' END, e.root::regclass::text
+	FROM pg_rewrite rw JOIN pg_class v ON v.oid = rw.ev_class
+	JOIN pg_depend d ON d.classid = 'pg_rewrite'::regclass AND d.objid = rw.oid AND d.refclassid = 'pg_class'::regclass
+	JOIN excl e ON e.oid = d.refobjid
+	WHERE v.relkind IN ('v', 'm') AND d.refobjid <> v.oid
+	AND v.relnamespace NOT IN ('pg_catalog'::regnamespace, 'information_schema'::regnamespace)
+	AND NOT EXISTS (SELECT 1 FROM pg_depend x WHERE x.classid = 'pg_class'::regclass AND x.objid = v.oid AND x.deptype = 'e')
+UNION
+SELECT ad.adrelid::regclass::text, 'default of column ' || quote_ident(a.attname) || ' takes sequence ' || s.oid::regclass::text, e.root::regclass::text
+	FROM pg_attrdef ad JOIN pg_attribute a ON a.attrelid = ad.adrelid AND a.attnum = ad.adnum
+	JOIN root t ON t.oid = ad.adrelid
+	JOIN pg_depend d ON d.classid = 'pg_attrdef'::regclass AND d.objid = ad.oid AND d.refclassid = 'pg_class'::regclass
+	JOIN pg_class s ON s.oid = d.refobjid AND s.relkind = 'S'
+	JOIN pg_depend o ON o.classid = 'pg_class'::regclass AND o.objid = s.oid AND o.refclassid = 'pg_class'::regclass AND o.deptype IN ('a', 'i')
+	JOIN excl e ON e.oid = o.refobjid
+	WHERE t.root IN (SELECT oid FROM sel)
+ORDER BY 1, 2, 3`
+
+// Dependencies lists what the selection would copy that needs a table it
+// leaves out. conn is a session on db's source database; schema is the
+// tool's checkpoint schema (never copied).
+func Dependencies(ctx context.Context, conn *pgx.Conn, db plan.Database, schema string) ([]Dependency, error) {
+	schemas, names := tableArrays(db.Tables)
+	rows, err := conn.Query(ctx, dependenciesSQL, schemas, names, schema)
+	if err != nil {
+		return nil, fmt.Errorf("source %s: read dependencies of the selected tables: %w", db.Name, err)
+	}
+	deps, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Dependency, error) {
+		var d Dependency
+		err := r.Scan(&d.Object, &d.Kind, &d.Needs)
+		return d, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("source %s: read dependencies of the selected tables: %w", db.Name, err)
+	}
+	return deps, nil
+}
+
+// checkDependencies fails when the selection cuts a dependency.
+func checkDependencies(ctx context.Context, conn *pgx.Conn, d plan.Database, schema string) (Check, error) {
+	c := Check{Name: "selection dependencies", Database: d.Name, Status: Pass,
+		Detail: "nothing selected depends on an excluded table"}
+	deps, err := Dependencies(ctx, conn, d, schema)
+	if err != nil || len(deps) == 0 {
+		return c, err
+	}
+	c.Status = Fail
+	c.Detail = DescribeDependencies(deps)
+	c.Fix = "include the excluded tables named (drop them from --exclude-tables, or add them to --include-tables), or exclude the tables that depend on them too; views and column defaults cannot be left out, so the tables they need must be included"
+	return c, nil
+}
+
+// DescribeDependencies renders dependencies as one line.
+func DescribeDependencies(deps []Dependency) string {
+	parts := make([]string, len(deps))
+	for i, d := range deps {
+		parts[i] = d.String()
+	}
+	return strings.Join(parts, "; ")
+}
