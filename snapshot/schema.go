@@ -216,7 +216,7 @@ func restorePlan(ctx context.Context, dst *pgx.Conn, d *schemaDump, caps Capabil
 	var notices []string
 	if !caps.Superuser {
 		o.noOwner = true
-		notices = append(notices, fmt.Sprintf("target role %s is not a superuser: objects are owned by %s (source ownership not restored)", caps.Role, caps.Role))
+		notices = append(notices, fmt.Sprintf("target role %s is not a superuser: it restores the schema as itself, then hands each object to its source owner where it can become that role", caps.Role))
 	} else {
 		var missing []string
 		for role := range d.owners() {

@@ -233,6 +233,17 @@ func InitDatabase(ctx context.Context, db plan.Database, o Options) (res Result,
 	}); err != nil {
 		return res, err
 	}
+	if ropts.noOwner {
+		if err := res.timed("owners", func() error {
+			pending, err := restoreOwners(ctx, src, dst, o.CheckpointSchema)
+			for _, sql := range pending {
+				res.Notices = append(res.Notices, "owner not restored (the target role cannot become that role; an administrator can run): "+sql)
+			}
+			return err
+		}); err != nil {
+			return res, err
+		}
+	}
 	if err := res.timed("sequences", func() (err error) {
 		res.Sequences, err = SyncSequences(ctx, src, dst)
 		return err

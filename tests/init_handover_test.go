@@ -164,7 +164,9 @@ func TestInitHandoverIsExact(t *testing.T) {
 
 // TestInitNonSuperuserTarget runs init as a target role without superuser
 // (CREATEDB and CREATEROLE only, as on managed services): it must finish,
-// report what it skipped, and copy every row.
+// report what it skipped, copy every row, and leave each object owned by its
+// source owner where it can become that role, so the application reads its
+// data after cutover; what it cannot hand over is printed as SQL.
 func TestInitNonSuperuserTarget(t *testing.T) {
 	src, dst := pgtest.StartPair(t)
 	src.Exec("postgres", "CREATE DATABASE app")
@@ -181,6 +183,14 @@ func TestInitNonSuperuserTarget(t *testing.T) {
 		SELECT lo_from_bytea(5555, 'blob'::bytea);
 		ALTER LARGE OBJECT 5555 OWNER TO owner_role;
 		CREATE FUNCTION total(a int) RETURNS numeric LANGUAGE sql AS 'SELECT sum(amount) FROM entries WHERE account = a';
+		CREATE ROLE app_user LOGIN PASSWORD 'app-user-pw';
+		CREATE SCHEMA sales AUTHORIZATION app_user;
+		CREATE TABLE sales.orders (id int PRIMARY KEY, total numeric);
+		ALTER TABLE sales.orders OWNER TO app_user;
+		INSERT INTO sales.orders SELECT g, g FROM generate_series(1, 50) g;
+		CREATE TYPE sales.state AS ENUM ('open', 'closed'); ALTER TYPE sales.state OWNER TO app_user;
+		CREATE FUNCTION sales.order_count() RETURNS bigint LANGUAGE sql AS 'SELECT count(*) FROM sales.orders';
+		ALTER FUNCTION sales.order_count() OWNER TO app_user;
 	`)
 	dst.CreateRole("migrator", "migrator-secret", "CREATEDB", "CREATEROLE")
 
@@ -189,7 +199,8 @@ func TestInitNonSuperuserTarget(t *testing.T) {
 		t.Fatalf("init exit code %d\nstdout:\n%s\nstderr:\n%s", res.Code, res.Stdout, res.Stderr)
 	}
 	t.Logf("stderr:\n%s", res.Stderr)
-	for _, want := range []string{"admin_role created without SUPERUSER, REPLICATION", "not a superuser", "owner of 1 large objects not restored"} {
+	for _, want := range []string{"admin_role created without SUPERUSER, REPLICATION", "not a superuser", "owner of 1 large objects not restored",
+		`ALTER TABLE public.entries OWNER TO \"postgres\";`} {
 		if !strings.Contains(res.Stderr, want) {
 			t.Errorf("stderr does not report %q", want)
 		}
@@ -198,8 +209,27 @@ func TestInitNonSuperuserTarget(t *testing.T) {
 		t.Errorf("the password appears in the output")
 	}
 	assertSameRows(t, src, dst, "app", "app", []string{"accounts", "entries"})
-	if got := dst.QueryString("app", `SELECT tableowner FROM pg_tables WHERE tablename = 'accounts'`); got != "migrator" {
-		t.Errorf("accounts owned by %q, want migrator", got)
+	owners := `SELECT string_agg(x, ' ' ORDER BY x) FROM (
+		SELECT tablename || '=' || tableowner AS x FROM pg_tables WHERE tablename IN ('accounts', 'orders')
+		UNION ALL SELECT nspname || '=' || pg_get_userbyid(nspowner) FROM pg_namespace WHERE nspname = 'sales'
+		UNION ALL SELECT typname || '=' || pg_get_userbyid(typowner) FROM pg_type WHERE typname = 'state'
+		UNION ALL SELECT proname || '=' || pg_get_userbyid(proowner) FROM pg_proc WHERE proname = 'order_count') s`
+	if got, want := dst.QueryString("app", owners), src.QueryString("app", owners); got != want {
+		t.Errorf("owners on the target %q, want the source's %q", got, want)
+	}
+	// The application role reads its data on the target.
+	app, err := pgx.Connect(context.Background(), dst.URL("app_user", "app-user-pw", "app"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer app.Close(context.Background())
+	var n int
+	if err := app.QueryRow(context.Background(), "SELECT sales.order_count()").Scan(&n); err != nil || n != 50 {
+		t.Errorf("app_user on the target: %d orders, %v", n, err)
+	}
+	// The migration role still owns (through membership) what sync changes.
+	if got := dst.QueryString("app", `SELECT pg_has_role('migrator', 'app_user', 'USAGE')`); got != "true" {
+		t.Errorf("migrator cannot act as the tables' owner")
 	}
 	if got := dst.QueryString("app", `SELECT encode(lo_get(5555), 'escape')`); got != "blob" {
 		t.Errorf("large object 5555 = %q", got)
