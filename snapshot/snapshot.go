@@ -50,6 +50,9 @@ type Options struct {
 	DropStaleSlot bool
 	// Tools are the pg_dump and pg_restore to run (pgtools.Find).
 	Tools pgtools.Tools
+	// KeepOnFailure leaves the publication of a failed init in place (the
+	// slot is dropped whatever: nothing can resume from it).
+	KeepOnFailure bool
 	// IdentityFull are tables to give REPLICA IDENTITY FULL on the source
 	// before they are published (they have no key to identify rows by).
 	IdentityFull []selection.Table
@@ -112,9 +115,25 @@ func InitDatabase(ctx context.Context, db plan.Database, o Options) (res Result,
 	}
 	defer dst.Close(context.Background())
 
+	pubExisted, err := publicationExists(ctx, src, o.Publication)
+	if err != nil {
+		return res, err
+	}
 	if err := prepareSource(ctx, src, db, o, log); err != nil {
 		return res, err
 	}
+	defer func() {
+		if err != nil && !pubExisted && !o.KeepOnFailure {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			if conn, cerr := db.Source.Connect(ctx); cerr == nil {
+				if dropped, derr := stream.DropPublication(ctx, conn, o.Publication); derr == nil && dropped {
+					log.Info("dropped the publication of the failed init", "publication", o.Publication)
+				}
+				conn.Close(ctx)
+			}
+		}
+	}()
 	repl, err := db.Source.ConnectReplication(ctx)
 	if err != nil {
 		return res, err
@@ -331,6 +350,14 @@ func textArray(items []string) []byte {
 	}
 	b.WriteByte('}')
 	return []byte(b.String())
+}
+
+func publicationExists(ctx context.Context, src *pgx.Conn, name string) (bool, error) {
+	var exists bool
+	if err := src.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_publication WHERE pubname = $1)`, name).Scan(&exists); err != nil {
+		return false, fmt.Errorf("look up publication %s: %w", name, err)
+	}
+	return exists, nil
 }
 
 // prepareSource creates the publication and clears a stale slot.

@@ -101,6 +101,9 @@ func ResetTarget(ctx context.Context, db plan.Database, encoding string, recreat
 	return nil
 }
 
+// DropDatabase drops the target database of db (init created it and failed).
+func DropDatabase(ctx context.Context, db plan.Database) error { return dropDatabase(ctx, db.Target) }
+
 func dropDatabase(ctx context.Context, target *conninfo.Conn) error {
 	conn, err := maintenance(ctx, target)
 	if err != nil {

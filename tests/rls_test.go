@@ -41,10 +41,22 @@ func TestRowLevelSecurityIsNeverAFilter(t *testing.T) {
 		t.Fatalf("init through a row-level security policy: exit %d, want a failure naming row-level security\n%s\n%s", res.Code, res.Stdout, res.Stderr)
 	}
 	t.Logf("init refused: %s", lastLines(res.Stderr, 1))
-	if got := dst.QueryString("postgres", "SELECT count(*) FROM pg_database WHERE datname = 'rls'"); got == "1" {
-		if n := dst.QueryString("rls", "SELECT to_regclass('seren_replicator.checkpoint') IS NULL"); n != "true" {
-			t.Fatalf("the failed init left a checkpoint: it looks complete")
-		}
+	// A failed init removes what it created.
+	if got := dst.QueryString("postgres", "SELECT count(*) FROM pg_database WHERE datname = 'rls'"); got != "0" {
+		t.Errorf("the failed init left the target database it created")
+	}
+	if got := src.QueryString("rls", "SELECT count(*) FROM pg_publication") + src.QueryString("rls", "SELECT count(*) FROM pg_replication_slots"); got != "00" {
+		t.Errorf("the failed init left its publication or slot on the source")
+	}
+	// Asked to, it keeps them for inspection (never with a checkpoint).
+	if res := runCLI(t, nil, append(args, "--keep-failed")...); res.Code == 0 {
+		t.Fatalf("init --keep-failed through the policy succeeded")
+	}
+	if got := dst.QueryString("rls", "SELECT to_regclass('seren_replicator.checkpoint') IS NULL"); got != "true" {
+		t.Errorf("the kept target of a failed init has a checkpoint: it looks complete")
+	}
+	if got := src.QueryString("rls", "SELECT count(*) FROM pg_publication"); got != "1" {
+		t.Errorf("--keep-failed did not keep the publication")
 	}
 
 	src.Exec("postgres", "ALTER ROLE migrator BYPASSRLS")

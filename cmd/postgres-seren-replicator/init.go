@@ -39,6 +39,7 @@ type InitCmd struct {
 	Replication
 	Jobs         int   `name:"jobs" short:"j" env:"SEREN_JOBS" help:"Parallel copy and index-build sessions (default: CPU count, at most 8)."`
 	NoRoles      bool  `name:"no-roles" env:"SEREN_NO_ROLES" help:"Do not copy roles and memberships."`
+	KeepFailed   bool  `name:"keep-failed" env:"SEREN_KEEP_FAILED" help:"Keep what a failed init created (the target database it created, the publication) for inspection; by default it is removed."`
 	IdentityFull bool  `name:"replica-identity-full" env:"SEREN_REPLICA_IDENTITY_FULL" help:"Set REPLICA IDENTITY FULL on the source for selected tables that have no primary key or replica identity (without it, init refuses them: once published, the source would reject UPDATE and DELETE on them)."`
 	ChunkBytes   int64 `name:"chunk-bytes" env:"SEREN_CHUNK_BYTES" hidden:"" help:"Split tables into block ranges of about this many bytes."`
 }
@@ -126,12 +127,19 @@ func (c *InitCmd) Run(ctx context.Context, env *Env) error {
 			DropStaleSlot:    a.reset || c.DropExisting,
 			Tools:            tools,
 			IdentityFull:     identityFull,
+			KeepOnFailure:    c.KeepFailed,
 			Target:           caps,
 			Progress:         progress,
 			Log:              env.Log,
 		})
 		for _, n := range res.Notices {
 			env.Log.Warn("skipped", "db", a.db.Name, "what", n)
+		}
+		if err != nil && a.create && !c.KeepFailed {
+			// Nothing half-filled is left looking like a copy.
+			if derr := snapshot.DropDatabase(context.WithoutCancel(ctx), a.db); derr == nil {
+				env.Log.Info("dropped the target database the failed init created (--keep-failed keeps it)", "db", a.db.Target.Database())
+			}
 		}
 		if errors.Is(err, snapshot.ErrRewritten) {
 			return fmt.Errorf("init %s: %w: run init again", a.db.Name, err)
