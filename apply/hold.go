@@ -48,8 +48,10 @@ func ensureHeldSQL(s checkpoint.Store) string {
 	PRIMARY KEY (kind, schema_name, table_name, object))`, heldTable(s))
 }
 
-// holdsSQL finds what must be held for one table ($1, a quoted name): the
-// rows are kind, schema, table, object.
+// holdsSQL finds what must be held for one table ($1, a quoted name; $2 is
+// true in ordered mode): the rows are kind, schema, table, object. A foreign
+// key of a partition is held where it is declared, on the partitioned table
+// (its partitions' copies follow).
 const holdsSQL = `SELECT 'identity', n.nspname, c.relname, a.attname
 	FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace
 	WHERE a.attrelid = $1::regclass AND a.attnum > 0 AND NOT a.attisdropped AND a.attidentity = 'a'
@@ -63,8 +65,13 @@ SELECT 'rule', n.nspname, c.relname, r.rulename
 	WHERE $2::bool AND r.ev_class = $1::regclass AND r.ev_enabled = 'O' AND r.rulename <> '_RETURN'
 UNION ALL
 SELECT 'foreign key', n.nspname, c.relname, k.conname
-	FROM pg_constraint k JOIN pg_class c ON c.oid = k.conrelid JOIN pg_namespace n ON n.oid = c.relnamespace
-	WHERE $2::bool AND k.contype = 'f' AND NOT k.condeferrable AND (k.conrelid = $1::regclass OR k.confrelid = $1::regclass)`
+	FROM (WITH RECURSIVE up(oid, parent) AS (
+			SELECT k.oid, k.conparentid FROM pg_constraint k
+			WHERE $2::bool AND k.contype = 'f' AND (k.conrelid = $1::regclass OR k.confrelid = $1::regclass)
+			UNION SELECT p.oid, p.conparentid FROM up JOIN pg_constraint p ON p.oid = up.parent)
+		SELECT DISTINCT oid FROM up WHERE parent = 0) fk
+	JOIN pg_constraint k ON k.oid = fk.oid JOIN pg_class c ON c.oid = k.conrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+	WHERE NOT k.condeferrable`
 
 // holdSQL is the DDL that makes a hold; restoreSQL undoes it.
 func (h hold) holdSQL() string {

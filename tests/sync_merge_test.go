@@ -1,6 +1,7 @@
 package tests
 
 import (
+	"strings"
 	"testing"
 )
 
@@ -53,8 +54,11 @@ func TestSyncMergedBatchesMatchSource(t *testing.T) {
 	assertSameTables(t, src, dst, "m", mergeTables...)
 }
 
-// A target role that may not set session_replication_role applies in source
-// order, one statement per change: foreign keys stay valid throughout.
+// A target role that may not set session_replication_role (a plain owner of
+// the tables, as after init on a managed service) applies in source order,
+// one statement per change, with foreign keys checked at each commit.
+// Without owning a table it must hold for the migration (here: foreign
+// keys), sync stops before applying anything and says so.
 func TestSyncOrderedModeForRestrictedTargetRole(t *testing.T) {
 	src, dst := pgtestPair(t)
 	prepareStreaming(t, src, dst, "m", mergeSchema, "public.kv", "public.uniq", "public.comp", "public.parent", "public.child", "public.logonly")
@@ -62,7 +66,15 @@ func TestSyncOrderedModeForRestrictedTargetRole(t *testing.T) {
 	dst.Exec("m", `GRANT USAGE, CREATE ON SCHEMA public, seren_replicator TO applier;
 		GRANT ALL ON ALL TABLES IN SCHEMA public, seren_replicator TO applier;`)
 	src.Exec("m", mergeWorkload)
+	before := checkpointOf(dst, "m")
 	res := runCLI(t, nil, "sync", "--catch-up", "--source", src.URL("postgres", "", "m"), "--target", dst.URL("applier", "applier-pw", "m"))
+	if res.Code != 3 || !strings.Contains(res.Stderr, "must be owner") || checkpointOf(dst, "m") != before {
+		t.Fatalf("ordered mode on tables the role does not own: exit %d, want 3 naming ownership, checkpoint untouched\n%s", res.Code, res.Stderr)
+	}
+	for _, table := range mergeTables {
+		dst.Exec("m", "ALTER TABLE "+table+" OWNER TO applier")
+	}
+	res = runCLI(t, nil, "sync", "--catch-up", "--source", src.URL("postgres", "", "m"), "--target", dst.URL("applier", "applier-pw", "m"))
 	if res.Code != 0 {
 		t.Fatalf("exit %d: %s", res.Code, res.Stderr)
 	}

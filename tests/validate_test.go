@@ -219,7 +219,7 @@ func TestValidateSourceChecks(t *testing.T) {
 		wantCheck(t, checks, "source publication rights", "app", preflight.Fail,
 			`GRANT CREATE ON DATABASE "app" TO "src_user";`, `ALTER TABLE "public"."t1" OWNER TO "src_user";`)
 		wantCheck(t, checks, "replica identity", "app", preflight.Fail, "public.t_nopk", "public.p1",
-			"reject UPDATE and DELETE", `ALTER TABLE "public"."t_nopk" REPLICA IDENTITY FULL;`, "--replica-identity-full", "--exclude-tables app.public.t_nopk,app.public.p1")
+			"reject UPDATE and DELETE", `ALTER TABLE "public"."t_nopk" REPLICA IDENTITY FULL;`, "--replica-identity-full", "--exclude-tables app.public.p1,app.public.t_nopk")
 		if c := wantCheck(t, checks, "replica identity", "app", preflight.Fail); strings.Contains(c.Detail, "t_idx") {
 			t.Errorf("t_idx has REPLICA IDENTITY USING INDEX, yet it is reported: %s", c.Detail)
 		}
