@@ -314,7 +314,11 @@ func checkRows(info stmtInfo, tag pgconn.CommandTag) error {
 
 func statementError(db string, info stmtInfo, err error) error {
 	if info.table == "" {
-		return classify(fmt.Errorf("apply batch to %s: %w", db, err))
+		return classify(fmt.Errorf("apply batch to the target database of %s: %w", db, err))
 	}
-	return classify(fmt.Errorf("apply %s on table %s (%s): %w", info.op, info.table, info.keyValues, err))
+	key := ""
+	if info.keyValues != "" {
+		key = " (" + info.keyValues + ")"
+	}
+	return classify(fmt.Errorf("apply %s on target table %s%s: %w", info.op, info.table, key, err))
 }

@@ -25,6 +25,10 @@ func TestRowLevelSecurityIsNeverAFilter(t *testing.T) {
 		ALTER TABLE secrets ENABLE ROW LEVEL SECURITY; ALTER TABLE secrets FORCE ROW LEVEL SECURITY;
 		CREATE POLICY one_tenant ON secrets USING (tenant = 0);`)
 	source := src.URL("migrator", "migrator-pw", "rls")
+	v := runCLI(t, nil, "validate", "--source", source, "--target", dst.DSN("rls"))
+	if v.Code != 1 || !strings.Contains(v.Stdout, "policies would hide rows of public.secrets from migrator") || !strings.Contains(v.Stdout, `ALTER ROLE "migrator" BYPASSRLS`) {
+		t.Errorf("validate does not fail on the policy (exit %d):\n%s", v.Code, v.Stdout)
+	}
 	ctx := context.Background()
 	conn, err := pgx.Connect(ctx, source)
 	if err != nil {

@@ -106,3 +106,52 @@ func DescribeDependencies(deps []Dependency) string {
 	}
 	return strings.Join(parts, "; ")
 }
+
+// rowSecuritySQL lists the selected tables ($1 schemas, $2 names) that have
+// row-level security enabled, and whether the session's role bypasses their
+// policies (superuser, BYPASSRLS, or owner without FORCE).
+const rowSecuritySQL = `SELECT format('%I.%I', n.nspname, c.relname),
+	(SELECT rolsuper OR rolbypassrls FROM pg_roles WHERE rolname = current_user)
+		OR (pg_has_role(c.relowner, 'USAGE') AND NOT c.relforcerowsecurity)
+	FROM unnest($1::text[], $2::text[]) AS t(schema, name)
+	JOIN pg_namespace n ON n.nspname = t.schema
+	JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = t.name
+	WHERE c.relrowsecurity
+	ORDER BY 1`
+
+// checkRowSecurity reports the selected tables with row-level security on
+// one side, and fails when the role there would not see or write them whole
+// (every session runs with row_security = off, which then fails).
+func checkRowSecurity(ctx context.Context, conn *pgx.Conn, d plan.Database, side, user string) (Check, error) {
+	c := Check{Name: side + " row-level security", Database: d.Name, Status: Pass, Detail: "no selected table has row-level security enabled"}
+	schemas, names := tableArrays(d.Tables)
+	rows, err := conn.Query(ctx, rowSecuritySQL, schemas, names)
+	if err != nil {
+		return c, fmt.Errorf("%s %s: read row-level security: %w", side, d.Name, err)
+	}
+	var bypassed, blocked []string
+	for rows.Next() {
+		var name string
+		var bypass bool
+		if err := rows.Scan(&name, &bypass); err != nil {
+			return c, fmt.Errorf("%s %s: read row-level security: %w", side, d.Name, err)
+		}
+		if bypass {
+			bypassed = append(bypassed, name)
+		} else {
+			blocked = append(blocked, name)
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return c, fmt.Errorf("%s %s: read row-level security: %w", side, d.Name, err)
+	}
+	switch {
+	case len(blocked) > 0:
+		c.Status = Fail
+		c.Detail = fmt.Sprintf("policies would hide rows of %s from %s, so copying, applying and verifying them fails", strings.Join(blocked, ", "), user)
+		c.Fix = fmt.Sprintf("as a superuser: ALTER ROLE %s BYPASSRLS; or, where %s owns the tables, ALTER TABLE … NO FORCE ROW LEVEL SECURITY", ident(user), user)
+	case len(bypassed) > 0:
+		c.Detail = fmt.Sprintf("enabled on %s; %s reads and writes them whole", strings.Join(bypassed, ", "), user)
+	}
+	return c, nil
+}

@@ -304,7 +304,11 @@ func checkSourceDatabase(ctx context.Context, d plan.Database, checkpointSchema 
 	if err != nil {
 		return nil, err
 	}
-	ri = append(ri, deps)
+	rls, err := checkRowSecurity(ctx, conn, d, "source", user)
+	if err != nil {
+		return nil, err
+	}
+	ri = append(ri, deps, rls)
 	return append([]Check{sel, pub}, ri...), nil
 }
 

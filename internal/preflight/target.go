@@ -119,7 +119,11 @@ func (t *targetServer) database(ctx context.Context, d plan.Database) ([]Check, 
 	if err != nil {
 		return nil, err
 	}
-	return []Check{c, cp, tables}, nil
+	rls, err := checkRowSecurity(ctx, conn, d, "target", t.info.user)
+	if err != nil {
+		return nil, err
+	}
+	return []Check{c, cp, tables, rls}, nil
 }
 
 // checkpointSchema checks that the checkpoint schema and table can be
