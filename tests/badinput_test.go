@@ -1,8 +1,10 @@
 package tests
 
 import (
+	"context"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/serenorg/postgres-seren-replicator/tests/pgtest"
 )
@@ -83,6 +85,19 @@ func TestBadInput(t *testing.T) {
 			t.Errorf("exit code = %d, want 2; stderr: %s", res.Code, res.Stderr)
 		}
 		assertOneLineError(t, res)
+		assertNoSecret(t, res, pw, wrongPW)
+	})
+
+	// sync stops at once on a login the target refuses, instead of retrying.
+	t.Run("sync with a wrong target password", func(t *testing.T) {
+		src.Exec("app", `CREATE PUBLICATION seren_replicator_pub FOR TABLE orders`)
+		src.Exec("app", `SELECT pg_create_logical_replication_slot('seren_app', 'pgoutput')`)
+		defer src.Exec("app", `DROP PUBLICATION seren_replicator_pub`)
+		defer src.Exec("app", `SELECT pg_drop_replication_slot('seren_app')`)
+		res := runCLIContext(t, context.Background(), 20*time.Second, nil, "sync", "--catch-up", "--source", source, "--target", dst.URL("app_user", wrongPW, "app"))
+		if res.Code != 2 || !strings.Contains(res.Stderr, "password authentication failed") {
+			t.Errorf("exit code = %d, want 2 naming the refused login; stderr: %s", res.Code, res.Stderr)
+		}
 		assertNoSecret(t, res, pw, wrongPW)
 	})
 

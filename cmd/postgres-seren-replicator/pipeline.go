@@ -12,6 +12,7 @@ import (
 
 	"github.com/serenorg/postgres-seren-replicator/apply"
 	"github.com/serenorg/postgres-seren-replicator/checkpoint"
+	"github.com/serenorg/postgres-seren-replicator/internal/conninfo"
 	"github.com/serenorg/postgres-seren-replicator/internal/metrics"
 	"github.com/serenorg/postgres-seren-replicator/internal/plan"
 	"github.com/serenorg/postgres-seren-replicator/internal/selection"
@@ -35,7 +36,7 @@ type pipelineRunner struct {
 func (r *pipelineRunner) run(ctx context.Context) (pipelineResult, error) {
 	delay := time.Second
 	var total apply.Stats
-	for {
+	for attempt := 1; ; attempt++ {
 		res, err := r.once(ctx)
 		total.Transactions += res.stats.Transactions
 		total.Changes += res.stats.Changes
@@ -47,7 +48,11 @@ func (r *pipelineRunner) run(ctx context.Context) (pipelineResult, error) {
 			return res, nil
 		}
 		r.mon.stopped(r.db.Name, err)
-		if errors.Is(err, apply.ErrPermanent) || errors.Is(err, errSetup) || errors.Is(err, stream.ErrProtocol) {
+		// A connection string that fails from the start (wrong password,
+		// missing role or database, unknown host) will not fix itself; later
+		// on, the same failures may be passing (a restarting server).
+		if errors.Is(err, apply.ErrPermanent) || errors.Is(err, errSetup) || errors.Is(err, stream.ErrProtocol) ||
+			attempt == 1 && errors.Is(err, conninfo.ErrConfig) {
 			return res, err
 		}
 		side := metrics.SideTarget

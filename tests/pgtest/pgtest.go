@@ -200,7 +200,9 @@ func (c *Cluster) QueryString(db, sql string, args ...any) string {
 // (for example "REPLICATION" or "CREATEDB").
 func (c *Cluster) CreateRole(name, password string, attrs ...string) {
 	c.t.Helper()
-	c.Exec("postgres", fmt.Sprintf("CREATE ROLE %s LOGIN PASSWORD '%s' %s",
+	// SCRAM whatever the server's default (md5 before PostgreSQL 14), as
+	// pg_hba.conf asks for it.
+	c.Exec("postgres", fmt.Sprintf("SET password_encryption = 'scram-sha-256'; CREATE ROLE %s LOGIN PASSWORD '%s' %s",
 		pgx.Identifier{name}.Sanitize(), strings.ReplaceAll(password, "'", "''"), strings.Join(attrs, " ")))
 }
 
