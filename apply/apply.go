@@ -173,6 +173,10 @@ func New(ctx context.Context, target *conninfo.Conn, cfg Config, log *slog.Logge
 		conn.Close(context.Background())
 		return nil, fmt.Errorf("set up target session: %w", err)
 	}
+	if err := lockWriter(ctx, conn, cfg.Slot); err != nil {
+		conn.Close(context.Background())
+		return nil, err
+	}
 	pos, err := cfg.Store.Load(ctx, db, cfg.Slot)
 	if err != nil {
 		conn.Close(context.Background())

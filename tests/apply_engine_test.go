@@ -74,9 +74,11 @@ func TestSyncDivergenceLeavesCheckpoint(t *testing.T) {
 }
 
 // Two sync processes on one migration: the first one's batch waits on a
-// target lock while its walsender is terminated; a second process takes
-// over the slot and streams the same transactions from the same
-// checkpoint. Only one of them may commit them.
+// target lock while its walsender is terminated, so the slot is free and a
+// second process could stream the same transactions from the same
+// checkpoint. The second must refuse (the first's target session still
+// holds the migration's writer lock), and the transactions end applied once.
+// The checkpoint statements guard the same rule in SQL (checkpoint tests).
 func TestSyncSecondWriterCannotApplyTwice(t *testing.T) {
 	src, dst := pgtestPair(t)
 	prepareStreaming(t, src, dst, "two", `CREATE TABLE events (n int, note text); ALTER TABLE events REPLICA IDENTITY FULL;`, "public.events")
@@ -95,31 +97,27 @@ func TestSyncSecondWriterCannotApplyTwice(t *testing.T) {
 		t.Fatal(err)
 	}
 	src.Exec("two", `INSERT INTO events SELECT g, 'once' FROM generate_series(1, 7) g`)
-	waitingOnLock := func(n string) func() bool {
-		return func() bool {
-			return dst.QueryString("two", "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND application_name LIKE 'postgres-seren%'") == n
-		}
-	}
-	eventually(t, 30*time.Second, "first sync's batch to wait on the lock", waitingOnLock("1"))
+	eventually(t, 30*time.Second, "first sync's batch to wait on the lock", func() bool {
+		return dst.QueryString("two", "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND application_name LIKE 'postgres-seren%'") == "1"
+	})
 	src.Exec("two", "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE slot_name = 'seren_two'")
 	eventually(t, 30*time.Second, "slot to be released", func() bool {
 		return src.QueryString("two", "SELECT count(*) FROM pg_replication_slots WHERE active") == "0"
 	})
-	second := startSync(t, nil, syncArgs(src, dst, "two", "--max-retry-delay", "1s")...)
-	eventually(t, 30*time.Second, "second sync's batch to wait too", waitingOnLock("2"))
+	res := runCLI(t, nil, syncArgs(src, dst, "two", "--catch-up")...)
+	if res.Code != 3 || !strings.Contains(res.Stderr, "another process is applying this migration") {
+		t.Fatalf("second sync while the first's batch is in flight: exit %d, want 3\n%s", res.Code, res.Stderr)
+	}
 	if err := tx.Rollback(ctx); err != nil {
 		t.Fatal(err)
 	}
 	eventually(t, 30*time.Second, "the rows to arrive", func() bool {
 		return dst.QueryString("two", "SELECT count(*) FROM events") != "0"
 	})
-	time.Sleep(3 * time.Second) // let the second writer commit, were it able to
 	first.Process.Signal(syscall.SIGTERM)
-	second.Process.Signal(syscall.SIGTERM)
 	first.Wait()
-	second.Wait()
 	if got := dst.QueryString("two", "SELECT count(*) FROM events"); got != "7" {
-		t.Fatalf("target has %s rows, want 7: two writers applied the same transaction\nfirst:\n%s\nsecond:\n%s", got, syncLog(first), syncLog(second))
+		t.Fatalf("target has %s rows, want 7\nfirst:\n%s", got, syncLog(first))
 	}
 	catchUp(t, src, dst, "two")
 	assertSameTables(t, src, dst, "two", "events")
@@ -147,4 +145,39 @@ func TestSyncCatchUpIncludesAsyncCommits(t *testing.T) {
 			t.Fatalf("round %d: catch-up applied %s of %s rows committed before it started", round, got, want)
 		}
 	}
+}
+
+// While a sync runs, a second sync on the same migration, and an init that
+// would drop the target, refuse at once and name the running one; nothing
+// is changed and the first goes on.
+func TestSecondWriterRefusedUpFront(t *testing.T) {
+	src, dst := pgtestPair(t)
+	prepareStreaming(t, src, dst, "one", `CREATE TABLE t (id int PRIMARY KEY, v text);`, "public.t")
+	first := startSync(t, nil, syncArgs(src, dst, "one")...)
+	src.Exec("one", `INSERT INTO t SELECT g, 'v' FROM generate_series(1, 100) g`)
+	eventually(t, 30*time.Second, "the first sync to apply", func() bool {
+		return dst.QueryString("one", "SELECT count(*) FROM t") == "100"
+	})
+	start := time.Now()
+	res := runCLI(t, nil, syncArgs(src, dst, "one", "--catch-up")...)
+	if res.Code != 3 || !strings.Contains(res.Stderr, "another process is applying this migration") || !strings.Contains(res.Stderr, "application postgres-seren-replicator") {
+		t.Fatalf("second sync: exit %d, want 3 naming the running one\n%s", res.Code, res.Stderr)
+	}
+	if took := time.Since(start); took > 20*time.Second {
+		t.Errorf("the second sync took %s to refuse", took)
+	}
+	res = runCLI(t, nil, "init", "--yes", "--drop-existing", "--source", src.DSN("one"), "--target", dst.DSN("one"))
+	if res.Code == 0 || !strings.Contains(res.Stderr, "stop it before running init") {
+		t.Fatalf("init --drop-existing during sync: exit %d\n%s", res.Code, res.Stderr)
+	}
+	src.Exec("one", `INSERT INTO t VALUES (101, 'after')`)
+	eventually(t, 30*time.Second, "the first sync to go on", func() bool {
+		return dst.QueryString("one", "SELECT count(*) FROM t") == "101"
+	})
+	first.Process.Signal(syscall.SIGTERM)
+	if err := first.Wait(); err != nil {
+		t.Fatalf("first sync: %v\n%s", err, syncLog(first))
+	}
+	catchUp(t, src, dst, "one")
+	assertSameTables(t, src, dst, "one", "t")
 }

@@ -14,6 +14,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/serenorg/postgres-seren-replicator/apply"
 	"github.com/serenorg/postgres-seren-replicator/checkpoint"
 	"github.com/serenorg/postgres-seren-replicator/internal/conninfo"
 	"github.com/serenorg/postgres-seren-replicator/internal/interactive"
@@ -173,6 +174,11 @@ func (c *InitCmd) inspect(ctx context.Context, p plan.Plan) ([]initTarget, error
 		if a.state, err = snapshot.InspectTarget(ctx, db, c.CheckpointSchema, c.SlotFor(db.Name)); err != nil {
 			return nil, err
 		}
+		if a.state.Exists {
+			if err := refuseRunningSync(ctx, db, c.SlotFor(db.Name)); err != nil {
+				return nil, err
+			}
+		}
 		target := db.Target.Database()
 		switch {
 		case !a.state.Exists:
@@ -231,6 +237,21 @@ func (c *InitCmd) checkPublishable(actions []initTarget) error {
 			list, list)
 	}
 	return nil
+}
+
+// refuseRunningSync fails when a sync is applying db's migration to its
+// target: init would drop or overwrite what it writes.
+func refuseRunningSync(ctx context.Context, db plan.Database, slot string) error {
+	conn, err := db.Target.Connect(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	who, busy, err := apply.Holder(ctx, conn, slot)
+	if err != nil || !busy {
+		return err
+	}
+	return fmt.Errorf("a sync is applying slot %s to target database %s (%s): stop it before running init; nothing was changed", slot, db.Target.Database(), who)
 }
 
 // sourceDependencies lists what db's selection would copy that needs a

@@ -49,10 +49,12 @@ func (r *pipelineRunner) run(ctx context.Context) (pipelineResult, error) {
 		}
 		r.mon.stopped(r.db.Name, err)
 		// A connection string that fails from the start (wrong password,
-		// missing role or database, unknown host) will not fix itself; later
-		// on, the same failures may be passing (a restarting server).
+		// missing role or database, unknown host) will not fix itself, nor
+		// will a second process on the same migration; later on, the same
+		// failures may be passing (a restarting server, our own session of
+		// a dropped connection not gone yet).
 		if errors.Is(err, apply.ErrPermanent) || errors.Is(err, errSetup) || errors.Is(err, stream.ErrProtocol) ||
-			attempt == 1 && errors.Is(err, conninfo.ErrConfig) {
+			attempt == 1 && (errors.Is(err, conninfo.ErrConfig) || errors.Is(err, apply.ErrBusy)) {
 			return res, err
 		}
 		side := metrics.SideTarget
