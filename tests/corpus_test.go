@@ -112,6 +112,10 @@ func TestCorpusEndToEnd(t *testing.T) {
 			applyModesFresh(t, func(t *testing.T, src, dst *pgtest.Cluster, target string) {
 				src.Exec("postgres", "CREATE DATABASE corpus")
 				src.Exec("corpus", readCorpus(t, cc.name, "schema.sql"))
+				// validate predicts what init and sync then do.
+				if res := runCLI(t, nil, append([]string{"validate", "--source", src.DSN("corpus"), "--target", target}, cc.validateArgs()...)...); res.Code != 0 {
+					t.Fatalf("validate: exit %d\n%s\n%s", res.Code, res.Stdout, res.Stderr)
+				}
 				w := startCorpusWorkload(t, src, "corpus", readCorpus(t, cc.name, "workload.sql"), 2)
 				time.Sleep(300 * time.Millisecond)
 				args := append([]string{"init", "--yes", "--source", src.DSN("corpus"), "--target", target}, cc.initArgs...)
@@ -152,6 +156,9 @@ func TestCorpusEndToEnd(t *testing.T) {
 		})
 	}
 }
+
+// validateArgs are the init flags validate takes too (all of them).
+func (c corpusCase) validateArgs() []string { return c.initArgs }
 
 // selection are the case's selection flags, which every command repeats.
 func (c corpusCase) selection() []string {

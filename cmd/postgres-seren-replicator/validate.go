@@ -17,6 +17,8 @@ type ValidateCmd struct {
 	Common
 	Interactive bool `env:"SEREN_INTERACTIVE" help:"Choose databases and tables interactively."`
 	JSON        bool `name:"json" env:"SEREN_JSON" help:"Print the checks as JSON."`
+	// IdentityFull checks the plan of init --replica-identity-full.
+	IdentityFull bool `name:"replica-identity-full" env:"SEREN_REPLICA_IDENTITY_FULL" help:"Check as for init --replica-identity-full: tables without a key are a warning, not a failure."`
 }
 
 // validateReport is the --json output.
@@ -33,7 +35,7 @@ func (c *ValidateCmd) Run(ctx context.Context, env *Env) error {
 	if err != nil {
 		return err
 	}
-	checks, err := preflight.Run(ctx, p, preflight.Options{})
+	checks, err := preflight.Run(ctx, p, preflight.Options{IdentityFull: c.IdentityFull})
 	if err != nil {
 		return err
 	}

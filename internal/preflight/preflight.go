@@ -59,6 +59,9 @@ type Options struct {
 	// CheckpointSchema is the target schema for checkpoints;
 	// checkpoint.DefaultSchema when empty.
 	CheckpointSchema string
+	// IdentityFull says init will set REPLICA IDENTITY FULL on tables
+	// without a key (init --replica-identity-full) instead of refusing them.
+	IdentityFull bool
 }
 
 // ErrSameDatabase means the source and the target are one database on one
@@ -138,7 +141,7 @@ func Run(ctx context.Context, p plan.Plan, opts Options) ([]Check, error) {
 	}
 	tgt := &targetServer{conn: dst, info: dstInfo, schema: opts.CheckpointSchema}
 	for _, d := range p.Databases {
-		if err := add(checkSourceDatabase(ctx, d, opts.CheckpointSchema)); err != nil {
+		if err := add(checkSourceDatabase(ctx, d, opts)); err != nil {
 			return nil, err
 		}
 		if err := add(tgt.extensions(ctx, d)); err != nil {

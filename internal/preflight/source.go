@@ -227,7 +227,7 @@ func tableArrays(tables []selection.Table) (schemas, names []string) {
 
 // checkSourceDatabase checks one source database: SELECT on every selected
 // table, the rights to publish them, and their replica identities.
-func checkSourceDatabase(ctx context.Context, d plan.Database, checkpointSchema string) ([]Check, error) {
+func checkSourceDatabase(ctx context.Context, d plan.Database, opts Options) ([]Check, error) {
 	conn, err := d.Source.Connect(ctx)
 	if err != nil {
 		return nil, err
@@ -296,11 +296,11 @@ func checkSourceDatabase(ctx context.Context, d plan.Database, checkpointSchema 
 		pub.Fix = strings.Join(fixes, " ") + " (or run with the role that owns the tables)"
 	}
 
-	ri, err := checkReplicaIdentity(ctx, conn, d, schemas, names)
+	ri, err := checkReplicaIdentity(ctx, conn, d, schemas, names, opts.IdentityFull)
 	if err != nil {
 		return nil, err
 	}
-	deps, err := checkDependencies(ctx, conn, d, checkpointSchema)
+	deps, err := checkDependencies(ctx, conn, d, opts.CheckpointSchema)
 	if err != nil {
 		return nil, err
 	}
@@ -316,7 +316,7 @@ func checkSourceDatabase(ctx context.Context, d plan.Database, checkpointSchema 
 // decoded: once such a table is in a publication, the source itself rejects
 // those statements, which would break the user's application, so init
 // refuses them unless told to set REPLICA IDENTITY FULL.
-func checkReplicaIdentity(ctx context.Context, conn *pgx.Conn, d plan.Database, schemas, names []string) ([]Check, error) {
+func checkReplicaIdentity(ctx context.Context, conn *pgx.Conn, d plan.Database, schemas, names []string, identityFull bool) ([]Check, error) {
 	c := Check{Name: "replica identity", Database: d.Name, Status: Pass}
 	u := Check{Name: "unlogged tables", Database: d.Name, Status: Pass, Detail: "no selected table is unlogged"}
 	rows, err := conn.Query(ctx, replicaIdentitySQL, schemas, names)
@@ -354,6 +354,11 @@ func checkReplicaIdentity(ctx context.Context, conn *pgx.Conn, d plan.Database, 
 	}
 	if len(bad) == 0 {
 		c.Detail = fmt.Sprintf("all %d tables have a primary key, an identity index or REPLICA IDENTITY FULL", n)
+		return []Check{c, u}, nil
+	}
+	if identityFull {
+		c.Status = Warn
+		c.Detail = fmt.Sprintf("no primary key or usable replica identity: %s; init sets REPLICA IDENTITY FULL on them on the source (--replica-identity-full), which then logs whole old rows for their updates and deletes", strings.Join(bad, ", "))
 		return []Check{c, u}, nil
 	}
 	c.Status = Fail
