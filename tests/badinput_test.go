@@ -88,6 +88,19 @@ func TestBadInput(t *testing.T) {
 		assertNoSecret(t, res, pw, wrongPW)
 	})
 
+	// Numeric flags that make no sense are usage errors, not silently
+	// replaced by defaults.
+	t.Run("sync with invalid numbers", func(t *testing.T) {
+		for _, flag := range [][]string{{"--max-batch-changes", "0"}, {"--max-batch-changes", "-5"}, {"--status-interval", "0s"},
+			{"--max-batch-delay", "-1s"}, {"--max-retry-delay", "0s"}, {"--sequence-interval", "-1m"}} {
+			res := runCLI(t, nil, append([]string{"sync", "--source", source, "--target", target}, flag...)...)
+			if res.Code != 2 || !strings.Contains(res.Stderr, flag[0]) {
+				t.Errorf("sync %v: exit %d, want 2 naming the flag: %s", flag, res.Code, res.Stderr)
+			}
+			assertOneLineError(t, res)
+		}
+	})
+
 	// sync stops at once on a login the target refuses, instead of retrying.
 	t.Run("sync with a wrong target password", func(t *testing.T) {
 		src.Exec("app", `CREATE PUBLICATION seren_replicator_pub FOR TABLE orders`)

@@ -34,9 +34,10 @@ type pipelineRunner struct {
 // run streams until ctx ends (nil), the catch-up target is reached (nil) or
 // a failure that a retry cannot fix.
 func (r *pipelineRunner) run(ctx context.Context) (pipelineResult, error) {
-	delay := time.Second
+	retry := backoff{max: r.cmd.MaxRetryDelay}
 	var total apply.Stats
 	for attempt := 1; ; attempt++ {
+		started := time.Now()
 		res, err := r.once(ctx)
 		total.Transactions += res.stats.Transactions
 		total.Changes += res.stats.Changes
@@ -62,13 +63,13 @@ func (r *pipelineRunner) run(ctx context.Context) (pipelineResult, error) {
 			side = metrics.SideSource
 		}
 		r.mon.metrics.Reconnect(r.db.Name, side)
-		r.log.Warn("replication interrupted; reconnecting", "retry_in", delay.String(), "error", err)
+		delay := retry.wait(time.Since(started))
+		r.log.Warn("replication interrupted; reconnecting", "retry_in", delay.Round(time.Millisecond).String(), "error", err)
 		select {
 		case <-ctx.Done():
 			return res, nil
 		case <-time.After(delay):
 		}
-		delay = min(delay*2, r.cmd.MaxRetryDelay)
 	}
 }
 

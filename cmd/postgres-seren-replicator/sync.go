@@ -85,8 +85,31 @@ func (r Replication) Check(p plan.Plan) error {
 	return nil
 }
 
+// check rejects numeric flags that make no sense (they used to be replaced
+// by defaults without a word).
+func (c *SyncCmd) check() error {
+	switch {
+	case c.MaxBatchChanges < 1:
+		return usageError("--max-batch-changes must be at least 1")
+	case c.MaxBatchDelay < 0:
+		return usageError("--max-batch-delay must not be negative")
+	case c.StatusInterval <= 0:
+		return usageError("--status-interval must be positive (keep it well under the source's wal_sender_timeout)")
+	case c.SequenceInterval < 0:
+		return usageError("--sequence-interval must not be negative (0 turns the copy off)")
+	case c.MaxRetryDelay <= 0:
+		return usageError("--max-retry-delay must be positive")
+	case c.MaxLag <= 0:
+		return usageError("--max-lag must be positive")
+	}
+	return nil
+}
+
 // Run streams until stopped (or until caught up with --catch-up).
 func (c *SyncCmd) Run(ctx context.Context, env *Env) error {
+	if err := c.check(); err != nil {
+		return err
+	}
 	p, err := c.Resolve(ctx)
 	if err != nil {
 		return err
