@@ -167,34 +167,42 @@ func New(ctx context.Context, target *conninfo.Conn, cfg Config, log *slog.Logge
 	}
 	conn := db.PgConn()
 	a := &Applier{conn: conn, cfg: cfg, log: log, rels: map[uint32]*relation{}, typeNames: map[[2]int64]string{}, rowCounts: map[[3]string]int{}, pipe: &pipeline{}}
-	if err := conn.Exec(ctx, "SET session_replication_role = replica").Close(); err == nil {
-		a.replicaMode = true
-	} else if !isPermissionError(err) {
-		conn.Close(context.Background())
-		return nil, fmt.Errorf("set up target session: %w", err)
-	}
-	if err := lockWriter(ctx, conn, cfg.Slot); err != nil {
-		conn.Close(context.Background())
-		return nil, err
-	}
-	pos, err := cfg.Store.Load(ctx, db, cfg.Slot)
+	pos, err := a.setUp(ctx, db)
 	if err != nil {
 		conn.Close(context.Background())
 		return nil, err
 	}
-	if err := conn.Exec(ctx, ensureHeldSQL(cfg.Store)).Close(); err != nil {
-		conn.Close(context.Background())
-		return nil, classify(fmt.Errorf("create the table of holds on the target: %w", err))
-	}
-	for name, sql := range map[string]string{checkpointLockStmt: cfg.Store.LockSQL(), checkpointAdvanceStmt: cfg.Store.AdvanceSQL()} {
-		if _, err := conn.Prepare(ctx, name, sql, nil); err != nil {
-			conn.Close(context.Background())
-			return nil, classify(fmt.Errorf("prepare checkpoint statement: %w", err))
-		}
-	}
 	a.b = newBatcher(pos, cfg.MaxBatchChanges, cfg.MaxBatchDelay, cfg.StopAt)
 	a.execCtx, a.stopExec = context.WithCancel(context.Background())
 	return a, nil
+}
+
+// setUp prepares the target session: the apply mode, the migration's writer
+// lock, the checkpoint to resume from, the table of holds and the prepared
+// checkpoint statements.
+func (a *Applier) setUp(ctx context.Context, db *pgx.Conn) (checkpoint.Position, error) {
+	conn := a.conn
+	if err := conn.Exec(ctx, "SET session_replication_role = replica").Close(); err == nil {
+		a.replicaMode = true
+	} else if !isPermissionError(err) {
+		return checkpoint.Position{}, fmt.Errorf("set up target session: %w", err)
+	}
+	if err := lockWriter(ctx, conn, a.cfg.Slot); err != nil {
+		return checkpoint.Position{}, err
+	}
+	pos, err := a.cfg.Store.Load(ctx, db, a.cfg.Slot)
+	if err != nil {
+		return pos, err
+	}
+	if err := conn.Exec(ctx, ensureHeldSQL(a.cfg.Store)).Close(); err != nil {
+		return pos, classify(fmt.Errorf("create the table of holds on the target: %w", err))
+	}
+	for name, sql := range map[string]string{checkpointLockStmt: a.cfg.Store.LockSQL(), checkpointAdvanceStmt: a.cfg.Store.AdvanceSQL()} {
+		if _, err := conn.Prepare(ctx, name, sql, nil); err != nil {
+			return pos, classify(fmt.Errorf("prepare checkpoint statement: %w", err))
+		}
+	}
+	return pos, nil
 }
 
 // Stats counts what an Applier committed.
@@ -385,7 +393,7 @@ func (a *Applier) handle(ctx context.Context, ev stream.Event) error {
 	case *stream.Insert, *stream.Update, *stream.Delete, *stream.Truncate:
 		apply, err := a.b.change()
 		if err != nil {
-			return fmt.Errorf("apply %s: %s at %s: %w", a.cfg.Database, "change", ev.LSN, err)
+			return fmt.Errorf("apply %s: change at %s: %w", a.cfg.Database, ev.LSN, err)
 		}
 		if !apply {
 			return nil

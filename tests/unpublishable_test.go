@@ -10,15 +10,19 @@ import (
 
 // Tables the stream cannot carry (unlogged ones, ones without a key) are
 // named by validate and refused by init before anything is created, and the
-// way out that init prints works when followed.
+// way out that init prints works when followed. Tables never selected
+// (foreign ones) are named by validate too.
 func TestInitRefusesTablesTheStreamCannotCarry(t *testing.T) {
 	src, dst := pgtest.StartPair(t)
 	src.Exec("postgres", "CREATE DATABASE mix")
 	src.Exec("mix", `CREATE TABLE kept (id int PRIMARY KEY); INSERT INTO kept VALUES (1);
 		CREATE UNLOGGED TABLE cache (k text PRIMARY KEY, v text);
-		CREATE TABLE "ImportLog" (line text);`)
+		CREATE TABLE "ImportLog" (line text);
+		CREATE EXTENSION postgres_fdw; CREATE SERVER elsewhere FOREIGN DATA WRAPPER postgres_fdw OPTIONS (dbname 'x');
+		CREATE FOREIGN TABLE remote_rates (code text, rate numeric) SERVER elsewhere;`)
 	res := runCLI(t, nil, "validate", "--source", src.DSN("mix"), "--target", dst.DSN("mix"))
-	for _, want := range []string{"unlogged tables", "mix.public.cache", "SET LOGGED", "replica identity", `--exclude-tables mix.public."ImportLog"`} {
+	for _, want := range []string{"unlogged tables", "mix.public.cache", "SET LOGGED", "replica identity", `--exclude-tables mix.public."ImportLog"`,
+		"tables never replicated", "public.remote_rates (foreign table"} {
 		if !strings.Contains(res.Stdout, want) {
 			t.Errorf("validate does not say %q:\n%s", want, res.Stdout)
 		}

@@ -155,3 +155,47 @@ func checkRowSecurity(ctx context.Context, conn *pgx.Conn, d plan.Database, side
 	}
 	return c, nil
 }
+
+// neverSelectedSQL lists the tables of the source database that no
+// selection includes: foreign tables, tables that belong to an extension,
+// and other sessions' temporary tables, with the reason.
+const neverSelectedSQL = `SELECT format('%I.%I', n.nspname, c.relname),
+	CASE WHEN c.relkind = 'f' THEN 'foreign table: its data lives on another server'
+	     WHEN c.relpersistence = 't' THEN 'temporary table: it belongs to one session'
+	     ELSE 'belongs to extension ' || (SELECT e.extname FROM pg_depend d JOIN pg_extension e ON e.oid = d.refobjid
+	                                       WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e' LIMIT 1)
+	          || ': CREATE EXTENSION makes it on the target' END
+	FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+	WHERE c.relkind IN ('r', 'p', 'f') AND NOT c.relispartition
+	AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\_toast%'
+	AND (c.relkind = 'f' OR c.relpersistence = 't'
+	     OR EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e'))
+	ORDER BY 1`
+
+// checkNeverSelected names the source's tables that are never replicated,
+// so that nothing is left out without a word.
+func checkNeverSelected(ctx context.Context, conn *pgx.Conn, d plan.Database) (Check, error) {
+	c := Check{Name: "tables never replicated", Database: d.Name, Status: Pass,
+		Detail: "none: no foreign, temporary or extension-owned tables"}
+	rows, err := conn.Query(ctx, neverSelectedSQL)
+	if err != nil {
+		return c, fmt.Errorf("source %s: list foreign, temporary and extension tables: %w", d.Name, err)
+	}
+	var found []string
+	for rows.Next() {
+		var name, why string
+		if err := rows.Scan(&name, &why); err != nil {
+			return c, fmt.Errorf("source %s: list foreign, temporary and extension tables: %w", d.Name, err)
+		}
+		found = append(found, name+" ("+why+")")
+	}
+	if err := rows.Err(); err != nil {
+		return c, fmt.Errorf("source %s: list foreign, temporary and extension tables: %w", d.Name, err)
+	}
+	if len(found) > 0 {
+		c.Status = Warn
+		c.Detail = "not replicated by design: " + strings.Join(found, "; ")
+		c.Fix = "recreate foreign servers and user mappings on the target if the application needs them; extensions are created by init"
+	}
+	return c, nil
+}

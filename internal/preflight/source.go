@@ -308,7 +308,11 @@ func checkSourceDatabase(ctx context.Context, d plan.Database, opts Options) ([]
 	if err != nil {
 		return nil, err
 	}
-	ri = append(ri, deps, rls)
+	never, err := checkNeverSelected(ctx, conn, d)
+	if err != nil {
+		return nil, err
+	}
+	ri = append(ri, deps, rls, never)
 	return append([]Check{sel, pub}, ri...), nil
 }
 
