@@ -49,22 +49,24 @@ func ensureHeldSQL(s checkpoint.Store) string {
 }
 
 // holdsSQL finds what must be held for one table ($1, a quoted name; $2 is
-// true in ordered mode): the rows are kind, schema, table, object. A foreign
-// key of a partition is held where it is declared, on the partitioned table
-// (its partitions' copies follow).
-const holdsSQL = `SELECT 'identity', n.nspname, c.relname, a.attname
+// true in ordered mode): the rows are kind, schema, table, object, and
+// whether the role may change that table. A foreign key of a partition is
+// held where it is declared, on the partitioned table (its partitions'
+// copies follow); one declared on another table is held too, since the
+// checks on both sides of a key follow its timing.
+const holdsSQL = `SELECT 'identity', n.nspname, c.relname, a.attname, true
 	FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace
 	WHERE a.attrelid = $1::regclass AND a.attnum > 0 AND NOT a.attisdropped AND a.attidentity = 'a'
 UNION ALL
-SELECT 'trigger', n.nspname, c.relname, t.tgname
+SELECT 'trigger', n.nspname, c.relname, t.tgname, true
 	FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace
 	WHERE $2::bool AND t.tgrelid = $1::regclass AND NOT t.tgisinternal AND t.tgenabled = 'O'
 UNION ALL
-SELECT 'rule', n.nspname, c.relname, r.rulename
+SELECT 'rule', n.nspname, c.relname, r.rulename, true
 	FROM pg_rewrite r JOIN pg_class c ON c.oid = r.ev_class JOIN pg_namespace n ON n.oid = c.relnamespace
 	WHERE $2::bool AND r.ev_class = $1::regclass AND r.ev_enabled = 'O' AND r.rulename <> '_RETURN'
 UNION ALL
-SELECT 'foreign key', n.nspname, c.relname, k.conname
+SELECT 'foreign key', n.nspname, c.relname, k.conname, c.oid = $1::regclass OR pg_has_role(c.relowner, 'USAGE')
 	FROM (WITH RECURSIVE up(oid, parent) AS (
 			SELECT k.oid, k.conparentid FROM pg_constraint k
 			WHERE $2::bool AND k.contype = 'f' AND (k.conrelid = $1::regclass OR k.confrelid = $1::regclass)
@@ -135,6 +137,13 @@ func (a *Applier) holdTable(ctx context.Context, r *relation) (err error) {
 	}
 	for _, row := range rows {
 		h := hold{kind: string(row[0]), schema: string(row[1]), table: string(row[2]), object: string(row[3])}
+		if string(row[4]) != "t" {
+			// Another table's key to this one, on a table the role does not
+			// own (outside the migration): it stays checked row by row.
+			a.log.Warn("cannot defer a foreign key for the migration: the target role does not own its table",
+				"what", h.String(), "references", r.name)
+			continue
+		}
 		if _, err := a.query(ctx, h.holdSQL()); err != nil {
 			return permanent(fmt.Errorf("target table %s: %s: %w", r.name, h.holdSQL(), err))
 		}

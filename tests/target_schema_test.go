@@ -53,6 +53,9 @@ func TestSyncApplicationSchemaOnTarget(t *testing.T) {
 			dst.Exec("app", `ALTER TABLE items OWNER TO applier; ALTER TABLE audit OWNER TO applier; ALTER TABLE tree OWNER TO applier;
 				ALTER TABLE orders OWNER TO applier; ALTER TABLE dropped_names OWNER TO applier; ALTER SCHEMA seren_replicator OWNER TO applier;
 				ALTER TABLE seren_replicator.checkpoint OWNER TO applier`)
+			// A table of the target's own, outside the migration and not the
+			// role's, with a key to a replicated table: left as it is.
+			dst.Exec("app", `CREATE TABLE target_only (item int REFERENCES items)`)
 		}
 		state := func() string {
 			return dst.QueryString("app", `SELECT string_agg(x, ' ' ORDER BY x) FROM (
