@@ -181,3 +181,31 @@ func TestSecondWriterRefusedUpFront(t *testing.T) {
 	catchUp(t, src, dst, "one")
 	assertSameTables(t, src, dst, "one", "t")
 }
+
+// After the slot is lost, the advice sync and status give works when
+// followed: init again with --drop-existing, then sync.
+func TestAdviceAfterLostSlotWorks(t *testing.T) {
+	src, dst := pgtestPair(t)
+	src.Exec("postgres", "CREATE DATABASE lost")
+	src.Exec("lost", `CREATE TABLE t (id int PRIMARY KEY, v text); INSERT INTO t SELECT g, 'v' FROM generate_series(1, 50) g`)
+	if res := runCLI(t, nil, initArgs(src, dst, "lost", "lost")...); res.Code != 0 {
+		t.Fatalf("init: exit %d\n%s", res.Code, res.Stderr)
+	}
+	src.Exec("lost", `SELECT pg_drop_replication_slot('seren_lost')`)
+	src.Exec("lost", `INSERT INTO t VALUES (51, 'after the slot was lost')`)
+	res := runCLI(t, nil, "sync", "--catch-up", "--source", src.DSN("lost"), "--target", dst.DSN("lost"))
+	const advice = "copy the data again with init --drop-existing"
+	if res.Code == 0 || !strings.Contains(res.Stderr, advice) {
+		t.Fatalf("sync without its slot: exit %d, want the advice %q\n%s", res.Code, advice, res.Stderr)
+	}
+	st := runCLI(t, nil, "status", "--source", src.DSN("lost"), "--target", dst.DSN("lost"))
+	if !strings.Contains(st.Stdout, advice) {
+		t.Errorf("status does not give the advice:\n%s", st.Stdout)
+	}
+	if res := runCLI(t, nil, initArgs(src, dst, "lost", "lost", "--drop-existing")...); res.Code != 0 {
+		t.Fatalf("following the advice, init --drop-existing: exit %d\n%s", res.Code, res.Stderr)
+	}
+	src.Exec("lost", `INSERT INTO t VALUES (52, 'after init')`)
+	catchUp(t, src, dst, "lost")
+	assertSameTables(t, src, dst, "lost", "t")
+}

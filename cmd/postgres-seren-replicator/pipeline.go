@@ -121,7 +121,7 @@ func (r *pipelineRunner) once(ctx context.Context) (pipelineResult, error) {
 	if slot.ConfirmedFlush > pos.EndLSN {
 		// The changes in between are gone from the source: the target would
 		// silently miss them.
-		return pipelineResult{position: pos}, setupError("replication slot %s is at %s but the target checkpoint is at %s: the changes in between are gone from the source; run cleanup, then init again",
+		return pipelineResult{position: pos}, setupError("replication slot %s is at %s but the target checkpoint is at %s: the changes in between are gone from the source; copy the data again with init --drop-existing",
 			r.slot, slot.ConfirmedFlush, pos.EndLSN)
 	}
 	if r.stopAt != 0 && pos.EndLSN >= r.stopAt {
@@ -175,13 +175,13 @@ func (r *pipelineRunner) once(ctx context.Context) (pipelineResult, error) {
 func (r *pipelineRunner) checkSlot(ctx context.Context, conn *pgx.Conn) (stream.SlotState, error) {
 	slot, err := stream.LookupSlot(ctx, conn, r.slot)
 	if errors.Is(err, stream.ErrSlotMissing) {
-		return slot, setupError("replication slot %s does not exist on the source database %s: run init (again) to create it and copy the data", r.slot, r.db.Name)
+		return slot, setupError("replication slot %s does not exist on the source database %s: copy the data again with init --drop-existing (or run init, if it never ran)", r.slot, r.db.Name)
 	}
 	if err != nil {
 		return slot, err
 	}
 	if slot.WALStatus == "lost" {
-		return slot, setupError("replication slot %s was invalidated (the source removed WAL it needed; see max_slot_wal_keep_size): run cleanup, then init again", r.slot)
+		return slot, setupError("replication slot %s was invalidated (the source removed WAL it needed; see max_slot_wal_keep_size): copy the data again with init --drop-existing", r.slot)
 	}
 	if slot.Database != r.db.Name {
 		return slot, setupError("replication slot %s belongs to database %s, not %s: choose another --slot", r.slot, slot.Database, r.db.Name)
@@ -216,7 +216,7 @@ func (r *pipelineRunner) checkPublication(ctx context.Context, conn *pgx.Conn) e
 		return fmt.Errorf("read publication %s: %w", r.cmd.Publication, err)
 	}
 	if !exists {
-		return setupError("publication %s does not exist in source database %s: run init (again)", r.cmd.Publication, r.db.Name)
+		return setupError("publication %s does not exist in source database %s: copy the data again with init --drop-existing", r.cmd.Publication, r.db.Name)
 	}
 	for _, t := range r.db.Tables {
 		if !published[t] {

@@ -275,19 +275,19 @@ func judge(r *Report, slot stream.SlotState, opts Options) {
 	}
 	switch {
 	case !r.SlotExists:
-		r.Verdict, r.Reason = Broken, fmt.Sprintf("replication slot %s does not exist on the source; run init again", r.Slot)
+		r.Verdict, r.Reason = Broken, fmt.Sprintf("replication slot %s does not exist on the source; copy the data again with init --drop-existing", r.Slot)
 	case slot.Database != "" && slot.Database != r.Database:
 		r.Verdict, r.Reason = Broken, fmt.Sprintf("replication slot %s belongs to database %s, not %s", r.Slot, slot.Database, r.Database)
 	case slot.Plugin != "" && slot.Plugin != "pgoutput":
 		r.Verdict, r.Reason = Broken, fmt.Sprintf("replication slot %s uses plugin %s, not pgoutput", r.Slot, slot.Plugin)
 	case r.WALStatus == "lost":
-		r.Verdict, r.Reason = Broken, fmt.Sprintf("replication slot %s lost WAL it needed (max_slot_wal_keep_size?); run cleanup, then init again", r.Slot)
+		r.Verdict, r.Reason = Broken, fmt.Sprintf("replication slot %s lost WAL it needed (max_slot_wal_keep_size?); copy the data again with init --drop-existing", r.Slot)
 	case !r.PublicationExists:
-		r.Verdict, r.Reason = Broken, fmt.Sprintf("publication %s does not exist on the source; run init again", opts.Publication)
+		r.Verdict, r.Reason = Broken, fmt.Sprintf("publication %s does not exist on the source; copy the data again with init --drop-existing", opts.Publication)
 	case !r.HasCheckpoint:
-		r.Verdict, r.Reason = Broken, fmt.Sprintf("no checkpoint for slot %s on the target; run init again", r.Slot)
+		r.Verdict, r.Reason = Broken, fmt.Sprintf("no checkpoint for slot %s on the target; run init (with --drop-existing when the target database already has tables)", r.Slot)
 	case r.Checkpoint < r.ConfirmedFlush:
-		r.Verdict, r.Reason = Broken, fmt.Sprintf("target checkpoint %s is behind the slot's confirmed position %s: the source will not resend the changes between them; run init again",
+		r.Verdict, r.Reason = Broken, fmt.Sprintf("target checkpoint %s is behind the slot's confirmed position %s: the source will not resend the changes between them; copy the data again with init --drop-existing",
 			r.Checkpoint, r.ConfirmedFlush)
 	case pending && !r.SlotActive:
 		r.Verdict, r.Reason = Stalled, fmt.Sprintf("changes are pending but no sync is connected to slot %s", r.Slot)
