@@ -471,9 +471,6 @@ func (a *Applier) commit(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("apply %s: %w", a.cfg.Database, err)
 	}
-	if pos.CommitTime.IsZero() {
-		pos.CommitTime = a.b.durable.CommitTime
-	}
 	a.pipe.add("", checkpointAdvanceStmt, a.cfg.Store.AdvanceParams(prev, pos), stmtInfo{op: "advance checkpoint", want: 1, checkpoint: true})
 	a.pipe.commit = &committed{pos: pos, txns: txns, changes: changes, rows: a.rowCounts, started: a.b.opened}
 	a.rowCounts = map[[3]string]int{}

@@ -30,13 +30,17 @@ func (d Dependency) String() string {
 // foreign keys of selected tables (partitions count as their root), views
 // and materialized views (pg_dump copies them all), and column defaults that
 // take a sequence owned by an excluded table (pg_dump leaves it out with its
-// table).
-const dependenciesSQL = `WITH sel AS (
+// table). Partitions are mapped to their root through pg_inherits, which
+// every supported server has.
+const dependenciesSQL = `WITH RECURSIVE sel AS (
 	SELECT c.oid FROM unnest($1::text[], $2::text[]) AS t(schema, name)
 	JOIN pg_namespace n ON n.nspname = t.schema
 	JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = t.name AND c.relkind IN ('r', 'p')),
-root AS (
-	SELECT c.oid, COALESCE(pg_partition_root(c.oid), c.oid) AS root FROM pg_class c WHERE c.relkind IN ('r', 'p')),
+root(oid, root) AS (
+	SELECT c.oid, c.oid FROM pg_class c WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition
+	UNION ALL
+	SELECT i.inhrelid, r.root FROM root r JOIN pg_inherits i ON i.inhparent = r.oid
+	JOIN pg_class c ON c.oid = i.inhrelid AND c.relispartition),
 excl AS (
 	SELECT r.oid, r.root FROM root r JOIN pg_class c ON c.oid = r.root JOIN pg_namespace n ON n.oid = c.relnamespace
 	WHERE r.root NOT IN (SELECT oid FROM sel)
