@@ -3,6 +3,7 @@ package tests
 import (
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/serenorg/postgres-seren-replicator/tests/pgtest"
 )
@@ -102,4 +103,34 @@ func TestSyncApplicationSchemaOnTarget(t *testing.T) {
 			t.Errorf("audit trigger after cleanup: %s rows, want 1", got)
 		}
 	})
+}
+
+// cleanup --force while a daemon streams: the daemon loses its slot and
+// exits, and only then are the target's triggers, identities and foreign
+// keys restored, so nothing is held again behind cleanup's back.
+func TestCleanupForceWhileSyncRuns(t *testing.T) {
+	src, dst := pgtestPair(t)
+	prepareStreaming(t, src, dst, "app", appSchema, "public.items", "public.audit", "public.tree", "public.orders", "public.dropped_names")
+	dst.CreateRole("applier", "applier-pw")
+	dst.Exec("app", `ALTER TABLE items OWNER TO applier; ALTER TABLE audit OWNER TO applier; ALTER TABLE tree OWNER TO applier;
+		ALTER TABLE orders OWNER TO applier; ALTER TABLE dropped_names OWNER TO applier; ALTER SCHEMA seren_replicator OWNER TO applier;
+		ALTER TABLE seren_replicator.checkpoint OWNER TO applier`)
+	target := dst.URL("applier", "applier-pw", "app")
+	held := `SELECT count(*) FROM pg_trigger WHERE NOT tgisinternal AND tgenabled = 'D'`
+	before := dst.QueryString("app", held)
+	daemon := startSync(t, nil, "sync", "--source", src.URL("postgres", "", "app"), "--target", target)
+	src.Exec("app", appWorkload)
+	eventually(t, 30*time.Second, "the daemon to hold the triggers", func() bool {
+		return dst.QueryString("app", held) != before
+	})
+	res := runCLI(t, nil, "cleanup", "--yes", "--force", "--source", src.URL("postgres", "", "app"), "--target", target)
+	if res.Code != 0 {
+		t.Fatalf("cleanup --force: exit %d\n%s\n%s", res.Code, res.Stdout, res.Stderr)
+	}
+	if err := daemon.Wait(); err == nil {
+		t.Errorf("the daemon went on without its slot")
+	}
+	if got := dst.QueryString("app", held); got != before {
+		t.Errorf("after cleanup %s triggers are disabled, want %s (the user's own)\n%s", got, before, res.Stdout)
+	}
 }

@@ -182,7 +182,11 @@ func (c *CleanupCmd) drop(ctx context.Context, env *Env, s cleanupState) error {
 	}
 	if exists {
 		// What the applier changed on the target tables for the migration is
-		// put back before its records go with the schema.
+		// put back before its records go with the schema, once no sync
+		// writes there any more (one whose slot was just dropped exits).
+		if err := waitForWriter(ctx, dst, s.slot); err != nil {
+			return fmt.Errorf("database %s: %w", name, err)
+		}
 		restored, err := apply.RestoreHolds(ctx, dst, checkpoint.Store{Schema: s.checkpointName})
 		if err != nil {
 			return fmt.Errorf("database %s: restore the target tables: %w", name, err)
@@ -203,6 +207,26 @@ func report(env *Env, side, db, object string, dropped bool) {
 		fmt.Fprintf(env.Stdout, "%s %s: dropped %s\n", side, db, object)
 	} else {
 		fmt.Fprintf(env.Stdout, "%s %s: %s already absent\n", side, db, object)
+	}
+}
+
+// waitForWriter waits up to forceWait for a sync still applying slot's
+// changes to the target to go away.
+func waitForWriter(ctx context.Context, dst *pgx.Conn, slot string) error {
+	deadline := time.Now().Add(forceWait)
+	for {
+		who, busy, err := apply.Holder(ctx, dst, slot)
+		if err != nil || !busy {
+			return err
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("a sync is still applying slot %s to the target (%s): stop it, then run cleanup again", slot, who)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
 	}
 }
 
