@@ -318,11 +318,14 @@ func holdTables(ctx context.Context, conn *pgconn.PgConn, tables []string) error
 	if err := conn.Exec(ctx, "LOCK TABLE "+strings.Join(tables, ", ")+" IN ACCESS SHARE MODE").Close(); err != nil {
 		return fmt.Errorf("lock the selected tables on the source: %w", err)
 	}
-	res := conn.ExecParams(ctx, `SELECT c.oid::regclass::text FROM pg_class c
+	rels := make([]string, len(tables))
+	for i, t := range tables {
+		rels[i] = "(" + quoteLiteral(t) + "::regclass)"
+	}
+	res := conn.ExecParams(ctx, `WITH s(rel) AS (VALUES `+strings.Join(rels, ", ")+`)
+		SELECT c.oid::regclass::text FROM pg_class c
 		WHERE c.relkind = 'r' AND c.relfilenode IS DISTINCT FROM pg_relation_filenode(c.oid)
-		AND c.oid IN (SELECT s.name::regclass FROM unnest($1::text[]) AS s(name)
-		              UNION ALL SELECT p.relid FROM unnest($1::text[]) AS s(name), pg_partition_tree(s.name::regclass) p)`,
-		[][]byte{textArray(tables)}, nil, nil, nil).Read()
+		AND c.oid IN (SELECT rel FROM s UNION ALL SELECT p.relid FROM s, pg_partition_tree(s.rel) p)`, nil, nil, nil, nil).Read()
 	if res.Err != nil {
 		return fmt.Errorf("check the selected tables on the source: %w", res.Err)
 	}
@@ -334,22 +337,6 @@ func holdTables(ctx context.Context, conn *pgconn.PgConn, tables []string) error
 		return fmt.Errorf("%w: %s", ErrRewritten, strings.Join(names, ", "))
 	}
 	return nil
-}
-
-// textArray renders strings as a text array literal.
-func textArray(items []string) []byte {
-	var b strings.Builder
-	b.WriteByte('{')
-	for i, s := range items {
-		if i > 0 {
-			b.WriteByte(',')
-		}
-		b.WriteByte('"')
-		b.WriteString(strings.NewReplacer(`\`, `\\`, `"`, `\"`).Replace(s))
-		b.WriteByte('"')
-	}
-	b.WriteByte('}')
-	return []byte(b.String())
 }
 
 func publicationExists(ctx context.Context, src *pgx.Conn, name string) (bool, error) {

@@ -205,9 +205,8 @@ func (c *InitCmd) inspect(ctx context.Context, p plan.Plan) ([]initTarget, error
 // checkPublishable refuses, before anything is changed, a selection that
 // cuts a dependency (restoring the schema would fail after the copy) and
 // tables the stream cannot carry: unlogged tables (never decoded), and
-// tables without a key
-// unless --replica-identity-full (publishing them would make the source
-// reject UPDATE and DELETE on them).
+// tables without a key unless --replica-identity-full (publishing them
+// would make the source reject UPDATE and DELETE on them).
 func (c *InitCmd) checkPublishable(actions []initTarget) error {
 	var unlogged, keyless []string
 	for _, a := range actions {

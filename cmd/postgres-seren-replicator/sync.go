@@ -85,8 +85,8 @@ func (r Replication) Check(p plan.Plan) error {
 	return nil
 }
 
-// check rejects numeric flags that make no sense (they used to be replaced
-// by defaults without a word).
+// check rejects numeric flags that make no sense instead of replacing them
+// with defaults.
 func (c *SyncCmd) check() error {
 	switch {
 	case c.MaxBatchChanges < 1:
