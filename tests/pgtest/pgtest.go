@@ -11,6 +11,7 @@ package pgtest
 import (
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
@@ -78,7 +79,7 @@ func Start(t TB, opts Options) *Cluster {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := &Cluster{t: t, BinDir: bin, DataDir: filepath.Join(dir, "data"), Port: freePort(t)}
+	c := &Cluster{t: t, BinDir: bin, DataDir: filepath.Join(dir, "data")}
 	t.Cleanup(func() {
 		c.Stop("immediate")
 		os.RemoveAll(dir)
@@ -87,7 +88,6 @@ func Start(t TB, opts Options) *Cluster {
 	c.run("initdb", "-D", c.DataDir, "-U", SuperUser, "--auth=trust", "-E", "UTF8", "--locale=C.UTF-8", "--no-sync")
 	conf := []string{
 		"listen_addresses = '127.0.0.1'",
-		fmt.Sprintf("port = %d", c.Port),
 		"unix_socket_directories = ''",
 		"wal_level = logical",
 		"max_replication_slots = 20",
@@ -109,8 +109,35 @@ func Start(t TB, opts Options) *Cluster {
 		t.Fatal(err)
 	}
 	chownToPostgres(t, c.DataDir)
-	c.Restart()
+	c.firstStart()
 	return c
+}
+
+// portChosen, when set by a test, runs after a port is chosen and before the
+// server binds it.
+var portChosen func(port int)
+
+// firstStart picks a port and starts the server, picking another port when
+// somebody took the chosen one between the check and the server's bind
+// (another test process, or a client's outgoing connection).
+func (c *Cluster) firstStart() {
+	c.t.Helper()
+	const attempts = 5
+	for i := 1; ; i++ {
+		c.Port = freePort(c.t)
+		if portChosen != nil {
+			portChosen(c.Port)
+		}
+		appendFile(c.t, filepath.Join(c.DataDir, "postgresql.conf"), fmt.Sprintf("port = %d\n", c.Port))
+		err := c.start()
+		if err == nil {
+			return
+		}
+		if i == attempts || !strings.Contains(c.Log(), "could not bind") {
+			c.t.Fatalf("pgtest: %v\nserver log:\n%s", err, c.Log())
+		}
+		c.t.Logf("pgtest: port %d was taken before the server bound it; trying another", c.Port)
+	}
 }
 
 // StartPair starts a source and a target cluster, honouring
@@ -226,11 +253,21 @@ func (c *Cluster) Stop(mode string) {
 func (c *Cluster) Restart() {
 	c.t.Helper()
 	c.Stop("fast")
+	if err := c.start(); err != nil {
+		c.t.Fatalf("pgtest: %v\nserver log:\n%s", err, c.Log())
+	}
+}
+
+func (c *Cluster) start() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	logFile := filepath.Join(filepath.Dir(c.DataDir), "server.log")
-	c.run("pg_ctl", "-D", c.DataDir, "-l", logFile, "-w", "-t", "120", "start")
+	args := []string{"-D", c.DataDir, "-l", logFile, "-w", "-t", "120", "start"}
+	if out, err := c.command("pg_ctl", args...).CombinedOutput(); err != nil {
+		return fmt.Errorf("pg_ctl %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
 	c.running = true
+	return nil
 }
 
 // Log returns the server log, for failing tests to show.
@@ -255,14 +292,22 @@ func (c *Cluster) command(name string, args ...string) *exec.Cmd {
 	return exec.Command(bin, args...)
 }
 
+// freePort returns a loopback port that is free now, chosen at random below
+// the kernel's ephemeral range (32768 and up) so that outgoing client
+// connections never take it while the cluster is stopped for a restart.
 func freePort(t TB) int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	for range 1000 {
+		port := 20000 + rand.IntN(12000)
+		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+		if err != nil {
+			continue
+		}
+		l.Close()
+		return port
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	t.Fatal("pgtest: no free loopback port between 20000 and 32000")
+	return 0
 }
 
 func appendFile(t TB, path, text string) {
