@@ -55,8 +55,8 @@ func TestSyncDivergenceLeavesCheckpoint(t *testing.T) {
 		before := checkpointOf(dst, "dv")
 		src.Exec("dv", `BEGIN; INSERT INTO kv VALUES (4, 'new'); UPDATE kv SET v = 'changed' WHERE id = 2; COMMIT`)
 		err := daemon.Wait()
-		if code := daemon.ProcessState.ExitCode(); code != 3 || !strings.Contains(syncLog(daemon), "diverged") {
-			t.Fatalf("sync over a diverged row: %v (exit %d), want exit 3 naming the divergence:\n%s", err, code, syncLog(daemon))
+		if code := daemon.ProcessState.ExitCode(); code != exitNeedsAction || !strings.Contains(syncLog(daemon), "diverged") {
+			t.Fatalf("sync over a diverged row: %v (exit %d), want exit %d naming the divergence:\n%s", err, code, exitNeedsAction, syncLog(daemon))
 		}
 		for attempt := 1; attempt <= 2; attempt++ {
 			if got := checkpointOf(dst, "dv"); got != before {
@@ -66,8 +66,8 @@ func TestSyncDivergenceLeavesCheckpoint(t *testing.T) {
 				t.Fatalf("part of the failed batch was committed")
 			}
 			res := runCLI(t, nil, append(args, "--catch-up")...)
-			if res.Code != 3 || !strings.Contains(res.Stderr, "diverged") {
-				t.Fatalf("catch-up %d over the diverged row: exit %d, want 3 naming the divergence: %s", attempt, res.Code, res.Stderr)
+			if res.Code != exitNeedsAction || !strings.Contains(res.Stderr, "diverged") {
+				t.Fatalf("catch-up %d over the diverged row: exit %d, want %d naming the divergence: %s", attempt, res.Code, exitNeedsAction, res.Stderr)
 			}
 		}
 	})

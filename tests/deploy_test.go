@@ -110,6 +110,34 @@ func TestEnvExampleListsEveryVariable(t *testing.T) {
 	}
 }
 
+// TestSystemdUnitRestartPolicy checks that the daemon unit restarts after
+// the exit code of a failure a retry can fix and not after those that need a
+// person, as --help documents them.
+func TestSystemdUnitRestartPolicy(t *testing.T) {
+	help := runCLI(t, nil, "--help").Stdout
+	prevent := map[string]bool{}
+	for _, m := range regexp.MustCompile(`(?m)^RestartPreventExitStatus=(.*)$`).FindAllStringSubmatch(readDeploy(t, "postgres-seren-replicator.service"), -1) {
+		for _, code := range strings.Fields(m[1]) {
+			prevent[code] = true
+		}
+	}
+	for _, c := range []struct {
+		code, means string
+		restart     bool
+	}{
+		{"2", "usage or configuration error", false},
+		{"3", "runtime failure", true},
+		{"4", "only a person can change", false},
+	} {
+		if !regexp.MustCompile(`(?m)^\s+` + c.code + `\s+` + `[^\n]*` + regexp.QuoteMeta(c.means)).MatchString(help) {
+			t.Errorf("--help does not document exit code %s as %q:\n%s", c.code, c.means, help)
+		}
+		if prevent[c.code] == c.restart {
+			t.Errorf("exit code %s (%s): RestartPreventExitStatus lists it = %v, want %v", c.code, c.means, prevent[c.code], !c.restart)
+		}
+	}
+}
+
 // TestGrafanaDashboardUsesDefinedMetrics checks that every metric name in
 // the dashboard exists in the registry the daemon serves, and that every
 // replicator metric appears on the dashboard.

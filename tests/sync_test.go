@@ -76,8 +76,8 @@ func TestSyncSeveralDatabases(t *testing.T) {
 	src.Exec("beta", `UPDATE t SET v = 'x' WHERE id = 100`)
 	src.Exec("alpha", `INSERT INTO t SELECT g, 'later' FROM generate_series(1001, 1300) g`)
 	res = runCLI(t, nil, all...)
-	if res.Code != 3 || !strings.Contains(res.Stderr, "database beta") || !strings.Contains(res.Stderr, "public.t") {
-		t.Fatalf("exit %d, want 3 naming database beta and table public.t: %s", res.Code, res.Stderr)
+	if res.Code != exitNeedsAction || !strings.Contains(res.Stderr, "database beta") || !strings.Contains(res.Stderr, "public.t") {
+		t.Fatalf("exit %d, want 4 naming database beta and table public.t: %s", res.Code, res.Stderr)
 	}
 	if !strings.Contains(res.Stderr, "the others go on") {
 		t.Errorf("no log line saying the other databases go on: %s", res.Stderr)
@@ -94,7 +94,7 @@ func TestSyncRefusesSelectionOutsidePublication(t *testing.T) {
 	src, dst := pgtestPair(t)
 	prepareStreaming(t, src, dst, "app", `CREATE TABLE a (id int PRIMARY KEY); CREATE TABLE b (id int PRIMARY KEY);`, "public.a")
 	res := runCLI(t, nil, syncArgs(src, dst, "app", "--catch-up")...)
-	if res.Code != 3 || !strings.Contains(res.Stderr, "b is selected but not in publication") {
+	if res.Code != exitNeedsAction || !strings.Contains(res.Stderr, "b is selected but not in publication") {
 		t.Fatalf("exit %d: %s", res.Code, res.Stderr)
 	}
 	catchUp(t, src, dst, "app", "--include-tables", "app.a")

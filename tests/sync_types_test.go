@@ -95,8 +95,8 @@ func TestSyncSchemaChanges(t *testing.T) {
 	// A dropped column is not guessed at: sync stops, naming table, column and fix.
 	src.Exec("ddl", `ALTER TABLE t DROP COLUMN a; INSERT INTO t VALUES (3, 1.5, NULL);`)
 	res := runCLI(t, nil, syncArgs(src, dst, "ddl", "--catch-up")...)
-	if res.Code != 3 {
-		t.Fatalf("exit %d, want 3; stderr: %s", res.Code, res.Stderr)
+	if res.Code != exitNeedsAction {
+		t.Fatalf("exit %d, want 4; stderr: %s", res.Code, res.Stderr)
 	}
 	for _, want := range []string{"public.t", "column a", "DROP COLUMN"} {
 		if !strings.Contains(res.Stderr, want) {
@@ -114,7 +114,7 @@ func TestSyncSchemaChanges(t *testing.T) {
 	// A type change stops it too.
 	src.Exec("ddl", `ALTER TABLE t ALTER COLUMN added TYPE text; INSERT INTO t VALUES (4, 'four', NULL);`)
 	res = runCLI(t, nil, syncArgs(src, dst, "ddl", "--catch-up")...)
-	if res.Code != 3 || !strings.Contains(res.Stderr, "ALTER COLUMN") {
+	if res.Code != exitNeedsAction || !strings.Contains(res.Stderr, "ALTER COLUMN") {
 		t.Fatalf("type change: exit %d, stderr: %s", res.Code, res.Stderr)
 	}
 }

@@ -4,16 +4,25 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/serenorg/postgres-seren-replicator/apply"
 	"github.com/serenorg/postgres-seren-replicator/internal/conninfo"
 	"github.com/serenorg/postgres-seren-replicator/internal/selection"
+	"github.com/serenorg/postgres-seren-replicator/stream"
 )
 
-// Exit codes, documented in --help and the README.
+// Exit codes, documented in --help and the README. A service manager should
+// restart the process after ExitRuntime and not after ExitUsage or
+// ExitNeedsAction (the shipped systemd unit lists both in
+// RestartPreventExitStatus): a restart would stop at the same place again.
 const (
 	ExitOK      = 0
 	ExitFailed  = 1
 	ExitUsage   = 2
 	ExitRuntime = 3
+	// ExitNeedsAction means sync stopped on a state that only a person can
+	// change: a diverged target, a schema change on the source, a lost slot,
+	// a stream it cannot decode.
+	ExitNeedsAction = 4
 )
 
 // ErrCheckFailed reports that a command ran to the end and found a problem
@@ -32,9 +41,18 @@ func ExitCode(err error) int {
 		return ExitFailed
 	case errors.Is(err, ErrUsage), errors.Is(err, conninfo.ErrConfig), errors.Is(err, selection.ErrInvalid):
 		return ExitUsage
+	case needsAction(err):
+		return ExitNeedsAction
 	default:
 		return ExitRuntime
 	}
+}
+
+// needsAction reports whether err is one that a retry or a restart cannot
+// fix. Transient failures (a lost connection, a server restarting) are
+// retried inside sync and are not among them.
+func needsAction(err error) bool {
+	return errors.Is(err, apply.ErrPermanent) || errors.Is(err, errSetup) || errors.Is(err, stream.ErrProtocol)
 }
 
 // usageError makes a one-line usage error (exit code 2).

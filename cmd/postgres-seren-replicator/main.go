@@ -39,7 +39,10 @@ Exit codes:
   0  success
   1  a check or verification failed (validate, verify, status)
   2  usage or configuration error (bad flag, connection string, filter, login)
-  3  runtime failure (lost connection, failed copy or apply)
+  3  runtime failure (lost connection, failed copy or apply): running again may succeed
+  4  sync stopped on a state only a person can change (diverged target, schema
+     change on the source, lost slot or publication, undecodable stream): the
+     error says what to do; restarting without doing it stops again
 
 Every flag can also be set by the environment variable shown beside it.
 Connection strings are libpq URLs or keyword/value strings; PG* variables
@@ -98,6 +101,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	level := new(slog.LevelVar)
 	env := &Env{Stdout: stdout, Stderr: stderr, Log: cli.Logging.Logger(stderr, level), Level: level}
 	kctx.BindTo(ctx, (*context.Context)(nil))
+	warnPasswordsInArgs(kctx, env.Log)
 	if err := kctx.Run(env); err != nil {
 		code := ExitCode(err)
 		fmt.Fprintf(stderr, "error: %s\n", redactError(err))

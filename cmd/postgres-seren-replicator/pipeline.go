@@ -54,7 +54,7 @@ func (r *pipelineRunner) run(ctx context.Context) (pipelineResult, error) {
 		// will a second process on the same migration; later on, the same
 		// failures may be passing (a restarting server, our own session of
 		// a dropped connection not gone yet).
-		if errors.Is(err, apply.ErrPermanent) || errors.Is(err, errSetup) || errors.Is(err, stream.ErrProtocol) ||
+		if needsAction(err) ||
 			attempt == 1 && (errors.Is(err, conninfo.ErrConfig) || errors.Is(err, apply.ErrBusy)) {
 			return res, err
 		}
@@ -220,12 +220,12 @@ func (r *pipelineRunner) checkPublication(ctx context.Context, conn *pgx.Conn) e
 	}
 	for _, t := range r.db.Tables {
 		if !published[t] {
-			return setupError("table %s is selected but not in publication %s, so its data was never copied: run init for the new selection (or use the selection init used)", t, r.cmd.Publication)
+			return setupError("table %s is selected but not in publication %s, so its data was never copied (created after init?): leave it out with --exclude-tables %s (or the --include-tables init used), or copy everything again with it: init --drop-existing", t, r.cmd.Publication, t)
 		}
 		delete(published, t)
 	}
 	for t := range published {
-		return setupError("table %s is in publication %s but not selected: use the same --include/--exclude flags as init, or run init for the new selection", t, r.cmd.Publication)
+		return setupError("table %s is in publication %s but not selected: use the same --include/--exclude flags as init, or copy again for the new selection with init --drop-existing", t, r.cmd.Publication)
 	}
 	return nil
 }

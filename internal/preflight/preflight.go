@@ -150,6 +150,9 @@ func Run(ctx context.Context, p plan.Plan, opts Options) ([]Check, error) {
 		if err := add(tgt.database(ctx, d)); err != nil {
 			return nil, err
 		}
+		if err := add(checkMigration(ctx, d, opts.CheckpointSchema)); err != nil {
+			return nil, err
+		}
 	}
 	if err := add(one(tgt.applyMode(ctx))); err != nil {
 		return nil, err
