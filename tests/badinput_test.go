@@ -9,10 +9,14 @@ import (
 	"github.com/serenorg/postgres-seren-replicator/tests/pgtest"
 )
 
-// assertOneLineError checks that stderr is exactly one "error: ..." line.
+// assertOneLineError checks that stderr is exactly one "error: ..." line,
+// after the warnings about passwords given on the command line.
 func assertOneLineError(t *testing.T, res Result) {
 	t.Helper()
 	msg := strings.TrimRight(res.Stderr, "\n")
+	for _, w := range passwordWarnings(res.Stderr) {
+		msg = strings.TrimPrefix(msg, w+"\n")
+	}
 	if !strings.HasPrefix(msg, "error: ") || strings.Contains(msg, "\n") {
 		t.Errorf("stderr is not one error line:\n%s", res.Stderr)
 	}

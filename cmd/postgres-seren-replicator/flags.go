@@ -6,7 +6,9 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"strings"
 
+	"github.com/alecthomas/kong"
 	"golang.org/x/term"
 
 	"github.com/serenorg/postgres-seren-replicator/internal/conninfo"
@@ -62,21 +64,68 @@ func redactAttr(_ []string, a slog.Attr) slog.Attr {
 	return a
 }
 
-// Endpoints are the source and target connection strings.
+// Endpoints are the source and target connection strings and where their
+// passwords come from.
 type Endpoints struct {
-	Source string `required:"" env:"SEREN_SOURCE" placeholder:"URL" help:"Source connection string (postgres:// URL or keyword/value)."`
-	Target string `required:"" env:"SEREN_TARGET" placeholder:"URL" help:"Target connection string (postgres:// URL or keyword/value)."`
+	Source             string `required:"" env:"SEREN_SOURCE" placeholder:"URL" help:"Source connection string (postgres:// URL or keyword/value). Keep the password out of it: a password on the command line is visible to every local user."`
+	Target             string `required:"" env:"SEREN_TARGET" placeholder:"URL" help:"Target connection string (postgres:// URL or keyword/value). Keep the password out of it, as for --source."`
+	SourcePasswordFile string `name:"source-password-file" type:"path" env:"SEREN_SOURCE_PASSWORD_FILE" placeholder:"FILE" help:"Read the source password from the first line of FILE (instead of ~/.pgpass, PGPASSFILE or PGPASSWORD)."`
+	TargetPasswordFile string `name:"target-password-file" type:"path" env:"SEREN_TARGET_PASSWORD_FILE" placeholder:"FILE" help:"Read the target password from the first line of FILE (instead of ~/.pgpass, PGPASSFILE or PGPASSWORD)."`
 }
 
-// Parse parses both connection strings.
+// Parse parses both connection strings and reads the password files. The
+// connections are named "source" and "target" in their errors.
 func (e Endpoints) Parse() (src, dst *conninfo.Conn, err error) {
-	if src, err = conninfo.Parse(e.Source); err != nil {
-		return nil, nil, usageError("--source: %s", conninfo.Redact(err.Error()))
+	if src, err = parseEndpoint("source", e.Source, e.SourcePasswordFile); err != nil {
+		return nil, nil, err
 	}
-	if dst, err = conninfo.Parse(e.Target); err != nil {
-		return nil, nil, usageError("--target: %s", conninfo.Redact(err.Error()))
+	if dst, err = parseEndpoint("target", e.Target, e.TargetPasswordFile); err != nil {
+		return nil, nil, err
 	}
 	return src, dst, nil
+}
+
+// parseEndpoint parses one side's connection string. A password file
+// overrides PGPASSWORD and ~/.pgpass, as a password in the connection string
+// would; a password given both in the string and in a file is refused, since
+// either choice of winner would silently ignore something the user wrote.
+func parseEndpoint(side, dsn, passwordFile string) (*conninfo.Conn, error) {
+	c, err := conninfo.Parse(dsn)
+	if err != nil {
+		return nil, usageError("--%s: %s", side, conninfo.Redact(err.Error()))
+	}
+	if passwordFile != "" {
+		if conninfo.HasPassword(dsn) {
+			return nil, usageError("--%s holds a password and --%s-password-file gives one too: remove the password from --%s", side, side, side)
+		}
+		pw, err := conninfo.ReadPasswordFile(passwordFile)
+		if err != nil {
+			return nil, usageError("--%s-password-file: %s", side, err)
+		}
+		c = c.WithPassword(pw)
+	}
+	return c.Named(side), nil
+}
+
+// warnPasswordsInArgs logs a warning for each of --source and --target given
+// on the command line with a password in it: the process list shows every
+// argument to every local user for as long as the command runs. The
+// environment twins are not shown there, so they draw no warning.
+func warnPasswordsInArgs(kctx *kong.Context, log *slog.Logger) {
+	warned := map[string]bool{}
+	for _, p := range kctx.Path {
+		if p.Flag == nil || p.Resolved || (p.Flag.Name != "source" && p.Flag.Name != "target") || warned[p.Flag.Name] {
+			continue
+		}
+		dsn, ok := kctx.FlagValue(p.Flag).(string)
+		if !ok || !conninfo.HasPassword(dsn) {
+			continue
+		}
+		name := p.Flag.Name
+		warned[name] = true
+		log.Warn("the password in --"+name+" is visible to every local user in the process list (ps) while this runs",
+			"instead", fmt.Sprintf("--%s-password-file, ~/.pgpass or PGPASSFILE, PGPASSWORD, or the SEREN_%s environment variable", name, strings.ToUpper(name)))
+	}
 }
 
 // Selection holds the database and table filters.

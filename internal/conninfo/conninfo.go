@@ -35,6 +35,9 @@ var ErrConfig = errors.New("connection configuration")
 type Conn struct {
 	cfg *pgconn.Config
 	raw string
+	// side is the part the server plays ("source", "target"), named in
+	// connection errors; empty when unnamed.
+	side string
 }
 
 // Parse reads a libpq connection string (URL or keyword/value) with libpq's
@@ -43,7 +46,7 @@ func Parse(dsn string) (*Conn, error) {
 	cfg, err := pgconn.ParseConfig(dsn)
 	if err != nil {
 		// pgconn redacts the password it can recognise; Redact is the backstop.
-		return nil, fmt.Errorf("%w: %s", ErrConfig, Redact(err.Error()))
+		return nil, &configError{msg: Redact(err.Error())}
 	}
 	Register(cfg.Password)
 	if _, ok := cfg.RuntimeParams["application_name"]; !ok {
@@ -81,7 +84,13 @@ func (c *Conn) String() string {
 func (c *Conn) WithDatabase(db string) *Conn {
 	cfg := c.cfg.Copy()
 	cfg.Database = db
-	return &Conn{cfg: cfg, raw: c.raw}
+	return &Conn{cfg: cfg, raw: c.raw, side: c.side}
+}
+
+// Named returns the same connection labelled with the part its server
+// plays ("source", "target"), which its connection errors name.
+func (c *Conn) Named(side string) *Conn {
+	return &Conn{cfg: c.cfg.Copy(), raw: c.raw, side: side}
 }
 
 // Config returns a copy of the pgconn configuration, safe to modify.
@@ -147,32 +156,3 @@ func (c *Conn) ConnectReplicationWith(ctx context.Context, settings map[string]s
 	}
 	return conn, nil
 }
-
-// connectError wraps a failed connection attempt. Failures the user fixes in
-// the connection string (unknown host, refused login, missing database) wrap
-// ErrConfig; others (server down, timeouts) stay runtime errors.
-func connectError(c *Conn, err error) error {
-	msg := Redact(err.Error())
-	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) {
-		switch pgErr.Code {
-		case "28P01", "28000", "3D000", "42501":
-			return fmt.Errorf("%w: connect %s: %s", ErrConfig, c, msg)
-		}
-	}
-	var dnsErr *net.DNSError
-	if errors.As(err, &dnsErr) {
-		return fmt.Errorf("%w: connect %s: unknown host %q", ErrConfig, c, dnsErr.Name)
-	}
-	return &redactedError{msg: fmt.Sprintf("connect %s: %s", c, msg), err: err}
-}
-
-// redactedError shows a scrubbed message but keeps the original error
-// reachable for errors.Is and errors.As.
-type redactedError struct {
-	msg string
-	err error
-}
-
-func (e *redactedError) Error() string { return e.msg }
-func (e *redactedError) Unwrap() error { return e.err }

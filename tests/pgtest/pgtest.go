@@ -50,6 +50,9 @@ type Options struct {
 	BinDir string
 	// Settings are extra postgresql.conf lines, such as "wal_sender_timeout = '5s'".
 	Settings []string
+	// ServerCert and ServerKey, PEM encoded, turn TLS on (ssl = on) with
+	// this certificate; without them the server refuses TLS.
+	ServerCert, ServerKey []byte
 }
 
 // Cluster is one running PostgreSQL server.
@@ -99,15 +102,18 @@ func Start(t TB, opts Options) *Cluster {
 		"log_min_messages = warning",
 		"logging_collector = off",
 	}
+	if opts.ServerCert != nil {
+		writeFile(t, filepath.Join(c.DataDir, "server.crt"), opts.ServerCert)
+		writeFile(t, filepath.Join(c.DataDir, "server.key"), opts.ServerKey)
+		conf = append(conf, "ssl = on", "ssl_cert_file = 'server.crt'", "ssl_key_file = 'server.key'")
+	}
 	conf = append(conf, opts.Settings...)
 	appendFile(t, filepath.Join(c.DataDir, "postgresql.conf"), strings.Join(conf, "\n")+"\n")
 	// Trust for the bootstrap superuser, passwords for every other role, so
 	// tests can prove password handling against a real server.
 	hba := "host all postgres 127.0.0.1/32 trust\nhost replication postgres 127.0.0.1/32 trust\n" +
 		"host all all 127.0.0.1/32 scram-sha-256\nhost replication all 127.0.0.1/32 scram-sha-256\n"
-	if err := os.WriteFile(filepath.Join(c.DataDir, "pg_hba.conf"), []byte(hba), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	writeFile(t, filepath.Join(c.DataDir, "pg_hba.conf"), []byte(hba))
 	chownToPostgres(t, c.DataDir)
 	c.firstStart()
 	return c
@@ -308,6 +314,15 @@ func freePort(t TB) int {
 	}
 	t.Fatal("pgtest: no free loopback port between 20000 and 32000")
 	return 0
+}
+
+// writeFile writes a file only its owner may read (the server refuses a
+// private key others can read).
+func writeFile(t TB, path string, data []byte) {
+	t.Helper()
+	if err := os.WriteFile(path, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
 }
 
 func appendFile(t TB, path, text string) {
