@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pglogrepl"
@@ -112,6 +113,8 @@ type Applier struct {
 	// outlasts its grace period, or when the applier closes.
 	execCtx  context.Context
 	stopExec context.CancelFunc
+
+	executing atomic.Int64 // when the pipeline now running started (unix ns); 0 when none
 }
 
 // sessionSettings make the target parse values exactly as the source printed
@@ -218,6 +221,17 @@ func (a *Applier) Stats() Stats { return a.stats }
 
 // ReplicaMode reports whether triggers and FK checks are off during apply.
 func (a *Applier) ReplicaMode() bool { return a.replicaMode }
+
+// Waiting is how long the statements now running on the target have been
+// waiting for it (0 when none run), and the target session's process ID,
+// to look up what blocks it. Safe to call from any goroutine.
+func (a *Applier) Waiting() (time.Duration, uint32) {
+	at := a.executing.Load()
+	if at == 0 {
+		return 0, a.conn.PID()
+	}
+	return time.Since(time.Unix(0, at)), a.conn.PID()
+}
 
 // Position is the durable checkpoint: where streaming must resume.
 func (a *Applier) Position() checkpoint.Position { return a.b.durable }

@@ -245,6 +245,8 @@ func (a *Applier) settle(ctx context.Context) error {
 // where it was. It runs on the flight's goroutine and touches only p and the
 // connection.
 func (a *Applier) execute(ctx context.Context, p *pipeline) error {
+	a.executing.Store(time.Now().UnixNano())
+	defer a.executing.Store(0)
 	for i := range p.segments {
 		seg := &p.segments[i]
 		if seg.copy != nil {

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
@@ -139,6 +140,56 @@ func LookupSlot(ctx context.Context, conn *pgx.Conn, name string) (SlotState, er
 		}
 	}
 	return s, nil
+}
+
+// ErrSlotActive means another connection is streaming the slot.
+var ErrSlotActive = errors.New("replication slot is in use")
+
+// ReleaseSlot ends the walsender that holds the slot and waits (up to
+// wait) until the slot is free. It is for a caller that knows no live
+// client of its own can hold the slot: a walsender whose client vanished
+// without a word (a crash, a network black hole) keeps the slot until its
+// wal_sender_timeout, forever when that is 0. It returns a description of
+// the session it ended ("" when the slot was free).
+func ReleaseSlot(ctx context.Context, conn *pgx.Conn, name string, wait time.Duration) (string, error) {
+	var pid *int64
+	var holder string
+	err := conn.QueryRow(ctx, `SELECT s.active_pid,
+			format('pid %s (user %s, application %s, from %s, streaming since %s)', s.active_pid,
+				coalesce(a.usename::text, '?'), coalesce(nullif(a.application_name, ''), '?'),
+				coalesce(host(a.client_addr), 'local'), coalesce(a.backend_start::timestamptz(0)::text, '?'))
+		FROM pg_replication_slots s LEFT JOIN pg_stat_activity a ON a.pid = s.active_pid
+		WHERE s.slot_name = $1`, name).Scan(&pid, &holder)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return "", fmt.Errorf("slot %s: %w", name, ErrSlotMissing)
+	}
+	if err != nil {
+		return "", fmt.Errorf("look up the holder of slot %s: %w", name, err)
+	}
+	if pid == nil {
+		return "", nil
+	}
+	if _, err := conn.Exec(ctx, `SELECT pg_terminate_backend($1)`, *pid); err != nil {
+		return holder, fmt.Errorf("end the walsender holding slot %s, %s: %w", name, holder, err)
+	}
+	deadline := time.Now().Add(wait)
+	for {
+		var active bool
+		if err := conn.QueryRow(ctx, `SELECT active FROM pg_replication_slots WHERE slot_name = $1`, name).Scan(&active); err != nil {
+			return holder, fmt.Errorf("slot %s: %w", name, err)
+		}
+		if !active {
+			return holder, nil
+		}
+		if time.Now().After(deadline) {
+			return holder, fmt.Errorf("slot %s is still held after ending %s: %w", name, holder, ErrSlotActive)
+		}
+		select {
+		case <-ctx.Done():
+			return holder, ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 }
 
 // DropSlot drops the slot if it exists, waiting for it to become inactive.

@@ -28,6 +28,10 @@ const (
 	DefaultStatusInterval = 5 * time.Second
 	// DefaultBuffer is how many events may wait between stream and applier.
 	DefaultBuffer = 4096
+	// DefaultReceiveTimeout is how long the source may send nothing at all
+	// before the connection counts as dead: PostgreSQL's own
+	// wal_receiver_timeout default.
+	DefaultReceiveTimeout = 60 * time.Second
 )
 
 // OutputSettings make the source's text output of values match what the
@@ -63,6 +67,12 @@ type Config struct {
 	StatusInterval time.Duration
 	// Buffer is the capacity of the event channel; DefaultBuffer when zero.
 	Buffer int
+	// ReceiveTimeout is how long the source may stay silent while the
+	// stream waits for it. Halfway, the stream asks the source to reply at
+	// once (an idle walsender sends nothing otherwise); when the whole
+	// timeout passes without a message, Run returns ErrSilent.
+	// DefaultReceiveTimeout when zero.
+	ReceiveTimeout time.Duration
 }
 
 // Stream is one open replication connection streaming one slot.
@@ -78,6 +88,14 @@ type Stream struct {
 	lastReported pglogrepl.LSN
 	lastStatus   time.Time
 	closeOnce    sync.Once
+
+	// heardAt is when the stream last received a message or, after handing
+	// an event to a busy applier, resumed reading (unix nanoseconds).
+	heardAt  atomic.Int64
+	pingedAt atomic.Int64 // when an unanswered reply request was sent; 0 for none
+	pinged   bool         // a reply was requested since the last message
+	warned   bool         // the missing reply was logged
+	pending  pendingTxns
 
 	// Reads wait on the connection's read deadline rather than a context
 	// per message (a context costs a watcher goroutine hand-off per read,
@@ -96,6 +114,9 @@ func Open(ctx context.Context, src *conninfo.Conn, cfg Config, log *slog.Logger)
 	if cfg.Buffer <= 0 {
 		cfg.Buffer = DefaultBuffer
 	}
+	if cfg.ReceiveTimeout <= 0 {
+		cfg.ReceiveTimeout = DefaultReceiveTimeout
+	}
 	conn, err := src.ConnectReplicationWith(ctx, OutputSettings)
 	if err != nil {
 		return nil, err
@@ -109,11 +130,15 @@ func Open(ctx context.Context, src *conninfo.Conn, cfg Config, log *slog.Logger)
 	})
 	if err != nil {
 		conn.Close(context.Background())
+		if pgErr, ok := errors.AsType[*pgconn.PgError](err); ok && pgErr.Code == "55006" { // object_in_use
+			return nil, fmt.Errorf("start replication on slot %s: %s: %w", cfg.Slot, pgErr.Message, ErrSlotActive)
+		}
 		return nil, fmt.Errorf("start replication on slot %s: %s", cfg.Slot, conninfo.Redact(err.Error()))
 	}
 	s := &Stream{conn: conn, cfg: cfg, log: log, events: make(chan Event, cfg.Buffer), nudge: make(chan struct{}, 1)}
 	s.flushed.Store(uint64(cfg.Start))
 	s.received.Store(uint64(cfg.Start))
+	s.heard()
 	return s, nil
 }
 
@@ -129,6 +154,7 @@ func (s *Stream) SetFlushed(lsn pglogrepl.LSN) {
 			break
 		}
 	}
+	s.pending.applied(lsn)
 	select {
 	case s.nudge <- struct{}{}:
 	default:
@@ -147,7 +173,7 @@ func (s *Stream) Run(ctx context.Context) error {
 		// A last report, on a fresh context: ctx may already be done.
 		fctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		_ = s.sendStatus(fctx)
+		_ = s.sendStatus(fctx, false)
 	}()
 	stop := context.AfterFunc(ctx, func() {
 		s.deadlineMu.Lock()
@@ -171,10 +197,14 @@ func (s *Stream) Run(ctx context.Context) error {
 			}
 			if pgconn.Timeout(err) {
 				s.armedAt = time.Time{}
+				if err := s.checkSilence(ctx); err != nil {
+					return err
+				}
 				continue
 			}
 			return fmt.Errorf("receive from slot %s: %s: %w", s.cfg.Slot, conninfo.Redact(err.Error()), ErrConnection)
 		}
+		s.heard()
 		switch msg := raw.(type) {
 		case *pgproto3.CopyData:
 			if err := s.handleCopyData(ctx, msg.Data); err != nil {
@@ -190,6 +220,12 @@ func (s *Stream) Run(ctx context.Context) error {
 
 // ErrConnection marks a lost or ended replication connection: worth a retry.
 var ErrConnection = errors.New("replication connection lost")
+
+// ErrSilent marks a connection on which the source sent nothing, not even
+// a reply to a request for one, for the whole receive timeout: the
+// connection is dead or the network path drops packets. It wraps
+// ErrConnection, so a retry (a new connection) is the cure.
+var ErrSilent = fmt.Errorf("source silent: %w", ErrConnection)
 
 // ErrProtocol marks a message the stream cannot decode: the same bytes come
 // again after a reconnect, so a retry cannot help.
@@ -207,7 +243,7 @@ func (s *Stream) handleCopyData(ctx context.Context, data []byte) error {
 		}
 		s.advanceReceived(ka.ServerWALEnd)
 		if ka.ReplyRequested {
-			if err := s.sendStatus(ctx); err != nil {
+			if err := s.sendStatus(ctx, false); err != nil {
 				return err
 			}
 		}
@@ -227,6 +263,9 @@ func (s *Stream) handleCopyData(ctx context.Context, data []byte) error {
 			return fmt.Errorf("slot %s: decode pgoutput at %s: %w: %w", s.cfg.Slot, xld.WALStart, ErrProtocol, err)
 		}
 		s.advanceReceived(xld.WALStart)
+		if b, ok := msg.(*Begin); ok && b.FinalLSN >= s.Flushed() {
+			s.pending.begun(b.FinalLSN, b.CommitTime)
+		}
 		return s.deliver(ctx, Event{Msg: msg, LSN: xld.WALStart})
 	default:
 		return fmt.Errorf("slot %s: unknown replication message %q: %w", s.cfg.Slot, data[0], ErrProtocol)
@@ -243,6 +282,8 @@ func (s *Stream) deliver(ctx context.Context, ev Event) error {
 		return nil
 	default:
 	}
+	// Nothing is read meanwhile, so the source's silence is not measured.
+	defer s.heard()
 	tick := time.NewTicker(s.cfg.StatusInterval / 2)
 	defer tick.Stop()
 	for {
@@ -250,7 +291,7 @@ func (s *Stream) deliver(ctx context.Context, ev Event) error {
 		case s.events <- ev:
 			return nil
 		case <-tick.C:
-			if err := s.sendStatus(ctx); err != nil {
+			if err := s.sendStatus(ctx, false); err != nil {
 				return err
 			}
 		case <-ctx.Done():
@@ -286,6 +327,9 @@ func (s *Stream) armDeadline() {
 
 func (s *Stream) untilNextStatus() time.Duration {
 	d := time.Until(s.lastStatus.Add(s.cfg.StatusInterval))
+	if silence := time.Until(s.heardTime().Add(s.cfg.ReceiveTimeout / 2)); silence > 0 && silence < d {
+		d = silence // wake up to ask the source for a reply
+	}
 	if d > time.Second {
 		d = time.Second // wake up to report newly flushed positions promptly
 	}
@@ -305,14 +349,15 @@ func (s *Stream) maybeSendStatus(ctx context.Context) error {
 	default:
 	}
 	if moved || time.Since(s.lastStatus) >= s.cfg.StatusInterval {
-		return s.sendStatus(ctx)
+		return s.sendStatus(ctx, false)
 	}
 	return nil
 }
 
 // sendStatus reports write = received and flush = apply = durably applied.
 // All three are set explicitly: pglogrepl fills zero flush/apply with write.
-func (s *Stream) sendStatus(ctx context.Context) error {
+// With replyNow the source is asked to answer at once.
+func (s *Stream) sendStatus(ctx context.Context, replyNow bool) error {
 	flushed := s.Flushed()
 	write := s.Received()
 	if write < flushed {
@@ -323,7 +368,7 @@ func (s *Stream) sendStatus(ctx context.Context) error {
 		WALFlushPosition: flushed,
 		WALApplyPosition: flushed,
 		ClientTime:       time.Now(),
-		ReplyRequested:   false,
+		ReplyRequested:   replyNow,
 	})
 	if err != nil {
 		return fmt.Errorf("slot %s: send status update: %s: %w", s.cfg.Slot, conninfo.Redact(err.Error()), ErrConnection)

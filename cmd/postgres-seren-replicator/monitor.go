@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sort"
@@ -9,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/serenorg/postgres-seren-replicator/apply"
 	"github.com/serenorg/postgres-seren-replicator/checkpoint"
 	"github.com/serenorg/postgres-seren-replicator/internal/daemon"
 	"github.com/serenorg/postgres-seren-replicator/internal/metrics"
@@ -63,12 +65,16 @@ func (m *monitor) stopped(db string, err error) {
 	m.metrics.Error(db, metrics.KindStream)
 }
 
-// lag records a lag sample and updates readiness and the systemd status.
-func (m *monitor) lag(db string, bytes int64, lag time.Duration) {
+// sample records a database's lag and stall reason (empty when nothing is
+// stuck) and updates readiness and the systemd status.
+func (m *monitor) sample(db string, bytes int64, lag time.Duration, stall string) {
 	m.metrics.SetLag(db, bytes, lag)
-	if m.maxLag > 0 && lag > m.maxLag {
+	switch {
+	case stall != "":
+		m.ready.Set(db, errors.New(stall))
+	case m.maxLag > 0 && lag > m.maxLag:
 		m.ready.Set(db, fmt.Errorf("lag %s is above --max-lag %s", lag.Round(time.Millisecond), m.maxLag))
-	} else {
+	default:
 		m.ready.Set(db, nil)
 	}
 	m.mu.Lock()
@@ -82,35 +88,22 @@ func (m *monitor) lag(db string, bytes int64, lag time.Duration) {
 	_ = daemon.Status("streaming: " + strings.Join(parts, ", "))
 }
 
-// observer adapts the monitor to apply.Observer for one database, and
-// remembers the last applied position for lag in seconds.
-type observer struct {
-	m  *monitor
-	mu sync.Mutex
-	at checkpoint.Position
-}
+// observer adapts the monitor to apply.Observer for one database.
+type observer struct{ m *monitor }
 
 func (o *observer) BatchCommitted(db string, txns, changes int, took time.Duration, pos checkpoint.Position) {
 	o.m.metrics.BatchApplied(db, txns, changes, took)
 	o.m.metrics.SetCheckpoint(db, pos.EndLSN)
-	o.mu.Lock()
-	o.at = pos
-	o.mu.Unlock()
 }
 
 func (o *observer) RowsApplied(db, table, op string, n int) {
 	o.m.metrics.RowsApplied(db, table, op, n)
 }
 
-func (o *observer) position() checkpoint.Position {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	return o.at
-}
-
-// housekeeping runs beside one database's pipeline until ctx ends: lag and
-// slot samples for metrics and status, and periodic sequence copies.
-func (r *pipelineRunner) housekeeping(ctx context.Context, st *stream.Stream, obs *observer) {
+// housekeeping runs beside one database's pipeline until ctx ends: lag,
+// stall and slot samples for logs, metrics, /readyz and the systemd status,
+// and periodic sequence copies.
+func (r *pipelineRunner) housekeeping(ctx context.Context, st *stream.Stream, applier *apply.Applier) {
 	sample := time.NewTicker(sampleEvery)
 	defer sample.Stop()
 	var sequences <-chan time.Time
@@ -119,14 +112,20 @@ func (r *pipelineRunner) housekeeping(ctx context.Context, st *stream.Stream, ob
 		defer t.Stop()
 		sequences = t.C
 	}
+	var stalls stallWatch
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-sample.C:
-			if err := r.sampleLag(ctx, st, obs); err != nil && ctx.Err() == nil {
+			// The stall check needs no source connection, so it runs even
+			// when the source is unreachable.
+			stall := r.checkStalls(ctx, &stalls, st, applier)
+			bytes, err := r.sampleLagBytes(ctx, st)
+			if err != nil && ctx.Err() == nil {
 				r.log.Debug("lag sample failed", "error", err)
 			}
+			r.mon.sample(r.db.Name, bytes, st.Lag(), stall)
 		case <-sequences:
 			if err := syncSequences(ctx, r.db, r.log); err != nil && ctx.Err() == nil {
 				r.log.Warn("sequence copy failed; will retry", "error", err)
@@ -135,35 +134,29 @@ func (r *pipelineRunner) housekeeping(ctx context.Context, st *stream.Stream, ob
 	}
 }
 
-// sampleLag measures how far the target is behind: bytes from the durable
-// position to the source's current WAL position, and seconds since the last
-// applied commit while anything received is still unapplied (0 when idle).
-func (r *pipelineRunner) sampleLag(ctx context.Context, st *stream.Stream, obs *observer) error {
+// sampleLagBytes measures the WAL from the durable position to the source's
+// current position, and records the WAL the slot retains.
+func (r *pipelineRunner) sampleLagBytes(ctx context.Context, st *stream.Stream) (int64, error) {
+	ctx, cancel := context.WithTimeout(ctx, sampleEvery)
+	defer cancel()
 	conn, err := r.db.Source.Connect(ctx)
 	if err != nil {
-		return err
+		return 0, err
 	}
-	defer conn.Close(ctx)
+	defer conn.Close(context.Background())
 	slot, err := stream.LookupSlot(ctx, conn, r.slot)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	cur, err := currentLSN(ctx, conn)
 	if err != nil {
-		return err
-	}
-	flushed := st.Flushed()
-	var bytes int64
-	if cur > flushed {
-		bytes = int64(cur - flushed)
-	}
-	var lag time.Duration
-	if pos := obs.position(); st.Received() > flushed && !pos.CommitTime.IsZero() {
-		lag = time.Since(pos.CommitTime)
+		return 0, err
 	}
 	r.mon.metrics.SetSlotRetained(r.db.Name, slot.RetainedBytes)
-	r.mon.lag(r.db.Name, bytes, lag)
-	return nil
+	if flushed := st.Flushed(); cur > flushed {
+		return int64(cur - flushed), nil
+	}
+	return 0, nil
 }
 
 // syncSequences copies sequence values from source to target: logical

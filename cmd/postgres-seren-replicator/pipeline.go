@@ -133,12 +133,21 @@ func (r *pipelineRunner) once(ctx context.Context) (pipelineResult, error) {
 	}
 	r.log.Info("streaming", "slot", r.slot, "from", pos.EndLSN.String(), "apply_mode", mode)
 
-	st, err := stream.Open(ctx, r.db.Source, stream.Config{
+	streamCfg := stream.Config{
 		Slot:           r.slot,
 		Publication:    r.cmd.Publication,
 		Start:          pos.EndLSN,
 		StatusInterval: r.cmd.StatusInterval,
-	}, r.log)
+		ReceiveTimeout: r.cmd.ReceiveTimeout,
+	}
+	st, err := stream.Open(ctx, r.db.Source, streamCfg, r.log)
+	if errors.Is(err, stream.ErrSlotActive) {
+		// The applier holds the migration's writer lock, so no live sync
+		// streams this slot: its holder is a walsender whose client is gone.
+		if err = r.releaseSlot(ctx, src); err == nil {
+			st, err = stream.Open(ctx, r.db.Source, streamCfg, r.log)
+		}
+	}
 	if err != nil {
 		return pipelineResult{position: pos}, err
 	}
@@ -151,7 +160,7 @@ func (r *pipelineRunner) once(ctx context.Context) (pipelineResult, error) {
 	r.mon.started(r.db.Name)
 	hkCtx, stopHousekeeping := context.WithCancel(ctx)
 	hkDone := make(chan struct{})
-	go func() { defer close(hkDone); r.housekeeping(hkCtx, st, obs) }()
+	go func() { defer close(hkDone); r.housekeeping(hkCtx, st, applier) }()
 	applyErr := applier.Run(ctx, st.Events(), st)
 	stopHousekeeping()
 	stopStream()
@@ -168,6 +177,21 @@ func (r *pipelineRunner) once(ctx context.Context) (pipelineResult, error) {
 		return res, sErr
 	}
 	return res, nil
+}
+
+// releaseSlot ends the walsender left holding the slot by a client that
+// vanished (killed, or cut off by the network), which otherwise keeps the
+// slot until the source's wal_sender_timeout passes, or forever when it is 0.
+func (r *pipelineRunner) releaseSlot(ctx context.Context, src *pgx.Conn) error {
+	holder, err := stream.ReleaseSlot(ctx, src, r.slot, 10*time.Second)
+	if err != nil {
+		return err
+	}
+	if holder != "" {
+		r.log.Warn("ended a walsender left holding the slot by a client that is gone (this process holds the migration's writer lock)",
+			"slot", r.slot, "walsender", holder)
+	}
+	return nil
 }
 
 // checkSlot refuses to stream from a slot that is missing or has lost WAL,

@@ -33,6 +33,8 @@ type SyncCmd struct {
 	MaxBatchDelay    time.Duration `name:"max-batch-delay" env:"SEREN_MAX_BATCH_DELAY" help:"Longest time a target transaction stays open while changes keep coming (default 10ms; 500ms with --catch-up)."`
 	StatusInterval   time.Duration `name:"status-interval" default:"5s" env:"SEREN_STATUS_INTERVAL" help:"Longest time between status updates to the source (keep well under wal_sender_timeout)."`
 	SequenceInterval time.Duration `name:"sequence-interval" default:"1m" env:"SEREN_SEQUENCE_INTERVAL" help:"How often the daemon copies sequence values to the target (0 turns it off)."`
+	ReceiveTimeout   time.Duration `name:"receive-timeout" default:"60s" env:"SEREN_RECEIVE_TIMEOUT" help:"How long the source may send nothing, not even a reply to a request for one, before the replication connection counts as dead and is reopened (like wal_receiver_timeout)."`
+	StallWarning     time.Duration `name:"stall-warning" default:"30s" env:"SEREN_STALL_WARNING" help:"How long a batch may wait on the target before a warning names what blocks it and /readyz reports not ready."`
 	MaxRetryDelay    time.Duration `name:"max-retry-delay" default:"30s" env:"SEREN_MAX_RETRY_DELAY" help:"Longest wait between reconnection attempts."`
 	MetricsAddr      string        `name:"metrics-addr" env:"SEREN_METRICS_ADDR" placeholder:"HOST:PORT" help:"Serve Prometheus /metrics, /healthz and /readyz here (off by default; 127.0.0.1:9188 is the documented choice)."`
 	MaxLag           time.Duration `name:"max-lag" default:"60s" env:"SEREN_MAX_LAG" help:"Lag above which /readyz reports not ready."`
@@ -97,6 +99,10 @@ func (c *SyncCmd) check() error {
 		return usageError("--status-interval must be positive (keep it well under the source's wal_sender_timeout)")
 	case c.SequenceInterval < 0:
 		return usageError("--sequence-interval must not be negative (0 turns the copy off)")
+	case c.ReceiveTimeout <= 0:
+		return usageError("--receive-timeout must be positive")
+	case c.StallWarning <= 0:
+		return usageError("--stall-warning must be positive")
 	case c.MaxRetryDelay <= 0:
 		return usageError("--max-retry-delay must be positive")
 	case c.MaxLag <= 0:

@@ -59,6 +59,7 @@ type Metrics struct {
 	applyDuration   *prometheus.HistogramVec
 	lagBytes        *prometheus.GaugeVec
 	lagSeconds      *prometheus.GaugeVec
+	stallSeconds    *prometheus.GaugeVec
 	checkpointLSN   *prometheus.GaugeVec
 	slotRetained    *prometheus.GaugeVec
 	reconnects      *prometheus.CounterVec
@@ -100,8 +101,12 @@ func New(reg prometheus.Registerer) *Metrics {
 		}, db),
 		lagSeconds: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Namespace: Namespace, Name: "lag_seconds",
-			Help: "Age of the source commit last applied while changes are pending; 0 when caught up.",
+			Help: "Age of the oldest source commit received and not yet applied; 0 when caught up.",
 		}, db),
+		stallSeconds: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: Namespace, Name: "stall_seconds",
+			Help: "How long the source has left a request for a reply unanswered (side=source), or the statements running on the target have waited (side=target); 0 when nothing waits.",
+		}, []string{LabelDatabase, LabelSide}),
 		checkpointLSN: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Namespace: Namespace, Name: "checkpoint_lsn",
 			Help: "Applied checkpoint position as a number (end LSN of the last applied source transaction).",
@@ -140,7 +145,7 @@ func New(reg prometheus.Registerer) *Metrics {
 		}, db),
 	}
 	reg.MustRegister(m.appliedTxns, m.appliedRows, m.batchChanges, m.applyDuration,
-		m.lagBytes, m.lagSeconds, m.checkpointLSN, m.slotRetained, m.reconnects,
+		m.lagBytes, m.lagSeconds, m.stallSeconds, m.checkpointLSN, m.slotRetained, m.reconnects,
 		m.errors, m.lastApply, m.snapshotBytes, m.snapshotDone, m.snapshotTables, m.snapshotStarted)
 	return m
 }
@@ -182,6 +187,15 @@ func (m *Metrics) SetLag(db string, bytes int64, lag time.Duration) {
 	}
 	m.lagBytes.WithLabelValues(db).Set(float64(bytes))
 	m.lagSeconds.WithLabelValues(db).Set(lag.Seconds())
+}
+
+// SetStall sets how long side (SideSource, SideTarget) has kept the
+// pipeline waiting.
+func (m *Metrics) SetStall(db, side string, d time.Duration) {
+	if m == nil {
+		return
+	}
+	m.stallSeconds.WithLabelValues(db, side).Set(d.Seconds())
 }
 
 // SetCheckpoint sets the applied checkpoint position.
