@@ -277,8 +277,25 @@ func testVerifyExitCodesAndText(t *testing.T, src, dst *pgtest.Cluster) {
 	})
 }
 
+// holdWriterLock plays a running sync for verify: a target session holding
+// the slot's writer lock, as the applier's session does (apply/writer.go).
+// The returned func releases it.
+func holdWriterLock(t *testing.T, c *pgtest.Cluster, db, slot string) (release func()) {
+	t.Helper()
+	conn := c.Connect(db)
+	if _, err := conn.Exec(context.Background(), `SELECT pg_advisory_lock(hashtextextended('postgres-seren-replicator/' || $1, 0))`, slot); err != nil {
+		t.Fatal(err)
+	}
+	return func() {
+		if _, err := conn.Exec(context.Background(), `SELECT pg_advisory_unlock(hashtextextended('postgres-seren-replicator/' || $1, 0))`, slot); err != nil {
+			t.Error(err)
+		}
+	}
+}
+
 // TestVerifyWaitsForCheckpoint simulates a running sync: the target has a
-// checkpoint that lags the source, and a goroutine plays the applier.
+// checkpoint that lags the source, a session holds the writer lock, and a
+// goroutine plays the applier.
 func TestVerifyWaitsForCheckpoint(t *testing.T) {
 	src, dst := pgtest.StartPair(t)
 	for _, c := range []*pgtest.Cluster{src, dst} {
@@ -317,6 +334,7 @@ func TestVerifyWaitsForCheckpoint(t *testing.T) {
 	if err := store.Ensure(context.Background(), dst.Connect("app")); err != nil {
 		t.Fatal(err)
 	}
+	release := holdWriterLock(t, dst, "app", slot)
 	run := func(t *testing.T, v *verify.Verifier) verify.TableReport {
 		t.Helper()
 		s, _ := conninfo.Parse(src.DSN("app"))
@@ -414,4 +432,65 @@ func TestVerifyWaitsForCheckpoint(t *testing.T) {
 			t.Errorf("retries = %d, want at least 2", tr.Retries)
 		}
 	})
+
+	t.Run("re-check time bounds the re-checks", func(t *testing.T) {
+		dst.Exec("app", "UPDATE cons SET v = -v WHERE id BETWEEN 100 AND 199")
+		t.Cleanup(func() { dst.Exec("app", "UPDATE cons SET v = -v WHERE id BETWEEN 100 AND 199") })
+		v := verify.New()
+		v.Wait, v.Retries, v.RecheckTime = 0, 0, time.Second // the time goes to re-reading rows
+		start := time.Now()
+		tr := run(t, v)
+		if el := time.Since(start); el > 10*time.Second {
+			t.Errorf("verify took %s with a re-check time of 1s", el)
+		}
+		unconfirmed := 0
+		for _, r := range tr.Ranges {
+			for _, row := range r.Rows {
+				if row.Unconfirmed {
+					unconfirmed++
+				}
+			}
+		}
+		// 101 rows differ (30 and 100..199); re-reading one takes about 1s.
+		if tr.Status != verify.StatusMismatch || tr.DifferingRows != 100 || unconfirmed < 90 || tr.Unconfirmed {
+			t.Errorf("status %s, %d rows named, %d unconfirmed, table unconfirmed %v; want mismatch, 100, most unconfirmed, some confirmed",
+				tr.Status, tr.DifferingRows, unconfirmed, tr.Unconfirmed)
+		}
+	})
+
+	t.Run("without a sync the sides are compared once", func(t *testing.T) {
+		release()
+		v := verify.New() // a 30s wait for a checkpoint that cannot move, unless verify sees no sync
+		start := time.Now()
+		tr := run(t, v)
+		if el := time.Since(start); el > 5*time.Second {
+			t.Errorf("verify took %s without a sync", el)
+		}
+		if tr.Status != verify.StatusMismatch || fmt.Sprint(rowKeys(tr)) != "[changed:30]" || tr.Retries != 0 || tr.Unconfirmed {
+			t.Errorf("status = %s, rows = %q, retries %d, unconfirmed %v; want a confirmed mismatch naming row 30 without retries",
+				tr.Status, rowKeys(tr), tr.Retries, tr.Unconfirmed)
+		}
+	})
+	t.Run("a sync applying during a direct comparison leaves differences unconfirmed", func(t *testing.T) {
+		v := verify.New()
+		// Once the table is compared, a sync (between reconnections when
+		// verify looked) applies a batch.
+		v.Progress = tableDoneHook(func() {
+			if err := setCheckpoint("0/2", ""); err != nil {
+				t.Error(err)
+			}
+		})
+		tr := run(t, v)
+		if tr.Status != verify.StatusMismatch || !tr.Unconfirmed || len(tr.Ranges) != 1 || !tr.Ranges[0].Rows[0].Unconfirmed {
+			t.Errorf("status = %s, unconfirmed %v, ranges %+v; want a mismatch marked unconfirmed", tr.Status, tr.Unconfirmed, tr.Ranges)
+		}
+	})
 }
+
+// tableDoneHook is a verify.Progress that calls f when a table is done.
+type tableDoneHook func()
+
+func (tableDoneHook) Start(string, int, int64) {}
+func (tableDoneHook) Rows(int64)               {}
+func (h tableDoneHook) TableDone()             { h() }
+func (tableDoneHook) Finish()                  {}

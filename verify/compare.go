@@ -2,15 +2,8 @@ package verify
 
 import (
 	"context"
-	"errors"
-	"fmt"
 	"strings"
 	"time"
-
-	"github.com/jackc/pglogrepl"
-	"github.com/jackc/pgx/v5"
-
-	"github.com/serenorg/postgres-seren-replicator/checkpoint"
 )
 
 // chunkJob is one top-level range of a table.
@@ -28,7 +21,7 @@ const maxDepth = 12
 // and records it. It returns the source rows counted.
 func (st *dbState) examine(ctx context.Context, w *worker, job chunkJob) (int64, error) {
 	t, r := job.table, job.r
-	src, dst, err := compare(ctx, st, w, t, func(ctx context.Context, q querier) (rangeHash, error) {
+	src, dst, cut, err := compare(ctx, st, w, t, func(ctx context.Context, q querier) (rangeHash, error) {
 		return st.hashRange(ctx, q, t, r)
 	}, func(a, b rangeHash) bool { return a == b })
 	if err != nil {
@@ -39,7 +32,7 @@ func (st *dbState) examine(ctx context.Context, w *worker, job chunkJob) (int64,
 		return src.count, nil
 	}
 	d := RangeDiff{From: r.from, To: r.to, SourceRows: src.count, TargetRows: dst.count,
-		SourceHash: src.sum, TargetHash: dst.sum, Rows: []RowDiff{}, order: job.order}
+		SourceHash: src.sum, TargetHash: dst.sum, Rows: []RowDiff{}, Unconfirmed: cut, order: job.order}
 	if len(t.key) > 0 {
 		if d.Rows, d.Complete, err = st.narrow(ctx, w, t, r, src, dst, 0); err != nil {
 			return src.count, err
@@ -89,7 +82,9 @@ func (st *dbState) narrow(ctx context.Context, w *worker, t *tableJob, r keyRang
 		if t.full(st.v.MaxDiffRows) {
 			return rows, false, nil
 		}
-		s, d, err := compare(ctx, st, w, t, func(ctx context.Context, q querier) (rangeHash, error) {
+		// A sub-range whose re-checks were cut short is narrowed like any
+		// other: its rows carry their own verdict.
+		s, d, _, err := compare(ctx, st, w, t, func(ctx context.Context, q querier) (rangeHash, error) {
 			return st.hashRange(ctx, q, t, sub)
 		}, func(a, b rangeHash) bool { return a == b })
 		if err != nil {
@@ -108,9 +103,10 @@ func (st *dbState) narrow(ctx context.Context, w *worker, t *tableJob, r keyRang
 	return rows, complete, nil
 }
 
-// leaf compares a small range row by row.
+// leaf compares a small range row by row and names the differing rows,
+// as many as the table's MaxDiffRows still allows.
 func (st *dbState) leaf(ctx context.Context, w *worker, t *tableJob, r keyRange) ([]RowDiff, bool, error) {
-	src, dst, err := compare(ctx, st, w, t, func(ctx context.Context, q querier) ([]keyedHash, error) {
+	src, dst, _, err := compare(ctx, st, w, t, func(ctx context.Context, q querier) ([]keyedHash, error) {
 		return st.rowHashes(ctx, q, t, r)
 	}, equalRows)
 	if err != nil {
@@ -120,9 +116,7 @@ func (st *dbState) leaf(ctx context.Context, w *worker, t *tableJob, r keyRange)
 	if st.consistent && len(diffs) > 0 {
 		// A range of rows that replication keeps changing may never be seen
 		// equal as a whole; each differing row gets its own closer look.
-		if diffs, err = st.recheckRows(ctx, w, t, diffs); err != nil {
-			return nil, false, err
-		}
+		return st.recheckRows(ctx, w, t, diffs)
 	}
 	n := t.claim(len(diffs), st.v.MaxDiffRows)
 	return diffs[:n], n == len(diffs), nil
@@ -136,33 +130,58 @@ const (
 )
 
 // recheckRows keeps the rows that still differ when read one at a time,
-// each read aligned with the replication position like a range.
-func (st *dbState) recheckRows(ctx context.Context, w *worker, t *tableJob, diffs []RowDiff) ([]RowDiff, error) {
-	var still []RowDiff
+// each read aligned with the replication position like a range, and names
+// them. It stops when the table has MaxDiffRows rows named (complete is then
+// false); rows it has no re-check time left for are named as seen, marked
+// Unconfirmed.
+func (st *dbState) recheckRows(ctx context.Context, w *worker, t *tableJob, diffs []RowDiff) (still []RowDiff, complete bool, err error) {
 	for _, d := range diffs {
-		r := keyRange{from: d.Key, exact: true}
-		same := false
-		for i := 0; i < rowRecheckAttempts && !same; i++ {
-			if i > 0 {
-				select {
-				case <-time.After(rowRecheckDelay):
-				case <-ctx.Done():
-					return nil, ctx.Err()
-				}
-			}
-			src, dst, err := readAligned(ctx, st, w, func(ctx context.Context, q querier) ([]keyedHash, error) {
-				return st.rowHashes(ctx, q, t, r)
-			})
-			if err != nil {
-				return nil, err
-			}
-			same = equalRows(src, dst)
+		if t.full(st.v.MaxDiffRows) {
+			return still, false, nil
 		}
-		if !same {
-			still = append(still, d)
+		same, cut, err := st.recheckRow(ctx, w, t, d)
+		if err != nil {
+			return nil, false, err
+		}
+		if same {
+			continue
+		}
+		if t.claim(1, st.v.MaxDiffRows) == 0 {
+			return still, false, nil
+		}
+		d.Unconfirmed = cut
+		still = append(still, d)
+	}
+	return still, true, nil
+}
+
+// recheckRow reads one differing row again until both sides agree, at most
+// rowRecheckAttempts times and while re-check time is left. cut reports
+// that it stopped for lack of time.
+func (st *dbState) recheckRow(ctx context.Context, w *worker, t *tableJob, d RowDiff) (same, cut bool, err error) {
+	r := keyRange{from: d.Key, exact: true}
+	read := func(ctx context.Context, q querier) ([]keyedHash, error) { return st.rowHashes(ctx, q, t, r) }
+	for i := 0; i < rowRecheckAttempts; i++ {
+		left := st.recheckLeft()
+		if left <= 0 {
+			return false, true, nil
+		}
+		started := time.Now()
+		if i > 0 {
+			if err := sleep(ctx, min(rowRecheckDelay, left)); err != nil {
+				return false, false, err
+			}
+		}
+		src, dst, err := readAligned(ctx, st, w, read, min(st.v.Wait, left-time.Since(started)))
+		st.spend(time.Since(started))
+		if err != nil {
+			return false, false, err
+		}
+		if equalRows(src, dst) {
+			return true, false, nil
 		}
 	}
-	return still, nil
+	return false, false, nil
 }
 
 func equalRows(a, b []keyedHash) bool {
@@ -222,132 +241,39 @@ func diffRows(src, dst []keyedHash) []RowDiff {
 	return append(out, extra...)
 }
 
-// compare reads the same thing on both sides and repeats while they differ
-// and replication may explain it (see the package doc).
+// compare reads the same thing on both sides. While a sync runs it repeats
+// a differing read (Retries times, RetryDelay apart) as long as re-check
+// time is left and the table may still name rows; cut reports that the
+// result still differs and a repetition was skipped for either reason.
 func compare[T any](ctx context.Context, st *dbState, w *worker, t *tableJob,
-	read func(context.Context, querier) (T, error), equal func(a, b T) bool) (src, dst T, err error) {
-	attempts := 1
-	if st.consistent {
-		attempts += st.v.Retries
+	read func(context.Context, querier) (T, error), equal func(a, b T) bool) (src, dst T, cut bool, err error) {
+	if !st.consistent {
+		src, dst, err = readDirect(ctx, w, read)
+		return src, dst, false, err
 	}
-	for i := 0; ; i++ {
-		if st.consistent {
-			src, dst, err = readAligned(ctx, st, w, read)
-		} else {
-			src, dst, err = readConcurrently(ctx, w, read)
+	src, dst, err = readAligned(ctx, st, w, read, st.v.Wait)
+	for i := 0; i < st.v.Retries && err == nil && !equal(src, dst); i++ {
+		left := st.recheckLeft()
+		if left <= 0 || t.full(st.v.MaxDiffRows) {
+			return src, dst, true, nil
 		}
-		if err != nil || equal(src, dst) || i == attempts-1 {
-			return src, dst, err
-		}
+		started := time.Now()
 		t.retried()
-		select {
-		case <-time.After(st.v.RetryDelay):
-		case <-ctx.Done():
-			return src, dst, ctx.Err()
+		if err := sleep(ctx, min(st.v.RetryDelay, left)); err != nil {
+			return src, dst, false, err
 		}
+		src, dst, err = readAligned(ctx, st, w, read, min(st.v.Wait, left-time.Since(started)))
+		st.spend(time.Since(started))
 	}
+	return src, dst, false, err
 }
 
-// readConcurrently reads both sides at once: without replication, nothing
-// moves, so any moment is as good as another.
-func readConcurrently[T any](ctx context.Context, w *worker, read func(context.Context, querier) (T, error)) (src, dst T, err error) {
-	done := make(chan error, 1)
-	go func() {
-		var err error
-		src, err = read(ctx, w.src)
-		done <- err
-	}()
-	dst, err = read(ctx, w.dst)
-	if srcErr := <-done; srcErr != nil {
-		return src, dst, srcErr
-	}
-	return src, dst, err
-}
-
-var readOnlyRR = pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}
-
-// sourcePositionSQL is the WAL position that every commit visible in the
-// current snapshot precedes. It runs first in the transaction, so the
-// snapshot is taken before the position is read. The insert position covers
-// asynchronous commits that are visible before their WAL is written.
-const sourcePositionSQL = `SELECT (CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_insert_lsn() END)::text`
-
-// readAligned reads the source in a snapshot, waits for the target to have
-// applied that snapshot, then reads the target in a snapshot that also reads
-// the checkpoint.
-func readAligned[T any](ctx context.Context, st *dbState, w *worker, read func(context.Context, querier) (T, error)) (src, dst T, err error) {
-	tx, err := w.src.BeginTx(ctx, readOnlyRR)
-	if err != nil {
-		return src, dst, fmt.Errorf("begin source snapshot: %w", err)
-	}
-	var text string
-	err = tx.QueryRow(ctx, sourcePositionSQL).Scan(&text)
-	if err == nil {
-		src, err = read(ctx, tx)
-	}
-	tx.Rollback(ctx)
-	if err != nil {
-		return src, dst, err
-	}
-	lsn, err := pglogrepl.ParseLSN(text)
-	if err != nil {
-		return src, dst, fmt.Errorf("source position %q: %w", text, err)
-	}
-	if err := st.waitFor(ctx, w, lsn); err != nil {
-		return src, dst, err
-	}
-	tx, err = w.dst.BeginTx(ctx, readOnlyRR)
-	if err != nil {
-		return src, dst, fmt.Errorf("begin target snapshot: %w", err)
-	}
-	defer tx.Rollback(ctx)
-	// Reading the checkpoint first fixes the snapshot: the data read next
-	// is exactly the state the checkpoint describes.
-	if _, err := st.v.Checkpoint.Load(ctx, tx, st.slot); err != nil && !errors.Is(err, checkpoint.ErrNotFound) {
-		return src, dst, err
-	}
-	dst, err = read(ctx, tx)
-	return src, dst, err
-}
-
-// waitFor waits until the target checkpoint reaches lsn, at most Wait. A
-// checkpoint that does not move during a whole wait marks replication as
-// stalled: later comparisons no longer wait.
-func (st *dbState) waitFor(ctx context.Context, w *worker, lsn pglogrepl.LSN) error {
-	if st.v.Wait <= 0 || st.isStalled() {
+// sleep pauses for d or until ctx ends.
+func sleep(ctx context.Context, d time.Duration) error {
+	select {
+	case <-time.After(d):
 		return nil
-	}
-	deadline := time.Now().Add(st.v.Wait)
-	delay := 10 * time.Millisecond
-	var first pglogrepl.LSN
-	for i := 0; ; i++ {
-		pos, err := st.v.Checkpoint.Load(ctx, w.dst, st.slot)
-		if errors.Is(err, checkpoint.ErrNotFound) {
-			return nil // removed by cleanup meanwhile: nothing to wait for
-		}
-		if err != nil {
-			return err
-		}
-		if pos.EndLSN >= lsn {
-			return nil
-		}
-		if i == 0 {
-			first = pos.EndLSN
-		}
-		if time.Now().After(deadline) {
-			if pos.EndLSN == first {
-				st.setStalled(pos.EndLSN.String())
-			} else {
-				st.log.Warn("target checkpoint is behind the source snapshot after waiting; comparing anyway",
-					"slot", st.slot, "checkpoint", pos.EndLSN, "source", lsn, "waited", st.v.Wait)
-			}
-			return nil
-		}
-		select {
-		case <-time.After(delay):
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-		delay = min(delay*2, 200*time.Millisecond)
+	case <-ctx.Done():
+		return ctx.Err()
 	}
 }

@@ -72,6 +72,10 @@ type TableReport struct {
 	Complete bool `json:"complete"`
 	// Retries counts comparisons repeated while waiting for replication.
 	Retries int `json:"retries"`
+	// Unconfirmed is true for a mismatch none of whose differences was
+	// confirmed: each was seen while a sync applied changes and was not
+	// compared again (see RangeDiff.Unconfirmed), so the table may match.
+	Unconfirmed bool `json:"unconfirmed"`
 	// Ranges are the top-level key ranges that differ.
 	Ranges []RangeDiff `json:"ranges,omitempty"`
 	Error  string      `json:"error,omitempty"`
@@ -96,6 +100,12 @@ type RangeDiff struct {
 	Rows []RowDiff `json:"rows"`
 	// Complete is true when Rows lists every differing row of the range.
 	Complete bool `json:"complete"`
+	// Unconfirmed is true when the range's hashes differed while a sync
+	// applied changes and the comparison was not repeated as configured
+	// (the re-check time ran out, or the table had MaxDiffRows rows named),
+	// or when a sync applied changes during a direct comparison: the
+	// difference may be a change in flight.
+	Unconfirmed bool `json:"unconfirmed"`
 
 	order int // index of the range in the table's plan
 }
@@ -105,6 +115,10 @@ type RowDiff struct {
 	Kind string `json:"kind"`
 	// Key holds the key column values as text, in key column order.
 	Key []string `json:"key"`
+	// Unconfirmed is true when the row differed while a sync applied
+	// changes and was not read again because the re-check time ran out:
+	// it may be a change in flight.
+	Unconfirmed bool `json:"unconfirmed,omitempty"`
 }
 
 // tableJob is a table in progress: its report, guarded by mu.
@@ -114,9 +128,12 @@ type tableJob struct {
 	pending int
 	err     error
 	found   int // differing rows named so far, bounded by MaxDiffRows
-	cols    []column
-	key     []column
-	ident   string // quoted schema.table
+	// unsure marks every difference unconfirmed: a sync applied changes
+	// while the table was compared directly.
+	unsure bool
+	cols   []column
+	key    []column
+	ident  string // quoted schema.table
 }
 
 func (t *tableJob) fail(err error) {
@@ -189,10 +206,19 @@ func (t *tableJob) finish() {
 	defer t.mu.Unlock()
 	r := &t.rep
 	r.Complete = true
-	for _, d := range r.Ranges {
+	confirmed := false
+	for i := range r.Ranges {
+		d := &r.Ranges[i]
+		d.Unconfirmed = d.Unconfirmed || t.unsure
 		r.DifferingRows += int64(len(d.Rows))
 		r.Complete = r.Complete && d.Complete
+		confirmed = confirmed || !d.Unconfirmed
+		for j := range d.Rows {
+			d.Rows[j].Unconfirmed = d.Rows[j].Unconfirmed || t.unsure
+			confirmed = confirmed || !d.Rows[j].Unconfirmed
+		}
 	}
+	r.Unconfirmed = len(r.Ranges) > 0 && !confirmed
 	sort.SliceStable(r.Ranges, func(i, j int) bool { return r.Ranges[i].order < r.Ranges[j].order })
 	switch {
 	case t.err != nil:
@@ -213,6 +239,20 @@ func (r Report) Unread() int {
 	for _, d := range r.Databases {
 		for _, t := range d.Tables {
 			if t.Status == StatusError {
+				n++
+			}
+		}
+	}
+	return n
+}
+
+// Unconfirmed counts the mismatching tables none of whose differences was
+// confirmed (TableReport.Unconfirmed).
+func (r Report) Unconfirmed() int {
+	n := 0
+	for _, d := range r.Databases {
+		for _, t := range d.Tables {
+			if t.Unconfirmed {
 				n++
 			}
 		}
@@ -269,31 +309,42 @@ func summary(t TableReport) string {
 	case StatusError:
 		return t.Error
 	}
-	if len(t.Key) == 0 {
-		return "row multiset differs"
+	s := "row multiset differs"
+	if len(t.Key) > 0 {
+		s = fmt.Sprintf("%d rows in %d ranges", t.DifferingRows, len(t.Ranges))
+		if !t.Complete {
+			s = "at least " + s + " (limit reached)"
+		}
 	}
-	s := fmt.Sprintf("%d rows in %d ranges", t.DifferingRows, len(t.Ranges))
-	if !t.Complete {
-		s = "at least " + s + " (limit reached)"
+	if t.Unconfirmed {
+		s += ", unconfirmed (seen while sync applied changes)"
 	}
 	return s
 }
 
 func writeDetails(b *strings.Builder, t TableReport) {
 	for _, r := range t.Ranges {
+		unsure := ""
+		if r.Unconfirmed {
+			unsure = ", unconfirmed"
+		}
 		if len(t.Key) == 0 {
-			fmt.Fprintf(b, "%s: whole table: %d source rows, %d target rows, hash %s vs %s\n",
-				t.Qualified(), r.SourceRows, r.TargetRows, r.SourceHash, r.TargetHash)
+			fmt.Fprintf(b, "%s: whole table: %d source rows, %d target rows, hash %s vs %s%s\n",
+				t.Qualified(), r.SourceRows, r.TargetRows, r.SourceHash, r.TargetHash, unsure)
 			continue
 		}
 		state := fmt.Sprintf("%d differ", len(r.Rows))
 		if !r.Complete {
 			state = fmt.Sprintf("%d named, more not searched (limit reached)", len(r.Rows))
 		}
-		fmt.Fprintf(b, "%s: range %s: %d source rows, %d target rows, %s\n",
-			t.Qualified(), FormatRange(t.Key, r.From, r.To), r.SourceRows, r.TargetRows, state)
+		fmt.Fprintf(b, "%s: range %s: %d source rows, %d target rows, %s%s\n",
+			t.Qualified(), FormatRange(t.Key, r.From, r.To), r.SourceRows, r.TargetRows, state, unsure)
 		for _, row := range r.Rows {
-			fmt.Fprintf(b, "  %-18s %s\n", strings.ReplaceAll(row.Kind, "_", " "), FormatKey(t.Key, row.Key))
+			note := ""
+			if row.Unconfirmed {
+				note = " (unconfirmed)"
+			}
+			fmt.Fprintf(b, "  %-18s %s%s\n", strings.ReplaceAll(row.Kind, "_", " "), FormatKey(t.Key, row.Key), note)
 		}
 	}
 }

@@ -31,26 +31,44 @@
 //
 // # Consistency while replication runs
 //
-// When the target holds a checkpoint for the database's slot (sync has run),
-// each comparison reads the source in a REPEATABLE READ transaction whose
-// first statement records the source's WAL insert position L: every
-// transaction visible in that snapshot committed before L. Verify then waits
-// (at most Wait) until the target checkpoint's end_lsn is at least L, and
-// reads the target in a REPEATABLE READ transaction whose snapshot also reads
-// the checkpoint, so the target data seen includes every change the source
-// snapshot contains. The target may have applied more (commits after L);
-// when the results differ, the comparison is repeated (up to Retries times)
-// with fresh snapshots on both sides before the range counts as different.
+// A running sync holds an advisory lock named after its slot on the target
+// for as long as its target session lives (apply.Holder finds it). Verify
+// looks for that lock when it starts on a database.
+//
+// No sync holds it: nothing is being applied to the target, so each
+// comparison reads both sides at once, each in a read-only REPEATABLE READ
+// snapshot, once. A difference is a difference: there is no waiting and no
+// repetition. Should the target checkpoint have moved by the end anyway (a
+// sync started, or was between reconnections when verify looked), the
+// differences found are marked Unconfirmed and the report says why. Without
+// a checkpoint (no replication set up) both sides are read the same way.
+//
+// A sync holds it: each comparison reads the source in a REPEATABLE READ
+// transaction whose first statement records the source's WAL insert
+// position L: every transaction visible in that snapshot committed before L.
+// Verify then waits (at most Wait) until the target checkpoint's end_lsn is
+// at least L, and reads the target in a REPEATABLE READ transaction whose
+// snapshot also reads the checkpoint, so the target data seen includes every
+// change the source snapshot contains. The target may have applied more
+// (commits after L); when the results differ, the comparison is repeated (up
+// to Retries times, RetryDelay apart) with fresh snapshots on both sides,
+// and each row that still differs is read again on its own the same way (up
+// to rowRecheckAttempts times), because a range that replication keeps
+// changing may never be seen equal as a whole. Two bounds keep this short:
+// re-checks stop for a table once it has MaxDiffRows rows named, and all
+// re-checks of a database together (summed over the jobs, waits and pauses
+// included) take at most RecheckTime. A difference that a bound kept from
+// being compared again is still reported, marked Unconfirmed; nothing is
+// reported as matching without having been seen equal.
 //
 // Guarantee: a range reported as matching was, at one instant of the source
-// and one of the target, identical. A range reported as different differed
-// in every one of Retries+1 attempts, each made after the target had applied
-// everything the source snapshot contained; a range written to continuously
-// can still be reported different (a false mismatch) if every attempt saw a
-// newer change on the target, so re-run verify (or pause writes) to confirm.
-// When the checkpoint does not move for the whole wait (sync not running),
-// verify warns and compares without waiting from then on. Without a
-// checkpoint (no replication set up) both sides are read directly once.
+// and one of the target, identical. A confirmed difference was seen in every
+// attempt, each made after the target had applied everything the source
+// snapshot contained; a row written to continuously can still be reported
+// different (a false mismatch) if every attempt saw a newer change on the
+// target, so re-run verify (or pause writes) to confirm. When the checkpoint
+// does not move for a whole Wait (sync stuck), verify warns and compares
+// without waiting from then on.
 package verify
 
 import (
@@ -64,6 +82,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
+	"github.com/serenorg/postgres-seren-replicator/apply"
 	"github.com/serenorg/postgres-seren-replicator/checkpoint"
 	"github.com/serenorg/postgres-seren-replicator/internal/plan"
 	"github.com/serenorg/postgres-seren-replicator/stream"
@@ -79,6 +98,7 @@ const (
 	DefaultWait        = 30 * time.Second
 	DefaultRetries     = 3
 	DefaultRetryDelay  = 500 * time.Millisecond
+	DefaultRecheckTime = 2 * time.Minute
 	// maxChunksPerTable bounds the plan of a huge table: chunks grow instead.
 	maxChunksPerTable = 10_000
 )
@@ -102,10 +122,14 @@ type Verifier struct {
 	// to reach the source snapshot; default DefaultWait, 0 disables waiting.
 	Wait time.Duration
 	// Retries is how many times a differing comparison is repeated while
-	// replication runs; default DefaultRetries.
+	// a sync runs; default DefaultRetries.
 	Retries int
 	// RetryDelay is the pause before each retry; default DefaultRetryDelay.
 	RetryDelay time.Duration
+	// RecheckTime bounds the time one database spends comparing
+	// differences again while a sync runs, summed over the jobs; default
+	// DefaultRecheckTime, 0 reports differences without re-checking them.
+	RecheckTime time.Duration
 	// Slot names the checkpoint row to wait for; empty means
 	// stream.DefaultSlotName of the database.
 	Slot string
@@ -128,6 +152,7 @@ func New() *Verifier {
 		Wait:        DefaultWait,
 		Retries:     DefaultRetries,
 		RetryDelay:  DefaultRetryDelay,
+		RecheckTime: DefaultRecheckTime,
 	}
 }
 
@@ -149,6 +174,9 @@ func (v *Verifier) defaults() {
 	}
 	if v.Retries < 0 {
 		v.Retries = 0
+	}
+	if v.RecheckTime < 0 {
+		v.RecheckTime = 0
 	}
 	if v.Log == nil {
 		v.Log = slog.Default()
@@ -187,14 +215,23 @@ func (v *Verifier) Database(ctx context.Context, db plan.Database) (DatabaseRepo
 		return rep, err
 	}
 	pos, err := v.Checkpoint.Load(ctx, first.dst, st.slot)
+	hasCheckpoint := err == nil
 	switch {
 	case errors.Is(err, checkpoint.ErrNotFound):
 		rep.Consistency = "direct: no checkpoint on the target for slot " + st.slot
 	case err != nil:
 		return rep, fmt.Errorf("verify %s: %w", db.Name, err)
 	default:
-		st.consistent = true
-		rep.Consistency = fmt.Sprintf("waited for checkpoint of slot %s (at %s when verify started)", st.slot, pos.EndLSN)
+		who, busy, err := apply.Holder(ctx, first.dst, st.slot)
+		if err != nil {
+			return rep, fmt.Errorf("verify %s: %w", db.Name, err)
+		}
+		if busy {
+			st.consistent = true
+			rep.Consistency = fmt.Sprintf("sync running (%s): waited for checkpoint of slot %s (at %s when verify started) and re-checked differences", who, st.slot, pos.EndLSN)
+		} else {
+			rep.Consistency = fmt.Sprintf("direct: no sync running for slot %s (checkpoint at %s)", st.slot, pos.EndLSN)
+		}
 	}
 	rep.Hash = st.hash.name
 
@@ -279,7 +316,24 @@ feed:
 		return rep, err
 	}
 	if st.isStalled() {
-		rep.Consistency += "; the checkpoint did not move for a whole wait (sync not running?), so later ranges were compared without waiting"
+		rep.Consistency += "; the checkpoint did not move for a whole wait (sync stuck?), so later ranges were compared without waiting"
+	}
+	if st.recheckCut {
+		rep.Consistency += fmt.Sprintf("; re-checks stopped when the re-check time (%s) ran out, so some differences were not compared again", v.RecheckTime)
+	}
+	if hasCheckpoint && !st.consistent {
+		// Nothing should have moved; if the checkpoint did, a sync applied
+		// changes while the sides were read.
+		now, err := v.Checkpoint.Load(ctx, first.dst, st.slot)
+		if err != nil && !errors.Is(err, checkpoint.ErrNotFound) {
+			return rep, fmt.Errorf("verify %s: %w", db.Name, err)
+		}
+		if err != nil || now.EndLSN != pos.EndLSN {
+			rep.Consistency += "; but the checkpoint changed while verify ran (a sync applied changes), so differences may be changes in flight"
+			for _, tj := range tables {
+				tj.unsure = true
+			}
+		}
 	}
 	for _, tj := range tables {
 		tj.finish()
@@ -327,9 +381,11 @@ type dbState struct {
 	log        *slog.Logger
 	slot       string
 	hash       hashFunc
-	consistent bool
+	consistent bool // a sync is running: wait for it and re-check differences
 	mu         sync.Mutex
-	stalled    bool // the checkpoint did not move during a whole wait
+	stalled    bool          // the checkpoint did not move during a whole wait
+	rechecked  time.Duration // re-check time spent, bounded by RecheckTime
+	recheckCut bool          // a re-check was skipped for lack of time
 }
 
 func (st *dbState) isStalled() bool {
@@ -342,7 +398,7 @@ func (st *dbState) setStalled(at string) {
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	if !st.stalled {
-		st.log.Warn("target checkpoint did not move while waiting: sync is not running or is stuck; comparing without waiting from now on, so ranges written meanwhile may show as different",
+		st.log.Warn("target checkpoint did not move while waiting although a sync holds the writer lock (stuck, or not receiving from the source); comparing without waiting from now on, so ranges written meanwhile may show as different",
 			"slot", st.slot, "checkpoint", at, "waited", st.v.Wait)
 	}
 	st.stalled = true

@@ -59,3 +59,36 @@ func TestFormat(t *testing.T) {
 		}
 	}
 }
+
+func TestFinishUnconfirmed(t *testing.T) {
+	row := func(unconfirmed bool) RowDiff {
+		return RowDiff{Kind: Changed, Key: []string{"1"}, Unconfirmed: unconfirmed}
+	}
+	tests := []struct {
+		name   string
+		ranges []RangeDiff
+		unsure bool
+		want   bool
+		text   string
+	}{
+		{"no differences", nil, false, false, "-"},
+		{"one row confirmed", []RangeDiff{{Unconfirmed: true, Complete: true, Rows: []RowDiff{row(true), row(false)}}}, false, false, "2 rows in 1 ranges"},
+		{"range confirmed, rows not", []RangeDiff{{Complete: true, Rows: []RowDiff{row(true)}}}, false, false, "1 rows in 1 ranges"},
+		{"nothing confirmed", []RangeDiff{{Unconfirmed: true, Complete: true, Rows: []RowDiff{row(true)}}, {Unconfirmed: true}}, false, true,
+			"at least 1 rows in 2 ranges (limit reached), unconfirmed (seen while sync applied changes)"},
+		{"sync applied during a direct comparison", []RangeDiff{{Complete: true, Rows: []RowDiff{row(false)}}}, true, true,
+			"1 rows in 1 ranges, unconfirmed (seen while sync applied changes)"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			tj := &tableJob{rep: TableReport{Key: []string{"id"}, Ranges: tc.ranges}, unsure: tc.unsure}
+			tj.finish()
+			if got := tj.rep.Unconfirmed; got != tc.want {
+				t.Errorf("Unconfirmed = %v, want %v", got, tc.want)
+			}
+			if got := summary(tj.rep); got != tc.text {
+				t.Errorf("summary = %q, want %q", got, tc.text)
+			}
+		})
+	}
+}

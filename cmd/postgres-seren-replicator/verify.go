@@ -15,10 +15,11 @@ type VerifyCmd struct {
 	Jobs             int           `name:"jobs" short:"j" default:"4" env:"SEREN_JOBS" help:"Key ranges compared at once (one session per side each)."`
 	ChunkRows        int64         `name:"chunk-rows" default:"50000" env:"SEREN_CHUNK_ROWS" help:"Rows per key range."`
 	MaxDiffRows      int           `name:"max-diff-rows" default:"100" env:"SEREN_MAX_DIFF_ROWS" help:"Differing rows to name per table; further differences are reported as ranges."`
-	Slot             string        `name:"slot" env:"SEREN_SLOT" help:"Replication slot whose target checkpoint verify waits for (default: derived from the database name, as sync does)."`
-	Wait             time.Duration `name:"wait" default:"30s" env:"SEREN_VERIFY_WAIT" help:"How long one comparison waits for the target to apply the source snapshot (0: do not wait)."`
+	Slot             string        `name:"slot" env:"SEREN_SLOT" help:"Replication slot of the sync verify looks for and waits for (default: derived from the database name, as sync does)."`
+	Wait             time.Duration `name:"wait" default:"30s" env:"SEREN_VERIFY_WAIT" help:"While sync runs: how long one comparison waits for the target to apply the source snapshot (0: do not wait)."`
 	CheckpointSchema string        `name:"checkpoint-schema" default:"seren_replicator" env:"SEREN_CHECKPOINT_SCHEMA" help:"Target schema holding the checkpoint table."`
-	Retries          int           `name:"retries" default:"3" env:"SEREN_VERIFY_RETRIES" help:"How often a differing range is compared again while replication runs."`
+	Retries          int           `name:"retries" default:"3" env:"SEREN_VERIFY_RETRIES" help:"While sync runs: how often a differing range is compared again."`
+	RecheckTime      time.Duration `name:"recheck-time" default:"2m" env:"SEREN_VERIFY_RECHECK_TIME" help:"While sync runs: total time per database for comparing differences again; differences left unchecked are reported as unconfirmed (0: no re-checks)."`
 }
 
 // Run compares the selected tables. Exit code 1 when any table differs.
@@ -34,6 +35,8 @@ func (c *VerifyCmd) Run(ctx context.Context, env *Env) error {
 		return usageError("--wait must not be negative, got %s", c.Wait)
 	case c.Retries < 0:
 		return usageError("--retries must not be negative, got %d", c.Retries)
+	case c.RecheckTime < 0:
+		return usageError("--recheck-time must not be negative, got %s", c.RecheckTime)
 	}
 	p, err := c.Resolve(ctx)
 	if err != nil {
@@ -44,7 +47,7 @@ func (c *VerifyCmd) Run(ctx context.Context, env *Env) error {
 	}
 	v := verify.New()
 	v.Jobs, v.ChunkRows, v.MaxDiffRows = c.Jobs, c.ChunkRows, c.MaxDiffRows
-	v.Slot, v.Wait, v.Retries = c.Slot, c.Wait, c.Retries
+	v.Slot, v.Wait, v.Retries, v.RecheckTime = c.Slot, c.Wait, c.Retries, c.RecheckTime
 	v.Checkpoint.Schema = c.CheckpointSchema
 	v.Log = env.Log
 	if isTerminal(env.Stderr) {
@@ -71,6 +74,9 @@ func (c *VerifyCmd) Run(ctx context.Context, env *Env) error {
 	}
 	if n := rep.Unread(); n > 0 {
 		return fmt.Errorf("%w: %d %s could not be read, so not everything was compared (the report says why)", ErrCheckFailed, n, plural(n, "table"))
+	}
+	if n := rep.Unconfirmed(); n > 0 {
+		return fmt.Errorf("%w: source and target data differ; the differences of %d %s were seen while sync applied changes and not confirmed: run verify again (with a longer --recheck-time, or with writes paused) to confirm", ErrCheckFailed, n, plural(n, "table"))
 	}
 	if !rep.Match {
 		return fmt.Errorf("%w: source and target data differ", ErrCheckFailed)
