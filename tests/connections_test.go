@@ -112,6 +112,7 @@ func TestConnectionErrors(t *testing.T) {
 				t.Errorf("exit code = %d, want %d\nstdout:\n%s\nstderr:\n%s", res.Code, tc.code, res.Stdout, res.Stderr)
 			}
 			line := errorLine(t, res)
+			t.Log(line)
 			for _, want := range tc.want {
 				if !strings.Contains(line, want) {
 					t.Errorf("error lacks %q: %s", want, line)

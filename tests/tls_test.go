@@ -159,6 +159,7 @@ func TestTLSVerifyFull(t *testing.T) {
 				t.Errorf("exit code = %d, want 2\nstdout:\n%s\nstderr:\n%s", res.Code, res.Stdout, res.Stderr)
 			}
 			line := errorLine(t, res)
+			t.Log(line)
 			for _, want := range tc.want {
 				if !strings.Contains(line, want) {
 					t.Errorf("error lacks %q: %s", want, line)

@@ -48,22 +48,17 @@ func isConfigError(err error) bool {
 			return true
 		}
 	}
-	var (
-		verifyErr   *tls.CertificateVerificationError
-		unknownCA   x509.UnknownAuthorityError
-		wrongHost   x509.HostnameError
-		invalidCert x509.CertificateInvalidError
-	)
-	return errors.As(err, &verifyErr) || errors.As(err, &unknownCA) ||
-		errors.As(err, &wrongHost) || errors.As(err, &invalidCert)
+	return certificateError(err) != nil
 }
 
 // connectCause reduces a failed connection to one line saying why it failed.
 // pgconn tries each address of each host, with sslmode prefer or allow twice
 // (with and without TLS), and joins every failure: the first of the pair
 // ("server refused TLS connection" against a server without TLS) hides the
-// real cause. When a server answered, its last error is the cause; otherwise
-// the last failure of each address is.
+// real cause. When a server answered (an error from PostgreSQL, or a
+// certificate that does not verify), its last answer is the cause; the
+// addresses that did not answer are noise beside it. Otherwise the last
+// failure of each address is.
 func connectCause(err error) string {
 	var connErr *pgconn.ConnectError
 	if !errors.As(err, &connErr) {
@@ -77,10 +72,13 @@ func connectCause(err error) string {
 	if joined, ok := inner.(interface{ Unwrap() []error }); ok {
 		attempts = joined.Unwrap()
 	}
-	var pgErr *pgconn.PgError
 	for i := len(attempts) - 1; i >= 0; i-- {
+		var pgErr *pgconn.PgError
 		if errors.As(attempts[i], &pgErr) {
 			return fmt.Sprintf("%s (SQLSTATE %s)", pgErr.Message, pgErr.Code)
+		}
+		if cert := certificateError(attempts[i]); cert != nil {
+			return "the server's certificate does not verify: " + oneLine(cert.Error())
 		}
 	}
 	var causes []string
@@ -113,6 +111,28 @@ func splitAttempt(err error) (address, text string) {
 	}
 	text = oneLine(inner.Error())
 	return strings.TrimSuffix(full, ": "+text), text
+}
+
+// certificateError returns the reason a server certificate was rejected, or
+// nil when err is not about one.
+func certificateError(err error) error {
+	var (
+		unknownCA   x509.UnknownAuthorityError
+		wrongHost   x509.HostnameError
+		invalidCert x509.CertificateInvalidError
+		verifyErr   *tls.CertificateVerificationError
+	)
+	switch {
+	case errors.As(err, &unknownCA):
+		return unknownCA
+	case errors.As(err, &wrongHost):
+		return wrongHost
+	case errors.As(err, &invalidCert):
+		return invalidCert
+	case errors.As(err, &verifyErr):
+		return verifyErr.Err
+	}
+	return nil
 }
 
 // oneLine joins the lines of a multi-line message.

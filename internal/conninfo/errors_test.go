@@ -39,3 +39,32 @@ func TestConnectErrorIsOneLine(t *testing.T) {
 		t.Errorf("a refused port is not a configuration error: %v", err)
 	}
 }
+
+// With several hosts and none answering, each address's failure is named
+// once, still on one line.
+func TestConnectErrorNamesEachAddress(t *testing.T) {
+	var ports []string
+	for range 2 {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		ports = append(ports, strconv.Itoa(l.Addr().(*net.TCPAddr).Port))
+		l.Close()
+	}
+	c, err := Parse("host=127.0.0.1,127.0.0.1 user=u dbname=db port=" + strings.Join(ports, ","))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, err = c.Named("source").ConnectPg(ctx)
+	if err == nil {
+		t.Fatal("connected to closed ports")
+	}
+	msg := err.Error()
+	if strings.Contains(msg, "\n") || strings.Count(msg, "connection refused") != 2 ||
+		!strings.Contains(msg, "127.0.0.1:"+ports[0]+": connect") || !strings.Contains(msg, "127.0.0.1:"+ports[1]+": connect") {
+		t.Errorf("error = %q, want one line naming each refused address once", msg)
+	}
+}
