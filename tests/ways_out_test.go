@@ -142,3 +142,35 @@ func TestSyncNewSourceTableNeedsAction(t *testing.T) {
 	catchUp(t, src, dst, "grow")
 	assertSameTables(t, src, dst, "grow", "t", "u")
 }
+
+// A prepared transaction pending on the source holds up init (creating its
+// slot waits for it): validate warns, naming it and the statement that ends
+// it, and once that ran, init goes through.
+func TestValidateWarnsOfPendingPreparedTransaction(t *testing.T) {
+	src := pgtest.Start(t, pgtest.Options{Settings: []string{"max_prepared_transactions = 5"}})
+	dst := pgtest.Start(t, pgtest.Options{})
+	src.Exec("postgres", "CREATE DATABASE prep")
+	src.Exec("prep", `CREATE TABLE t (id int PRIMARY KEY, v text); INSERT INTO t VALUES (1, 'committed')`)
+	src.Exec("prep", `BEGIN; INSERT INTO t VALUES (2, 'prepared'); PREPARE TRANSACTION 'forgotten'`)
+	res := runCLI(t, nil, "validate", "--source", src.DSN("prep"), "--target", dst.DSN("prep"))
+	for _, want := range []string{"prepared transactions", "'forgotten' (database prep", "ROLLBACK PREPARED 'forgotten'"} {
+		if !strings.Contains(res.Stdout, want) {
+			t.Errorf("validate output lacks %q", want)
+		}
+	}
+	if res.Code != 0 || t.Failed() {
+		t.Fatalf("validate with a prepared transaction pending: exit %d, want 0 with a warning\n%s%s", res.Code, res.Stdout, res.Stderr)
+	}
+	blocked := runCLIContext(t, context.Background(), 8*time.Second, nil, initArgs(src, dst, "prep", "prep")...)
+	if blocked.Code == 0 {
+		t.Fatalf("init finished while a prepared transaction was pending; the warning is wrong:\n%s", blocked.Stdout)
+	}
+	src.Exec("prep", `ROLLBACK PREPARED 'forgotten'`)
+	if res := runCLI(t, nil, initArgs(src, dst, "prep", "prep")...); res.Code != 0 {
+		t.Fatalf("init after the prepared transaction ended: exit %d\n%s", res.Code, res.Stderr)
+	}
+	assertSameTables(t, src, dst, "prep", "t")
+	if res := runCLI(t, nil, "validate", "--source", src.DSN("prep"), "--target", dst.DSN("prep")); !strings.Contains(res.Stdout, "no prepared transaction pending") {
+		t.Errorf("validate after the prepared transaction ended:\n%s", res.Stdout)
+	}
+}

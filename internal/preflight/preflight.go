@@ -133,6 +133,7 @@ func Run(ctx context.Context, p plan.Plan, opts Options) ([]Check, error) {
 		func() ([]Check, error) { return src1.replicationRole(ctx, first.Source) },
 		func() ([]Check, error) { return one(checkPgDump(ctx, opts.PgDump, srcInfo.major())) },
 		func() ([]Check, error) { return src1.retainedWAL(ctx, opts.RetainedWALWarn) },
+		func() ([]Check, error) { return src1.preparedTransactions(ctx) },
 	}
 	for _, step := range steps {
 		if err := add(step()); err != nil {

@@ -163,6 +163,46 @@ func (s *sourceServer) retainedWAL(ctx context.Context, limit int64) ([]Check, e
 	return []Check{c}, nil
 }
 
+// preparedTransactions warns about prepared transactions pending on the
+// source when init still has a slot to create: creating a logical slot waits
+// until every transaction running on the server has ended, prepared ones
+// included, so a forgotten one makes init wait for ever.
+func (s *sourceServer) preparedTransactions(ctx context.Context) ([]Check, error) {
+	c := Check{Name: "prepared transactions", Status: Pass}
+	var newSlots int
+	if err := s.conn.QueryRow(ctx, `SELECT count(*) FROM unnest($1::text[]) AS s(name)
+		WHERE NOT EXISTS (SELECT 1 FROM pg_replication_slots r WHERE r.slot_name = s.name)`, s.ownSlots()).Scan(&newSlots); err != nil {
+		return nil, fmt.Errorf("read replication slots: %w", err)
+	}
+	rows, err := s.conn.Query(ctx, `SELECT gid, database, owner, to_char(prepared AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS') FROM pg_prepared_xacts ORDER BY prepared, gid`)
+	if err != nil {
+		return nil, fmt.Errorf("read prepared transactions: %w", err)
+	}
+	var found, fixes []string
+	for rows.Next() {
+		var gid, db, owner, at string
+		if err := rows.Scan(&gid, &db, &owner, &at); err != nil {
+			return nil, fmt.Errorf("read prepared transactions: %w", err)
+		}
+		found = append(found, fmt.Sprintf("%s (database %s, owner %s, prepared %s UTC)", literal(gid), db, owner, at))
+		fixes = append(fixes, fmt.Sprintf("COMMIT PREPARED %s; or ROLLBACK PREPARED %s; in database %s", literal(gid), literal(gid), db))
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read prepared transactions: %w", err)
+	}
+	switch {
+	case len(found) == 0:
+		c.Detail = "no prepared transaction pending on the source"
+	case newSlots == 0:
+		c.Detail = fmt.Sprintf("%d prepared transactions pending on the source; the replication slots exist already, so they do not hold init up", len(found))
+	default:
+		c.Status = Warn
+		c.Detail = fmt.Sprintf("pending on the source: %s. init creates a replication slot, which waits until every transaction running on the server has ended, prepared ones included", strings.Join(found, ", "))
+		c.Fix = strings.Join(fixes, "; ") + " (as its owner or a superuser, once whoever prepared it is done with it)"
+	}
+	return []Check{c}, nil
+}
+
 func humanBytes(n int64) string {
 	switch {
 	case n >= 1<<30:
