@@ -8,7 +8,7 @@ BIN     := bin/postgres-seren-replicator
 VERSION := $(shell git describe --always --dirty 2>/dev/null || echo dev)
 export PG_BINDIR
 
-.PHONY: all build deps test test-long test-versions lint demo bench fuzz clean
+.PHONY: all build deps test test-long test-versions soak lint demo bench fuzz clean
 
 all: build
 
@@ -46,6 +46,13 @@ test-versions: deps
 		echo "== PostgreSQL $$v as source"; PG_SOURCE_BINDIR=$$bin $(GO) test -count=1 -run '$(VERSION_TESTS)' ./tests/; \
 		echo "== PostgreSQL $$v as target"; PG_TARGET_BINDIR=$$bin $(GO) test -count=1 -run '$(VERSION_TESTS)' ./tests/; \
 	done
+
+# soak: the fault storm of make test (connection resets, black holes, kill -9,
+# SIGTERM, second daemons) plus restarts of either server, under a write
+# workload, for SOAK in each apply mode; ends with a row-for-row comparison.
+SOAK ?= 15m
+soak: deps
+	SEREN_SOAK_DURATION=$(SOAK) $(GO) test -race -count=1 -v -timeout 0 -run 'TestSyncFaultStorm' ./tests/
 
 lint:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt needed"; exit 1; }
