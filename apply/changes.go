@@ -323,8 +323,10 @@ func (e permanentError) Unwrap() []error {
 func permanent(err error) error { return permanentError{err} }
 
 // classify marks errors that retrying will not fix as permanent: every
-// server error except those of connections, shutdowns, deadlocks and
-// serialization failures.
+// server error except those of connections, shutdowns, exhausted resources
+// (a full disk), deadlocks, serialization failures and a read-only target
+// (managed services switch a database to read-only during a failover or
+// when its storage quota is reached, and back once fixed).
 func classify(err error) error {
 	var pgErr *pgconn.PgError
 	if !errors.As(err, &pgErr) {
@@ -332,7 +334,7 @@ func classify(err error) error {
 	}
 	switch {
 	case strings.HasPrefix(pgErr.Code, "08"), strings.HasPrefix(pgErr.Code, "57"), strings.HasPrefix(pgErr.Code, "53"),
-		pgErr.Code == "40001", pgErr.Code == "40P01", pgErr.Code == "55P03":
+		pgErr.Code == "40001", pgErr.Code == "40P01", pgErr.Code == "55P03", pgErr.Code == "25006":
 		return err
 	}
 	return permanent(err)

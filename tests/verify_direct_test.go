@@ -177,8 +177,11 @@ func TestVerifyWithSyncRunning(t *testing.T) {
 				}
 			}
 		}
-		if tr.DifferingRows != 500 || unconfirmed == 0 || tr.SourceRows-tr.TargetRows != 1001 {
-			t.Errorf("hist: %d rows named, %d unconfirmed, rows %d/%d; want 500, some unconfirmed, 1001 fewer on the target",
+		// The workload keeps writing while the re-checks are cut short, so
+		// the two sides' counts are read at different moments: about 1001
+		// fewer on the target, give or take what is in flight.
+		if d := tr.SourceRows - tr.TargetRows; tr.DifferingRows != 500 || unconfirmed == 0 || d < 1001-50 || d > 1001+50 {
+			t.Errorf("hist: %d rows named, %d unconfirmed, rows %d/%d; want 500, some unconfirmed, about 1001 fewer on the target",
 				tr.DifferingRows, unconfirmed, tr.SourceRows, tr.TargetRows)
 		}
 	})
