@@ -84,11 +84,9 @@ func (a *Applier) reconcile(ctx context.Context, msg *stream.Relation) (*relatio
 		have, ok := target[c.Name]
 		switch {
 		case !ok:
-			ddl := fmt.Sprintf("ALTER TABLE %s ADD COLUMN %s %s", qualified, pgx.Identifier{c.Name}.Sanitize(), want)
-			if _, err := a.query(ctx, ddl); err != nil {
-				return nil, permanent(fmt.Errorf("table %s: add column %s %s that the source added: %w", name, c.Name, want, err))
+			if err := a.addColumn(ctx, name, qualified, c, want); err != nil {
+				return nil, err
 			}
-			a.log.Info("added column the source added", "table", name, "column", c.Name, "type", want)
 		case have.typ != want:
 			return nil, permanent(fmt.Errorf("table %s: column %s is %s on the source but %s on the target: run ALTER TABLE %s ALTER COLUMN %s TYPE %s on the target, then restart sync",
 				name, c.Name, want, have.typ, qualified, pgx.Identifier{c.Name}.Sanitize(), want))

@@ -16,6 +16,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/serenorg/postgres-seren-replicator/internal/conninfo"
+	"github.com/serenorg/postgres-seren-replicator/internal/sqltext"
 )
 
 // maxAttempts bounds how often one piece is tried. A retry reconnects and
@@ -127,7 +128,7 @@ func (c *copier) open(ctx context.Context) (*session, error) {
 // the slot's exported snapshot saw. Row-level security is off: a table whose
 // policies hide rows from the role fails to copy instead of copying a part.
 func importSnapshot(ctx context.Context, conn *pgconn.PgConn, name string) error {
-	err := conn.Exec(ctx, "SET idle_in_transaction_session_timeout = 0; SET row_security = off; BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY; SET TRANSACTION SNAPSHOT "+quoteLiteral(name)).Close()
+	err := conn.Exec(ctx, "SET idle_in_transaction_session_timeout = 0; SET row_security = off; BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY; SET TRANSACTION SNAPSHOT "+sqltext.Literal(name)).Close()
 	if err != nil {
 		return fmt.Errorf("import snapshot %s: %w", name, err)
 	}

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/serenorg/postgres-seren-replicator/internal/sqltext"
 )
 
 // Capabilities are what the target role may do.
@@ -116,10 +118,10 @@ func CopyRoles(ctx context.Context, src, dst *pgx.Conn) (RolesResult, error) {
 		attrs, dropped := roleAttributes(r, caps)
 		sql := "CREATE ROLE " + pgx.Identifier{r.name}.Sanitize() + " " + strings.Join(attrs, " ")
 		if r.password != nil {
-			sql += " PASSWORD " + quoteLiteral(*r.password)
+			sql += " PASSWORD " + sqltext.Literal(*r.password)
 		}
 		if r.validUntil != nil {
-			sql += " VALID UNTIL " + quoteLiteral(r.validUntil.UTC().Format(time.RFC3339))
+			sql += " VALID UNTIL " + sqltext.Literal(r.validUntil.UTC().Format(time.RFC3339))
 		}
 		if _, err := dst.Exec(ctx, sql); err != nil {
 			res.Notices = append(res.Notices, fmt.Sprintf("role %s not created: %v", r.name, err))

@@ -22,6 +22,7 @@ import (
 	"github.com/serenorg/postgres-seren-replicator/internal/pgtools"
 	"github.com/serenorg/postgres-seren-replicator/internal/plan"
 	"github.com/serenorg/postgres-seren-replicator/internal/selection"
+	"github.com/serenorg/postgres-seren-replicator/internal/sqltext"
 	"github.com/serenorg/postgres-seren-replicator/stream"
 )
 
@@ -298,7 +299,7 @@ func beginSnapshot(ctx context.Context, src *pgx.Conn, snapshotName string) (pgx
 	if err != nil {
 		return nil, fmt.Errorf("begin snapshot transaction: %w", err)
 	}
-	if _, err := snap.Exec(ctx, "SET TRANSACTION SNAPSHOT "+quoteLiteral(snapshotName)); err != nil {
+	if _, err := snap.Exec(ctx, "SET TRANSACTION SNAPSHOT "+sqltext.Literal(snapshotName)); err != nil {
 		snap.Rollback(context.Background())
 		return nil, fmt.Errorf("import snapshot %s: %w", snapshotName, err)
 	}
@@ -320,7 +321,7 @@ func holdTables(ctx context.Context, conn *pgconn.PgConn, tables []string) error
 	}
 	rels := make([]string, len(tables))
 	for i, t := range tables {
-		rels[i] = "(" + quoteLiteral(t) + "::regclass)"
+		rels[i] = "(" + sqltext.Literal(t) + "::regclass)"
 	}
 	res := conn.ExecParams(ctx, `WITH s(rel) AS (VALUES `+strings.Join(rels, ", ")+`)
 		SELECT c.oid::regclass::text FROM pg_class c

@@ -11,6 +11,7 @@ import (
 
 	"github.com/serenorg/postgres-seren-replicator/internal/conninfo"
 	"github.com/serenorg/postgres-seren-replicator/internal/plan"
+	"github.com/serenorg/postgres-seren-replicator/internal/sqltext"
 )
 
 // InspectTarget reports what the target database of db holds: whether it
@@ -62,7 +63,7 @@ func CreateDatabase(ctx context.Context, db plan.Database, encoding string) erro
 	defer conn.Close(context.Background())
 	name := pgx.Identifier{db.Target.Database()}.Sanitize()
 	if encoding != "" {
-		if _, err := conn.Exec(ctx, "CREATE DATABASE "+name+" TEMPLATE template0 ENCODING "+quoteLiteral(encoding)); err == nil {
+		if _, err := conn.Exec(ctx, "CREATE DATABASE "+name+" TEMPLATE template0 ENCODING "+sqltext.Literal(encoding)); err == nil {
 			return nil
 		}
 	}

@@ -14,6 +14,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/serenorg/postgres-seren-replicator/internal/selection"
+	"github.com/serenorg/postgres-seren-replicator/internal/sqltext"
 )
 
 // DefaultPublication is the publication the tool creates on the source.
@@ -223,8 +224,8 @@ func EnsurePublication(ctx context.Context, conn *pgx.Conn, name string, tables 
 		sql = "ALTER PUBLICATION " + pub + " SET (publish = 'insert, update, delete, truncate')"
 		// An empty SET TABLE list is not valid SQL; drop whatever it had.
 		if _, err := conn.Exec(ctx, `DO $$ DECLARE r record; BEGIN
-			FOR r IN SELECT schemaname, tablename FROM pg_publication_tables WHERE pubname = `+quoteLiteral(name)+` LOOP
-				EXECUTE format('ALTER PUBLICATION %I DROP TABLE %I.%I', `+quoteLiteral(name)+`, r.schemaname, r.tablename);
+			FOR r IN SELECT schemaname, tablename FROM pg_publication_tables WHERE pubname = `+sqltext.Literal(name)+` LOOP
+				EXECUTE format('ALTER PUBLICATION %I DROP TABLE %I.%I', `+sqltext.Literal(name)+`, r.schemaname, r.tablename);
 			END LOOP; END $$`); err != nil {
 			return fmt.Errorf("publication %s: %w", name, err)
 		}
@@ -251,5 +252,3 @@ func DropPublication(ctx context.Context, conn *pgx.Conn, name string) (dropped 
 	}
 	return true, nil
 }
-
-func quoteLiteral(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }

@@ -19,6 +19,7 @@ import (
 	"github.com/jackc/pgx/v5/pgproto3"
 
 	"github.com/serenorg/postgres-seren-replicator/internal/conninfo"
+	"github.com/serenorg/postgres-seren-replicator/internal/sqltext"
 )
 
 // Defaults for Config.
@@ -125,7 +126,7 @@ func Open(ctx context.Context, src *conninfo.Conn, cfg Config, log *slog.Logger)
 		Mode: pglogrepl.LogicalReplication,
 		PluginArgs: []string{
 			"proto_version '1'",
-			"publication_names " + quoteLiteral(pgx.Identifier{cfg.Publication}.Sanitize()),
+			"publication_names " + sqltext.Literal(pgx.Identifier{cfg.Publication}.Sanitize()),
 		},
 	})
 	if err != nil {
