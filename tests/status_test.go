@@ -35,6 +35,8 @@ type statusReport struct {
 	LagSeconds      float64  `json:"lag_seconds"`
 	Pending         *bool    `json:"pending_changes"`
 	SequencesBehind []string `json:"sequences_behind"`
+	ReadyForCutover bool     `json:"ready_for_cutover"`
+	NotReadyBecause string   `json:"not_ready_for_cutover_because"`
 	Verdict         string   `json:"verdict"`
 	Reason          string   `json:"reason"`
 	Warnings        []string `json:"warnings"`
@@ -259,7 +261,7 @@ func TestStatusVerdicts(t *testing.T) {
 		if res.Code != 1 || r.Verdict != "stalled" || !strings.Contains(r.Reason, "nothing was applied") {
 			t.Errorf("got exit %d %s (%s), want 1 stalled", res.Code, r.Verdict, r.Reason)
 		}
-		if r, _ = statusJSON(t, src, dst, db); r.Verdict != "healthy" || r.Reason != "streaming" {
+		if r, _ = statusJSON(t, src, dst, db); r.Verdict != "healthy" || r.Reason != "streaming; not ready for cutover: changes are still being applied" {
 			t.Errorf("got %s (%s), want healthy under default thresholds", r.Verdict, r.Reason)
 		}
 	})

@@ -166,9 +166,18 @@ func (c *SyncCmd) Run(ctx context.Context, env *Env) error {
 			defer wg.Done()
 			res, err := r.run(ctx)
 			results[i] = res
-			if err == nil && c.CatchUp && ctx.Err() == nil {
+			switch {
+			case err == nil && c.CatchUp && ctx.Err() == nil:
 				// Logical decoding does not carry sequences: bring them up to date.
 				err = syncSequences(ctx, db, r.log)
+			case err == nil && ctx.Err() != nil:
+				// A clean stop leaves them up to date too, so a migration stopped
+				// for the cutover is ready for it; the stop succeeds either way.
+				seqCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 15*time.Second)
+				if serr := syncSequences(seqCtx, db, r.log); serr != nil {
+					r.log.Warn("sequences not copied on stop; status shows which are behind", "error", serr)
+				}
+				cancel()
 			}
 			if err != nil {
 				errs[i] = fmt.Errorf("database %s: %w", db.Name, err)

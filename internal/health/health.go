@@ -132,6 +132,11 @@ type Report struct {
 	Pending *bool
 	// SequencesBehind are the sequences whose target value is behind the source's.
 	SequencesBehind []string
+	// ReadyForCutover tells whether repointing the application now would
+	// lose nothing: the replication is healthy, every change is applied and
+	// no sequence is behind. NotReadyBecause says why not.
+	ReadyForCutover bool
+	NotReadyBecause string
 	Verdict         Verdict
 	// Reason says why the verdict is what it is, in one sentence.
 	Reason string
@@ -183,6 +188,8 @@ func (r Report) MarshalJSON() ([]byte, error) {
 		LagSeconds        float64    `json:"lag_seconds"`
 		Pending           *bool      `json:"pending_changes"`
 		SequencesBehind   []string   `json:"sequences_behind"`
+		ReadyForCutover   bool       `json:"ready_for_cutover"`
+		NotReadyBecause   string     `json:"not_ready_for_cutover_because,omitempty"`
 		Verdict           Verdict    `json:"verdict"`
 		Reason            string     `json:"reason"`
 		Warnings          []string   `json:"warnings,omitempty"`
@@ -191,7 +198,7 @@ func (r Report) MarshalJSON() ([]byte, error) {
 		r.Database, r.Slot, r.SlotExists, r.SlotActive, r.WALStatus,
 		lsn(r.SlotExists, r.ConfirmedFlush), r.RetainedBytes, r.PublicationExists,
 		r.SourceLSN.String(), lsn(r.HasCheckpoint, r.Checkpoint), ts(r.CommitTime), ts(r.AppliedAt),
-		r.LagBytes, r.Lag.Seconds(), r.Pending, seqs, r.Verdict, r.Reason, r.Warnings, held,
+		r.LagBytes, r.Lag.Seconds(), r.Pending, seqs, r.ReadyForCutover, r.NotReadyBecause, r.Verdict, r.Reason, r.Warnings, held,
 	})
 }
 
@@ -304,6 +311,30 @@ func judge(r *Report, slot stream.SlotState, opts Options) {
 	default:
 		r.Verdict, r.Reason = Healthy, "caught up; no sync connected"
 	}
+	switch {
+	case r.Verdict != Healthy:
+		r.NotReadyBecause = "the replication is " + string(r.Verdict)
+	case pending:
+		r.NotReadyBecause = "changes are still being applied"
+	case len(r.SequencesBehind) > 0:
+		r.NotReadyBecause = fmt.Sprintf("%d %s behind on the target (sync copies them every --sequence-interval, after --catch-up and when it stops)",
+			len(r.SequencesBehind), plural(len(r.SequencesBehind), "sequence is", "sequences are"))
+	}
+	r.ReadyForCutover = r.NotReadyBecause == ""
+	if r.Verdict == Healthy {
+		if r.ReadyForCutover {
+			r.Reason += "; ready for cutover"
+		} else {
+			r.Reason += "; not ready for cutover: " + r.NotReadyBecause
+		}
+	}
+}
+
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return one
+	}
+	return many
 }
 
 // pending tells whether source changes newer than the checkpoint wait to

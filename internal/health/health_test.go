@@ -2,6 +2,7 @@ package health
 
 import (
 	"encoding/json"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -86,5 +87,42 @@ func TestFormatBytes(t *testing.T) {
 		if got := FormatBytes(n); got != want {
 			t.Errorf("FormatBytes(%d) = %q, want %q", n, got, want)
 		}
+	}
+}
+
+// Healthy streaming is not the same as ready to repoint the application:
+// the status says which, and why not.
+func TestReadyForCutover(t *testing.T) {
+	now := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
+	base := Report{Database: "app", Slot: "seren_app", SlotExists: true, SlotActive: true, PublicationExists: true, HasCheckpoint: true,
+		ConfirmedFlush: 100, Checkpoint: 100, SourceLSN: 100, CommitTime: now.Add(-time.Hour), AppliedAt: now.Add(-time.Second)}
+	opts := Options{Now: func() time.Time { return now }}.withDefaults("app")
+	tests := []struct {
+		name      string
+		edit      func(r *Report)
+		ready     bool
+		wantInWhy string
+	}{
+		{"caught up, sequences current", func(r *Report) {}, true, ""},
+		{"caught up, sequences behind", func(r *Report) { r.SequencesBehind = []string{`"public"."orders_id_seq"`} }, false, "1 sequence is behind"},
+		{"still applying", func(r *Report) { r.SourceLSN, r.LagBytes, r.Pending, r.CommitTime = 500, 400, ptr(true), now }, false, "still being applied"},
+		{"broken", func(r *Report) { r.WALStatus = "lost" }, false, "broken"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := base
+			tt.edit(&r)
+			judge(&r, stream.SlotState{Database: "app", Plugin: "pgoutput"}, opts)
+			if r.ReadyForCutover != tt.ready || !strings.Contains(r.NotReadyBecause, tt.wantInWhy) {
+				t.Fatalf("ready %v because %q; want %v, %q", r.ReadyForCutover, r.NotReadyBecause, tt.ready, tt.wantInWhy)
+			}
+			if r.Verdict == Healthy && !strings.Contains(r.Reason, "cutover") {
+				t.Errorf("a healthy reason must say whether it is ready for cutover: %q", r.Reason)
+			}
+			b, _ := json.Marshal(r)
+			if !strings.Contains(string(b), fmt.Sprintf(`"ready_for_cutover":%v`, tt.ready)) {
+				t.Errorf("JSON lacks ready_for_cutover %v: %s", tt.ready, b)
+			}
+		})
 	}
 }
