@@ -40,7 +40,15 @@ func TestSyncFaultStorm(t *testing.T) {
 
 func faultStorm(t *testing.T, mode string) {
 	duration, soak := stormDuration(t)
-	src := pgtest.Start(t, pgtest.Options{Settings: []string{"wal_sender_timeout = 0"}})
+	// Without server restarts the source never ends a walsender on its own,
+	// so only sync's receive timeout can notice a black hole. A restart
+	// needs it: a fast shutdown waits for every walsender's client to
+	// confirm the end of WAL, forever for a black-holed one.
+	senderTimeout := "wal_sender_timeout = 0"
+	if soak {
+		senderTimeout = "wal_sender_timeout = '10s'"
+	}
+	src := pgtest.Start(t, pgtest.Options{Settings: []string{senderTimeout}})
 	dst := pgtest.Start(t, pgtest.Options{})
 	prepareStreaming(t, src, dst, "bank", workloadSchema, "public.acct", "public.hist")
 	targetUser, targetPassword := "postgres", ""
