@@ -147,6 +147,7 @@ func TestGrafanaDashboardUsesDefinedMetrics(t *testing.T) {
 	m.BatchApplied("d", 1, 1, time.Millisecond)
 	m.RowsApplied("d", "public.t", metrics.OpInsert, 1)
 	m.SetLag("d", 1, time.Second)
+	m.SetStall("d", metrics.SideTarget, time.Second)
 	m.SetCheckpoint("d", 1)
 	m.SetSlotRetained("d", 1)
 	m.Reconnect("d", metrics.SideSource)
