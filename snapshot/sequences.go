@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 )
 
 // listSequencesSQL lists user sequences, leaving out system schemas, the
@@ -15,11 +16,14 @@ const listSequencesSQL = `SELECT n.nspname, c.relname FROM pg_class c
 	  AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')
 	ORDER BY 1, 2`
 
-// SyncSequences sets every sequence of the target database to the value the
-// same sequence has on the source (last_value and is_called), and returns
-// how many it set. Logical decoding does not carry sequence values, so init
-// calls this after the copy and sync calls it at cutover. Sequences missing
-// on the target are left alone.
+// SyncSequences moves every sequence of the target database forward to the
+// value the same sequence has on the source (last_value and is_called), and
+// returns how many it moved. Logical decoding does not carry sequence
+// values, so init calls this after the copy and sync calls it periodically,
+// after a catch-up and when it stops. A target sequence already at or past
+// the source's next value is left alone: once the application writes to the
+// target, moving it back would hand out values already used. Sequences
+// missing on the target are left alone too.
 func SyncSequences(ctx context.Context, src, dst *pgx.Conn) (int, error) {
 	type seq struct {
 		ident    string
@@ -74,10 +78,20 @@ func SyncSequences(ctx context.Context, src, dst *pgx.Conn) (int, error) {
 		if !onTarget[s.ident] {
 			continue
 		}
-		write.Queue("SELECT setval($1::regclass, $2, $3)", s.ident, s.last, s.isCalled)
-		n++
+		// The next value each side would hand out, compared in the
+		// sequence's direction (numeric: last_value + increment may pass
+		// the bigint range at the sequence's end).
+		write.Queue(`SELECT setval($1::regclass, $2::bigint, $3::bool)
+			FROM (SELECT last_value::numeric + CASE WHEN is_called THEN q.seqincrement ELSE 0 END AS next,
+					$2::numeric + CASE WHEN $3 THEN q.seqincrement ELSE 0 END AS want, q.seqincrement AS inc
+				FROM `+s.ident+`, pg_sequence q WHERE q.seqrelid = $1::regclass) v
+			WHERE CASE WHEN v.inc > 0 THEN v.next < v.want ELSE v.next > v.want END`, s.ident, s.last, s.isCalled).
+			Exec(func(tag pgconn.CommandTag) error {
+				n += int(tag.RowsAffected())
+				return nil
+			})
 	}
-	if n == 0 {
+	if write.Len() == 0 {
 		return 0, nil
 	}
 	if err := dst.SendBatch(ctx, write).Close(); err != nil {
