@@ -137,7 +137,11 @@ type Report struct {
 	// no sequence is behind. NotReadyBecause says why not.
 	ReadyForCutover bool
 	NotReadyBecause string
-	Verdict         Verdict
+	// confirmedAtStart tells that the slot's confirmed position reached the
+	// source's WAL position read at the start of the check: every change
+	// committed before the check is applied, whatever the walsender had sent.
+	confirmedAtStart bool
+	Verdict          Verdict
 	// Reason says why the verdict is what it is, in one sentence.
 	Reason string
 	// Warnings are problems that do not change the verdict.
@@ -257,8 +261,50 @@ func Check(ctx context.Context, db plan.Database, opts Options) (Report, error) 
 			r.Warnings = append(r.Warnings, fmt.Sprintf("could not tell whether changes are pending (%v); judged by WAL position alone", err))
 		}
 	}
+	if r.Pending != nil && !*r.Pending {
+		if r.confirmedAtStart, err = confirmedReaches(ctx, src, r.Slot, r.SourceLSN, confirmWait); err != nil {
+			return r, err
+		}
+	}
 	judge(&r, slot, opts)
 	return r, nil
+}
+
+// confirmWait bounds how long a check waits for a running sync to confirm
+// the source's position: it confirms positions without changes (keepalives)
+// about once a second.
+const confirmWait = 3 * time.Second
+
+// confirmedReaches waits (up to wait) until slot's confirmed position is at
+// least lsn: the client has applied everything committed before it. A slot
+// nobody streams does not move, so it is asked once.
+func confirmedReaches(ctx context.Context, src *pgx.Conn, slot string, lsn pglogrepl.LSN, wait time.Duration) (bool, error) {
+	deadline := time.Now().Add(wait)
+	for {
+		var confirmed *string
+		var active bool
+		if err := src.QueryRow(ctx, `SELECT confirmed_flush_lsn::text, active FROM pg_replication_slots WHERE slot_name = $1`, slot).
+			Scan(&confirmed, &active); err != nil {
+			return false, fmt.Errorf("slot %s: %w", slot, err)
+		}
+		if confirmed != nil {
+			c, err := pglogrepl.ParseLSN(*confirmed)
+			if err != nil {
+				return false, fmt.Errorf("slot %s: %w", slot, err)
+			}
+			if c >= lsn {
+				return true, nil
+			}
+		}
+		if !active || time.Now().After(deadline) {
+			return false, nil
+		}
+		select {
+		case <-ctx.Done():
+			return false, ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
 }
 
 // judge sets the verdict, reason, lag and warnings from the facts gathered.
@@ -316,6 +362,8 @@ func judge(r *Report, slot stream.SlotState, opts Options) {
 		r.NotReadyBecause = "the replication is " + string(r.Verdict)
 	case pending:
 		r.NotReadyBecause = "changes are still being applied"
+	case r.SlotActive && !r.confirmedAtStart:
+		r.NotReadyBecause = fmt.Sprintf("the running sync has not yet confirmed the source's position %s (it may still be reading the stream)", r.SourceLSN)
 	case len(r.SequencesBehind) > 0:
 		r.NotReadyBecause = fmt.Sprintf("%d %s behind on the target (sync copies them every --sequence-interval, after --catch-up and when it stops)",
 			len(r.SequencesBehind), plural(len(r.SequencesBehind), "sequence is", "sequences are"))

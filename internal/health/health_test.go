@@ -95,7 +95,8 @@ func TestFormatBytes(t *testing.T) {
 func TestReadyForCutover(t *testing.T) {
 	now := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
 	base := Report{Database: "app", Slot: "seren_app", SlotExists: true, SlotActive: true, PublicationExists: true, HasCheckpoint: true,
-		ConfirmedFlush: 100, Checkpoint: 100, SourceLSN: 100, CommitTime: now.Add(-time.Hour), AppliedAt: now.Add(-time.Second)}
+		ConfirmedFlush: 100, Checkpoint: 100, SourceLSN: 100, CommitTime: now.Add(-time.Hour), AppliedAt: now.Add(-time.Second),
+		confirmedAtStart: true}
 	opts := Options{Now: func() time.Time { return now }}.withDefaults("app")
 	tests := []struct {
 		name      string
@@ -105,6 +106,8 @@ func TestReadyForCutover(t *testing.T) {
 	}{
 		{"caught up, sequences current", func(r *Report) {}, true, ""},
 		{"caught up, sequences behind", func(r *Report) { r.SequencesBehind = []string{`"public"."orders_id_seq"`} }, false, "1 sequence is behind"},
+		{"sent all but not confirmed the start position", func(r *Report) { r.confirmedAtStart = false }, false, "not yet confirmed"},
+		{"stopped daemon, nothing pending", func(r *Report) { r.SlotActive, r.confirmedAtStart = false, false }, true, ""},
 		{"still applying", func(r *Report) { r.SourceLSN, r.LagBytes, r.Pending, r.CommitTime = 500, 400, ptr(true), now }, false, "still being applied"},
 		{"broken", func(r *Report) { r.WALStatus = "lost" }, false, "broken"},
 	}
