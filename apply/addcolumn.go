@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"regexp"
+	"strconv"
 
 	"github.com/jackc/pgx/v5"
 
@@ -11,12 +13,15 @@ import (
 	"github.com/serenorg/postgres-seren-replicator/stream"
 )
 
-// sourceColumn is what the source's catalog says of a column the source
+// sourceColumn is what the source's catalog says now of a column the source
 // added: pgoutput sends only its name and type.
 type sourceColumn struct {
+	gone    bool // dropped or renamed on the source since
 	notNull bool
 	// def is the column's default expression now ("" for none).
 	def string
+	// volatile: the default, or an identity, gives each row its own value.
+	volatile bool
 	// missing is the value the rows that existed before ADD COLUMN read
 	// (attmissingval, as the text of a one-element array), or "" when the
 	// source stored no such value: the column was added without a default,
@@ -26,33 +31,39 @@ type sourceColumn struct {
 
 // addColumn adds a column the source added, so that the rows the target
 // already has read what the same rows read on the source: the value a
-// non-volatile default gave them (kept by the source as attmissingval
-// even if the default was changed since), NULL when there was no
-// default. Where the source filled them with values the target cannot
-// recompute (a volatile default such as clock_timestamp() or nextval(), or
-// a table rewritten since), it stops instead of leaving them NULL. The
-// column gets the source's current default and NOT NULL too.
+// non-volatile default gave them (kept by the source as attmissingval even
+// if the default changed since), NULL when there was none. Where the source
+// filled them with values the target cannot recompute (a volatile default
+// such as clock_timestamp() or nextval(), an identity), it stops instead of
+// leaving them NULL. The column gets the source's current default, and NOT
+// NULL when the rows the target has satisfy it.
 func (a *Applier) addColumn(ctx context.Context, name, qualified string, c stream.RelationColumn, typ string) error {
 	sc, err := a.describeSourceColumn(ctx, qualified, c.Name)
 	if err != nil {
 		return fmt.Errorf("table %s: describe column %s on the source: %w", name, c.Name, err)
 	}
 	col := pgx.Identifier{c.Name}.Sanitize()
-	if sc.missing == "" && sc.def != "" {
-		rows, err := a.query(ctx, "SELECT 1 FROM "+qualified+" LIMIT 1")
-		if err != nil {
-			return fmt.Errorf("table %s: %w", name, err)
-		}
-		if len(rows) > 0 {
-			return permanent(fmt.Errorf("table %s: the source added column %s %s DEFAULT %s and filled the existing rows with values the target cannot recompute (a volatile default, or the table was rewritten since): copy the table again (init --drop-existing), or, if you know the values, add the column on the target yourself (ALTER TABLE %s ADD COLUMN %s %s …, then UPDATE the rows) and restart sync",
-				name, c.Name, typ, sc.def, qualified, col, typ))
-		}
+	empty, err := a.targetEmpty(ctx, qualified)
+	if err != nil {
+		return fmt.Errorf("table %s: %w", name, err)
+	}
+	switch {
+	case empty || sc.missing != "":
+	case sc.volatile:
+		return permanent(fmt.Errorf("table %s: the source added column %s %s with a default that gave every existing row its own value (%s), which the target cannot recompute: copy the table again (init --drop-existing), or add the column on the target yourself with the same values (ALTER TABLE %s ADD COLUMN %s %s …, then UPDATE the rows) and restart sync",
+			name, c.Name, typ, orIdentity(sc.def), qualified, col, typ))
+	case sc.def != "":
+		// Either the default came after the column (existing rows NULL) or
+		// the table was rewritten since (VACUUM FULL, CLUSTER), which
+		// writes the default's value into the rows and forgets it.
+		return permanent(fmt.Errorf("table %s: the source added column %s %s, now with DEFAULT %s, but no longer records what its existing rows hold: if it was added without a default and the default set afterwards, run ALTER TABLE %s ADD COLUMN %s %s; ALTER TABLE %s ALTER COLUMN %s SET DEFAULT %s on the target; if it was added with that default, run ALTER TABLE %s ADD COLUMN %s %s DEFAULT %s on the target; then restart sync",
+			name, c.Name, typ, sc.def, qualified, col, typ, qualified, col, sc.def, qualified, col, typ, sc.def))
 	}
 	add := fmt.Sprintf("ALTER TABLE %s ADD COLUMN %s %s", qualified, col, typ)
 	if sc.missing != "" {
 		// The existing rows' value as a constant default, so the target
-		// fills them as the source did; then the source's own default.
-		add += fmt.Sprintf(" DEFAULT (%s::%s[])[1]", sqltext.Literal(sc.missing), typ)
+		// fills them as the source did; the source's own default follows.
+		add += fmt.Sprintf(" DEFAULT (%s::text[])[1]::%s", sqltext.Literal(sc.missing), typ)
 	}
 	ddl := []string{add}
 	alter := fmt.Sprintf("ALTER TABLE %s ALTER COLUMN %s ", qualified, col)
@@ -62,17 +73,47 @@ func (a *Applier) addColumn(ctx context.Context, name, qualified string, c strea
 	case sc.missing != "":
 		ddl = append(ddl, alter+"DROP DEFAULT")
 	}
-	if sc.notNull {
+	switch {
+	case sc.notNull && (sc.missing != "" || empty):
 		ddl = append(ddl, alter+"SET NOT NULL")
+	case sc.notNull:
+		// Added nullable and filled later (ADD COLUMN, UPDATE, SET NOT
+		// NULL): the rows here are NULL until those updates arrive.
+		a.log.Warn("column is NOT NULL on the source but its existing rows on the target are filled only by changes still to come; set it once they have arrived",
+			"table", name, "column", c.Name, "sql", alter+"SET NOT NULL")
 	}
-	for _, stmt := range ddl {
-		if _, err := a.query(ctx, stmt); err != nil {
-			return permanent(fmt.Errorf("table %s: add column %s that the source added: %s: %w", name, c.Name, stmt, err))
-		}
+	if sc.gone {
+		a.log.Warn("the source added a column and has dropped or renamed it since; added it as it streams, nullable", "table", name, "column", c.Name)
+	}
+	if err := a.runDDL(ctx, ddl); err != nil {
+		return fmt.Errorf("table %s: add column %s that the source added: %w", name, c.Name, err)
 	}
 	a.log.Info("added column the source added", "table", name, "column", c.Name, "type", typ,
 		"default", sc.def, "not_null", sc.notNull, "existing_rows", existingRows(sc))
 	return nil
+}
+
+// runDDL runs statements in the batch's transaction. In ordered mode the
+// batch defers foreign-key checks, and PostgreSQL refuses ALTER TABLE on a
+// table with checks pending: they run first, as the source ran them at the
+// end of the statements before its own ALTER TABLE.
+func (a *Applier) runDDL(ctx context.Context, ddl []string) error {
+	if !a.replicaMode {
+		ddl = append(append([]string{"SET CONSTRAINTS ALL IMMEDIATE"}, ddl...), "SET CONSTRAINTS ALL DEFERRED")
+	}
+	for _, stmt := range ddl {
+		if _, err := a.query(ctx, stmt); err != nil {
+			return permanent(fmt.Errorf("%s: %w", stmt, err))
+		}
+	}
+	return nil
+}
+
+func orIdentity(def string) string {
+	if def == "" {
+		return "an identity"
+	}
+	return def
 }
 
 func existingRows(sc sourceColumn) string {
@@ -82,16 +123,26 @@ func existingRows(sc sourceColumn) string {
 	return "NULL"
 }
 
+func (a *Applier) targetEmpty(ctx context.Context, qualified string) (bool, error) {
+	rows, err := a.query(ctx, "SELECT 1 FROM "+qualified+" LIMIT 1")
+	return len(rows) == 0, err
+}
+
+// funcRef finds the functions an expression's node tree calls.
+var funcRef = regexp.MustCompile(`:(?:op)?funcid (\d+)`)
+
 // describeSourceColumn reads a column's definition from the source catalog.
 func (a *Applier) describeSourceColumn(ctx context.Context, qualified, column string) (sourceColumn, error) {
 	var sc sourceColumn
-	var def, missing *string
-	err := a.source.QueryRow(ctx, `SELECT a.attnotnull, pg_get_expr(d.adbin, d.adrelid),
+	var def, tree, missing *string
+	var identity bool
+	err := a.source.QueryRow(ctx, `SELECT a.attnotnull, a.attidentity <> '', pg_get_expr(d.adbin, d.adrelid), d.adbin::text,
 			CASE WHEN a.atthasmissing THEN a.attmissingval::text END
 		FROM pg_attribute a LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
-		WHERE a.attrelid = to_regclass($1) AND a.attname = $2 AND NOT a.attisdropped`, qualified, column).Scan(&sc.notNull, &def, &missing)
+		WHERE a.attrelid = to_regclass($1) AND a.attname = $2 AND NOT a.attisdropped`, qualified, column).
+		Scan(&sc.notNull, &identity, &def, &tree, &missing)
 	if errors.Is(err, pgx.ErrNoRows) {
-		return sc, permanent(fmt.Errorf("column %s is gone from the source table already (dropped or renamed since it was added)", column))
+		return sourceColumn{gone: true}, nil
 	}
 	if err != nil {
 		return sc, err
@@ -101,6 +152,19 @@ func (a *Applier) describeSourceColumn(ctx context.Context, qualified, column st
 	}
 	if missing != nil {
 		sc.missing = *missing
+	}
+	sc.volatile = identity
+	if tree != nil {
+		var oids []int64
+		for _, m := range funcRef.FindAllStringSubmatch(*tree, -1) {
+			oid, _ := strconv.ParseInt(m[1], 10, 64)
+			oids = append(oids, oid)
+		}
+		var volatile *bool
+		if err := a.source.QueryRow(ctx, `SELECT bool_or(provolatile = 'v') FROM pg_proc WHERE oid = ANY($1::oid[])`, oids).Scan(&volatile); err != nil {
+			return sc, fmt.Errorf("volatility of the default of %s: %w", column, err)
+		}
+		sc.volatile = sc.volatile || volatile != nil && *volatile
 	}
 	return sc, nil
 }

@@ -129,6 +129,8 @@ var sessionSettings = map[string]string{
 	"row_security": "off",
 	// Type names come from the source's format_type under the same path.
 	"search_path": "public",
+	// Literals in the DDL the applier writes quote only single quotes.
+	"standard_conforming_strings": "on",
 }
 
 // DefaultShutdownTimeout is how long a stop waits for the batch in flight to

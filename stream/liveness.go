@@ -36,6 +36,9 @@ func (s *Stream) Unanswered() time.Duration {
 	return time.Since(time.Unix(0, at))
 }
 
+// ReceiveTimeout is the receive timeout in force.
+func (s *Stream) ReceiveTimeout() time.Duration { return s.cfg.ReceiveTimeout }
+
 // checkSilence runs when a read times out: it asks a silent source for a
 // reply, warns when none comes, and gives the connection up (ErrSilent)
 // after the receive timeout.

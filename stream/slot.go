@@ -150,17 +150,20 @@ var ErrSlotActive = errors.New("replication slot is in use")
 // wait) until the slot is free. It is for a caller that knows no live
 // client of its own can hold the slot: a walsender whose client vanished
 // without a word (a crash, a network black hole) keeps the slot until its
-// wal_sender_timeout, forever when that is 0. It returns a description of
-// the session it ended ("" when the slot was free).
-func ReleaseSlot(ctx context.Context, conn *pgx.Conn, name string, wait time.Duration) (string, error) {
+// wal_sender_timeout, forever when that is 0. Only a walsender whose
+// application_name is app is ended; another client of the slot is left
+// alone and reported as ErrSlotActive. It returns a description of the
+// session it ended ("" when the slot was free).
+func ReleaseSlot(ctx context.Context, conn *pgx.Conn, name, app string, wait time.Duration) (string, error) {
 	var pid *int64
 	var holder string
-	err := conn.QueryRow(ctx, `SELECT s.active_pid,
+	var holderApp *string
+	err := conn.QueryRow(ctx, `SELECT s.active_pid, a.application_name,
 			format('pid %s (user %s, application %s, from %s, streaming since %s)', s.active_pid,
 				coalesce(a.usename::text, '?'), coalesce(nullif(a.application_name, ''), '?'),
 				coalesce(host(a.client_addr), 'local'), coalesce(a.backend_start::timestamptz(0)::text, '?'))
 		FROM pg_replication_slots s LEFT JOIN pg_stat_activity a ON a.pid = s.active_pid
-		WHERE s.slot_name = $1`, name).Scan(&pid, &holder)
+		WHERE s.slot_name = $1`, name).Scan(&pid, &holderApp, &holder)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return "", fmt.Errorf("slot %s: %w", name, ErrSlotMissing)
 	}
@@ -169,6 +172,9 @@ func ReleaseSlot(ctx context.Context, conn *pgx.Conn, name string, wait time.Dur
 	}
 	if pid == nil {
 		return "", nil
+	}
+	if holderApp == nil || *holderApp != app {
+		return "", fmt.Errorf("slot %s is streamed by %s, which is not this tool (application %s): stop that client: %w", name, holder, app, ErrSlotActive)
 	}
 	if _, err := conn.Exec(ctx, `SELECT pg_terminate_backend($1)`, *pid); err != nil {
 		return holder, fmt.Errorf("end the walsender holding slot %s, %s: %w", name, holder, err)

@@ -15,7 +15,7 @@ func TestSyncAddedColumnsKeepTheirValues(t *testing.T) {
 	for _, mode := range []string{"replica", "ordered"} {
 		t.Run(mode, func(t *testing.T) {
 			src, dst := pgtestPair(t)
-			prepareStreaming(t, src, dst, "addcol", `CREATE TABLE t (id int PRIMARY KEY, a text);`, "public.t")
+			prepareStreaming(t, src, dst, "addcol", `CREATE TYPE mood AS ENUM ('sad', 'ok'); CREATE TABLE t (id int PRIMARY KEY, a text);`, "public.t")
 			target := dst.URL("postgres", "", "addcol")
 			if mode == "ordered" {
 				dst.CreateRole("applier", "applier-pw")
@@ -36,12 +36,28 @@ func TestSyncAddedColumnsKeepTheirValues(t *testing.T) {
 				ALTER TABLE t ADD COLUMN f date DEFAULT '2024-02-29';
 				ALTER TABLE t ALTER COLUMN f DROP DEFAULT;
 				ALTER TABLE t ADD COLUMN g numeric(6,2);
+				ALTER TABLE t ADD COLUMN arr int[] DEFAULT '{1,NULL,3}';
+				ALTER TABLE t ADD COLUMN tags text[] NOT NULL DEFAULT ARRAY['a b', 'it''s', 'back\slash'];
+				ALTER TABLE t ADD COLUMN m mood DEFAULT 'ok';
 				INSERT INTO t (id, a) VALUES (101, 'y');
-				UPDATE t SET a = 'z' WHERE id = 5;`)
-			if res := catchUpTo(); res.Code != 0 {
+				UPDATE t SET a = 'z' WHERE id = 5;
+				BEGIN;
+				ALTER TABLE t ADD COLUMN filled int;
+				UPDATE t SET filled = id * 2;
+				ALTER TABLE t ALTER COLUMN filled SET NOT NULL;
+				COMMIT;`)
+			res := catchUpTo()
+			if res.Code != 0 {
 				t.Fatalf("exit %d: %s", res.Code, res.Stderr)
 			}
+			if !strings.Contains(res.Stderr, "NOT NULL on the source but") || !strings.Contains(res.Stderr, `SET NOT NULL`) {
+				t.Errorf("no warning with the SQL for the backfilled NOT NULL column:\n%s", res.Stderr)
+			}
 			assertSameTables(t, src, dst, "addcol", "t")
+			// The backfilled column is NOT NULL on the source; on the target it
+			// could not be set when it was added (its rows were NULL until the
+			// UPDATE arrived): sync said so with the SQL to run.
+			dst.Exec("addcol", `ALTER TABLE t ALTER COLUMN filled SET NOT NULL`)
 			columns := `SELECT string_agg(format('%s %s %s %s', a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull,
 					coalesce(pg_get_expr(d.adbin, d.adrelid), '-')), '; ' ORDER BY a.attnum)
 				FROM pg_attribute a LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
@@ -50,12 +66,26 @@ func TestSyncAddedColumnsKeepTheirValues(t *testing.T) {
 				t.Errorf("columns differ\nsource: %s\ntarget: %s", s, d)
 			}
 			// The target applies inserts without the column as the source did.
-			dst.Exec("addcol", `BEGIN; INSERT INTO t (id, a) VALUES (1000, 'probe'); ROLLBACK;`)
+			dst.Exec("addcol", `BEGIN; INSERT INTO t (id, a, filled) VALUES (1000, 'probe', 0); ROLLBACK;`)
+
+			// A default set after the column was added: the source no longer
+			// records what the existing rows hold; sync stops with the SQL for
+			// each case, and following it works.
+			src.Exec("addcol", `ALTER TABLE t ADD COLUMN later int; ALTER TABLE t ALTER COLUMN later SET DEFAULT 5; INSERT INTO t (id, a, filled) VALUES (103, 'v', 1);`)
+			res = catchUpTo()
+			if res.Code != exitNeedsAction || !strings.Contains(res.Stderr, "SET DEFAULT 5 on the target") {
+				t.Fatalf("default set after the column: exit %d, want 4 with the SQL\n%s", res.Code, res.Stderr)
+			}
+			dst.Exec("addcol", `ALTER TABLE t ADD COLUMN later int; ALTER TABLE t ALTER COLUMN later SET DEFAULT 5`)
+			if res := catchUpTo(); res.Code != 0 {
+				t.Fatalf("after following the advice: exit %d: %s", res.Code, res.Stderr)
+			}
+			assertSameTables(t, src, dst, "addcol", "t")
 
 			// A volatile default gave each existing row its own value.
-			src.Exec("addcol", `ALTER TABLE t ADD COLUMN at timestamptz DEFAULT clock_timestamp(); INSERT INTO t (id, a) VALUES (102, 'w');`)
+			src.Exec("addcol", `ALTER TABLE t ADD COLUMN at timestamptz DEFAULT clock_timestamp(); INSERT INTO t (id, a, filled) VALUES (102, 'w', 1);`)
 			before := dst.QueryString("addcol", "SELECT count(*) FROM t")
-			res := catchUpTo()
+			res = catchUpTo()
 			if res.Code != exitNeedsAction || !strings.Contains(res.Stderr, "column at") || !strings.Contains(res.Stderr, "cannot recompute") {
 				t.Fatalf("volatile default: exit %d, want 4 explaining it\n%s", res.Code, res.Stderr)
 			}

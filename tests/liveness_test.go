@@ -55,7 +55,9 @@ func TestSyncReconnectsWhenTheSourceConnectionIsBlackholed(t *testing.T) {
 // An idle source stays quiet on the replication connection for as long as
 // nothing is written; that is not a stall, and must not cause reconnects.
 func TestSyncIdleSourceIsNotAStall(t *testing.T) {
-	src, dst := pgtestPair(t)
+	// wal_sender_timeout 0 keeps the receive timeout at the flag's value.
+	src := pgtest.Start(t, pgtest.Options{Settings: []string{"wal_sender_timeout = 0"}})
+	dst := pgtest.Start(t, pgtest.Options{})
 	prepareStreaming(t, src, dst, "idle", `CREATE TABLE t (id int PRIMARY KEY);`, "public.t")
 	addr := freeAddr(t)
 	cmd := startSync(t, nil, syncArgs(src, dst, "idle", "--receive-timeout", "4s", "--metrics-addr", addr)...)

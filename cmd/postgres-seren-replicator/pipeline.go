@@ -138,13 +138,13 @@ func (r *pipelineRunner) once(ctx context.Context) (pipelineResult, error) {
 		Publication:    r.cmd.Publication,
 		Start:          pos.EndLSN,
 		StatusInterval: r.cmd.StatusInterval,
-		ReceiveTimeout: r.cmd.ReceiveTimeout,
+		ReceiveTimeout: r.receiveTimeout(ctx, src),
 	}
 	st, err := stream.Open(ctx, r.db.Source, streamCfg, r.log)
 	if errors.Is(err, stream.ErrSlotActive) {
 		// The applier holds the migration's writer lock, so no live sync
 		// streams this slot: its holder is a walsender whose client is gone.
-		if err = r.releaseSlot(ctx, src); err == nil {
+		if err = r.releaseSlot(ctx, src, pos.EndLSN); err == nil {
 			st, err = stream.Open(ctx, r.db.Source, streamCfg, r.log)
 		}
 	}
@@ -182,14 +182,25 @@ func (r *pipelineRunner) once(ctx context.Context) (pipelineResult, error) {
 // releaseSlot ends the walsender left holding the slot by a client that
 // vanished (killed, or cut off by the network), which otherwise keeps the
 // slot until the source's wal_sender_timeout passes, or forever when it is 0.
-func (r *pipelineRunner) releaseSlot(ctx context.Context, src *pgx.Conn) error {
-	holder, err := stream.ReleaseSlot(ctx, src, r.slot, 10*time.Second)
+func (r *pipelineRunner) releaseSlot(ctx context.Context, src *pgx.Conn, from pglogrepl.LSN) error {
+	holder, err := stream.ReleaseSlot(ctx, src, r.slot, r.db.Source.ApplicationName(), 10*time.Second)
 	if err != nil {
 		return err
 	}
 	if holder != "" {
 		r.log.Warn("ended a walsender left holding the slot by a client that is gone (this process holds the migration's writer lock)",
 			"slot", r.slot, "walsender", holder)
+	}
+	// Whoever held it may have confirmed positions past ours meanwhile (a
+	// second deployment on another target with the same slot name): the
+	// source would then start after changes this target lacks.
+	slot, err := stream.LookupSlot(ctx, src, r.slot)
+	if err != nil {
+		return err
+	}
+	if slot.ConfirmedFlush > from {
+		return setupError("replication slot %s is at %s but the target checkpoint is at %s: another client confirmed changes this target does not have (is a second migration using slot %s?); copy the data again with init --drop-existing",
+			r.slot, slot.ConfirmedFlush, from, r.slot)
 	}
 	return nil
 }

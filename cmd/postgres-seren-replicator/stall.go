@@ -6,10 +6,30 @@ import (
 	"strings"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/serenorg/postgres-seren-replicator/apply"
 	"github.com/serenorg/postgres-seren-replicator/internal/metrics"
 	"github.com/serenorg/postgres-seren-replicator/stream"
 )
+
+// receiveTimeout is --receive-timeout, raised to twice the source's
+// wal_sender_timeout: a walsender busy decoding a large transaction (its
+// changes filtered out, so nothing is sent) reads our requests for a reply
+// only about every wal_sender_timeout/2, and a connection given up then
+// would restart that decoding from its beginning, again and again.
+func (r *pipelineRunner) receiveTimeout(ctx context.Context, src *pgx.Conn) time.Duration {
+	var ms int64
+	if err := src.QueryRow(ctx, `SELECT setting::bigint FROM pg_settings WHERE name = 'wal_sender_timeout'`).Scan(&ms); err != nil {
+		r.log.Debug("could not read the source's wal_sender_timeout", "error", err)
+		return r.cmd.ReceiveTimeout
+	}
+	if senderTimeout := time.Duration(ms) * time.Millisecond; 2*senderTimeout > r.cmd.ReceiveTimeout {
+		r.log.Info("--receive-timeout raised to twice the source's wal_sender_timeout", "receive_timeout", (2 * senderTimeout).String())
+		return 2 * senderTimeout
+	}
+	return r.cmd.ReceiveTimeout
+}
 
 // stallWatch remembers when a stall was last logged, so a long stall is
 // logged once per --stall-warning period rather than at every sample.
@@ -27,7 +47,9 @@ func (r *pipelineRunner) checkStalls(ctx context.Context, w *stallWatch, st *str
 	r.mon.metrics.SetStall(r.db.Name, metrics.SideSource, unanswered)
 	r.mon.metrics.SetStall(r.db.Name, metrics.SideTarget, waiting)
 	var reasons []string
-	if unanswered > 0 {
+	// A request answered within a quarter of the timeout is a round trip,
+	// not a stall.
+	if unanswered >= st.ReceiveTimeout()/4 {
 		reasons = append(reasons, fmt.Sprintf("the source has not answered on the replication connection for %s", unanswered.Round(time.Second)))
 	}
 	if waiting >= r.cmd.StallWarning {

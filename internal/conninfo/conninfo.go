@@ -68,6 +68,10 @@ func (c *Conn) User() string { return c.cfg.User }
 // Host is the first host the connection tries.
 func (c *Conn) Host() string { return c.cfg.Host }
 
+// ApplicationName is the application_name the connection reports to the
+// server (DefaultApplicationName unless the string or PGAPPNAME sets one).
+func (c *Conn) ApplicationName() string { return c.cfg.RuntimeParams["application_name"] }
+
 // Port is the first port the connection tries.
 func (c *Conn) Port() uint16 { return c.cfg.Port }
 
