@@ -136,7 +136,11 @@ func (a *Applier) describeSourceColumn(ctx context.Context, qualified, column st
 	var sc sourceColumn
 	var def, tree, missing *string
 	var identity bool
-	err := a.source.QueryRow(ctx, `SELECT a.attnotnull, a.attidentity <> '', pg_get_expr(d.adbin, d.adrelid), d.adbin::text,
+	src, err := a.sourceConn(ctx)
+	if err != nil {
+		return sc, err
+	}
+	err = src.QueryRow(ctx, `SELECT a.attnotnull, a.attidentity <> '', pg_get_expr(d.adbin, d.adrelid), d.adbin::text,
 			CASE WHEN a.atthasmissing THEN a.attmissingval::text END
 		FROM pg_attribute a LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
 		WHERE a.attrelid = to_regclass($1) AND a.attname = $2 AND NOT a.attisdropped`, qualified, column).
@@ -161,7 +165,7 @@ func (a *Applier) describeSourceColumn(ctx context.Context, qualified, column st
 			oids = append(oids, oid)
 		}
 		var volatile *bool
-		if err := a.source.QueryRow(ctx, `SELECT bool_or(provolatile = 'v') FROM pg_proc WHERE oid = ANY($1::oid[])`, oids).Scan(&volatile); err != nil {
+		if err := src.QueryRow(ctx, `SELECT bool_or(provolatile = 'v') FROM pg_proc WHERE oid = ANY($1::oid[])`, oids).Scan(&volatile); err != nil {
 			return sc, fmt.Errorf("volatility of the default of %s: %w", column, err)
 		}
 		sc.volatile = sc.volatile || volatile != nil && *volatile

@@ -72,7 +72,20 @@ type Config struct {
 	// Heartbeat, when set, is called at least every second while the apply
 	// loop is healthy (the systemd watchdog listens to it).
 	Heartbeat func()
+	// SchemaChanges says whether the source's unambiguous schema changes
+	// (added and dropped columns) are applied to the target or stop
+	// replication; SchemaChangesApply when empty.
+	SchemaChanges SchemaChanges
 }
+
+// SchemaChanges is what the applier does with a schema change on the source.
+type SchemaChanges string
+
+// Values of SchemaChanges.
+const (
+	SchemaChangesApply SchemaChanges = "apply"
+	SchemaChangesStop  SchemaChanges = "stop"
+)
 
 // Observer receives what the applier did (the metrics package implements it).
 type Observer interface {

@@ -53,10 +53,13 @@ type targetColumn struct {
 	generated bool
 }
 
-// reconcile compares a Relation message with the target table. Columns the
-// source added are added on the target (pgoutput carries no DDL); any other
-// difference stops replication with an error naming the table and the fix,
-// since guessing could lose data.
+// reconcile compares a Relation message with the target table and follows
+// the source's schema changes that are unambiguous (unless
+// Config.SchemaChanges is SchemaChangesStop): a column the source added is
+// added (addcolumn.go), a column the source dropped is dropped. Anything else
+// (a type change, whose USING expression is unknown; a column gone while
+// another appeared, a rename or a drop and an add) stops replication with an
+// error naming the table and the fix, since guessing could lose data.
 func (a *Applier) reconcile(ctx context.Context, msg *stream.Relation) (*relation, error) {
 	r := newRelation(msg)
 	name := msg.Namespace + "." + msg.Name
@@ -74,8 +77,26 @@ func (a *Applier) reconcile(ctx context.Context, msg *stream.Relation) (*relatio
 		target[string(row[0])] = targetColumn{typ: string(row[1]), generated: string(row[2]) == "t"}
 	}
 	inStream := map[string]bool{}
+	var added []string
 	for _, c := range msg.Columns {
 		inStream[c.Name] = true
+		if _, ok := target[c.Name]; !ok {
+			added = append(added, c.Name)
+		}
+	}
+	var missing []string
+	for col, tc := range target {
+		if !inStream[col] && !tc.generated {
+			missing = append(missing, col)
+		}
+	}
+	sort.Strings(missing)
+	if len(missing) > 0 {
+		if err := a.dropColumns(ctx, name, qualified, missing, added); err != nil {
+			return nil, err
+		}
+	}
+	for _, c := range msg.Columns {
 		want, err := a.typeName(ctx, c.TypeOID, c.TypeMod)
 		if err != nil {
 			return nil, fmt.Errorf("table %s column %s: %w", name, c.Name, err)
@@ -83,19 +104,16 @@ func (a *Applier) reconcile(ctx context.Context, msg *stream.Relation) (*relatio
 		r.types = append(r.types, want)
 		have, ok := target[c.Name]
 		switch {
+		case !ok && a.cfg.SchemaChanges == SchemaChangesStop:
+			return nil, permanent(fmt.Errorf("table %s: the source added column %s %s: add it on the target (ALTER TABLE %s ADD COLUMN %s %s, with the source's default), or let sync do it with --schema-changes=apply, then restart sync",
+				name, c.Name, want, qualified, pgx.Identifier{c.Name}.Sanitize(), want))
 		case !ok:
 			if err := a.addColumn(ctx, name, qualified, c, want); err != nil {
 				return nil, err
 			}
 		case have.typ != want:
-			return nil, permanent(fmt.Errorf("table %s: column %s is %s on the source but %s on the target: run ALTER TABLE %s ALTER COLUMN %s TYPE %s on the target, then restart sync",
+			return nil, permanent(fmt.Errorf("table %s: column %s is %s on the source but %s on the target: run ALTER TABLE %s ALTER COLUMN %s TYPE %s on the target (with the USING expression the source used), then restart sync",
 				name, c.Name, want, have.typ, qualified, pgx.Identifier{c.Name}.Sanitize(), want))
-		}
-	}
-	for col, tc := range target {
-		if !inStream[col] && !tc.generated {
-			return nil, permanent(fmt.Errorf("table %s: column %s exists on the target but the source no longer sends it (dropped or renamed on the source): apply the same change on the target (ALTER TABLE %s DROP COLUMN or RENAME COLUMN), then restart sync",
-				name, col, qualified))
 		}
 	}
 	if err := a.holdTable(ctx, r); err != nil {
@@ -110,6 +128,50 @@ func (a *Applier) reconcile(ctx context.Context, msg *stream.Relation) (*relatio
 	}
 	r.cascadeTarget = len(cascade) > 0
 	return r, nil
+}
+
+// dropColumns drops on the target the columns the source no longer sends,
+// when that is what happened: the source's table lacks them and no column
+// appeared in their place (that could be a rename, whose data a drop would
+// lose).
+func (a *Applier) dropColumns(ctx context.Context, name, qualified string, missing, added []string) error {
+	list := strings.Join(missing, ", ")
+	if len(added) > 0 || a.cfg.SchemaChanges == SchemaChangesStop {
+		why := "dropped or renamed on the source"
+		if len(added) > 0 {
+			why = fmt.Sprintf("while the source sends new %s %s: renamed, or dropped and added?", plural(len(added), "column", "columns"), strings.Join(added, ", "))
+		}
+		return permanent(fmt.Errorf("table %s: %s %s on the target but the source no longer sends %s (%s): apply the same change on the target (ALTER TABLE %s RENAME COLUMN … TO …, or DROP COLUMN), then restart sync",
+			name, list, plural(len(missing), "exists", "exist"), plural(len(missing), "it", "them"), why, qualified))
+	}
+	src, err := a.sourceConn(ctx)
+	if err != nil {
+		return err
+	}
+	var ddl []string
+	for _, col := range missing {
+		var present bool
+		if err := src.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass($1) AND attname = $2 AND attnum > 0 AND NOT attisdropped)`,
+			qualified, col).Scan(&present); err != nil {
+			return fmt.Errorf("table %s: look up column %s on the source: %w", name, col, err)
+		}
+		if present {
+			return permanent(fmt.Errorf("table %s: the source has column %s but does not send it (a publication column list?): publish every column, then restart sync", name, col))
+		}
+		ddl = append(ddl, fmt.Sprintf("ALTER TABLE %s DROP COLUMN %s", qualified, pgx.Identifier{col}.Sanitize()))
+	}
+	if err := a.runDDL(ctx, ddl); err != nil {
+		return fmt.Errorf("table %s: drop the columns the source dropped (add CASCADE on the target yourself if other objects use them, then restart sync): %w", name, err)
+	}
+	a.log.Info("dropped columns the source dropped", "table", name, "columns", list)
+	return nil
+}
+
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return one
+	}
+	return many
 }
 
 // mergeable reports whether the table's changes may be merged into
@@ -151,15 +213,12 @@ func (a *Applier) typeName(ctx context.Context, oid uint32, typmod int32) (strin
 	if name, ok := a.typeNames[key]; ok {
 		return name, nil
 	}
-	if a.source == nil {
-		conn, err := a.cfg.Source.ConnectWith(ctx, map[string]string{"search_path": "public"})
-		if err != nil {
-			return "", fmt.Errorf("connect to the source to describe types: %w", err)
-		}
-		a.source = conn
+	src, err := a.sourceConn(ctx)
+	if err != nil {
+		return "", err
 	}
 	var name *string
-	if err := a.source.QueryRow(ctx, `SELECT format_type($1::oid, $2::int)`, oid, typmod).Scan(&name); err != nil {
+	if err := src.QueryRow(ctx, `SELECT format_type($1::oid, $2::int)`, oid, typmod).Scan(&name); err != nil {
 		return "", fmt.Errorf("look up source type %d: %w", oid, err)
 	}
 	if name == nil || *name == "???" {
@@ -167,6 +226,19 @@ func (a *Applier) typeName(ctx context.Context, oid uint32, typmod int32) (strin
 	}
 	a.typeNames[key] = *name
 	return *name, nil
+}
+
+// sourceConn is a session on the source for catalog questions, opened on
+// first use.
+func (a *Applier) sourceConn(ctx context.Context) (*pgx.Conn, error) {
+	if a.source == nil {
+		conn, err := a.cfg.Source.ConnectWith(ctx, map[string]string{"search_path": "public"})
+		if err != nil {
+			return nil, fmt.Errorf("connect to the source to read its catalog: %w", err)
+		}
+		a.source = conn
+	}
+	return a.source, nil
 }
 
 // The statements below are built per relation, operation and "shape" (which

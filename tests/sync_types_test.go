@@ -92,13 +92,13 @@ func TestSyncSchemaChanges(t *testing.T) {
 	catchUp(t, src, dst, "ddl")
 	assertSameTables(t, src, dst, "ddl", "t")
 
-	// A dropped column is not guessed at: sync stops, naming table, column and fix.
+	// A dropped column is dropped on the target too, unless told to stop.
 	src.Exec("ddl", `ALTER TABLE t DROP COLUMN a; INSERT INTO t VALUES (3, 1.5, NULL);`)
-	res := runCLI(t, nil, syncArgs(src, dst, "ddl", "--catch-up")...)
+	res := runCLI(t, nil, syncArgs(src, dst, "ddl", "--catch-up", "--schema-changes", "stop")...)
 	if res.Code != exitNeedsAction {
 		t.Fatalf("exit %d, want 4; stderr: %s", res.Code, res.Stderr)
 	}
-	for _, want := range []string{"public.t", "column a", "DROP COLUMN"} {
+	for _, want := range []string{"public.t", "a exists on the target", "DROP COLUMN"} {
 		if !strings.Contains(res.Stderr, want) {
 			t.Errorf("error lacks %q: %s", want, res.Stderr)
 		}
@@ -106,8 +106,23 @@ func TestSyncSchemaChanges(t *testing.T) {
 	if got := dst.QueryString("ddl", "SELECT count(*) FROM t"); got != "2" {
 		t.Errorf("target rows = %s, want 2: nothing after the schema change may be applied", got)
 	}
-	// After the user applies the same DDL, sync goes on from where it stopped.
-	dst.Exec("ddl", `ALTER TABLE t DROP COLUMN a`)
+	res = catchUp(t, src, dst, "ddl")
+	if !strings.Contains(res.Stderr, "dropped columns the source dropped") {
+		t.Errorf("the drop was not reported: %s", res.Stderr)
+	}
+	assertSameTables(t, src, dst, "ddl", "t")
+
+	// A rename is not guessed at (it looks like a drop and an add): sync
+	// stops naming both columns; after the user renames, it goes on.
+	src.Exec("ddl", `ALTER TABLE t RENAME COLUMN tags TO labels; INSERT INTO t VALUES (5, 2.5, '{c}');`)
+	res = runCLI(t, nil, syncArgs(src, dst, "ddl", "--catch-up")...)
+	if res.Code != exitNeedsAction || !strings.Contains(res.Stderr, "tags exists on the target") || !strings.Contains(res.Stderr, "new column labels") {
+		t.Fatalf("rename: exit %d, want 4 naming both columns\n%s", res.Code, res.Stderr)
+	}
+	if got := dst.QueryString("ddl", "SELECT count(*) FROM information_schema.columns WHERE table_name = 't' AND column_name = 'labels'"); got != "0" {
+		t.Errorf("the new column was added before the stop: the advised RENAME would then fail")
+	}
+	dst.Exec("ddl", `ALTER TABLE t RENAME COLUMN tags TO labels`)
 	catchUp(t, src, dst, "ddl")
 	assertSameTables(t, src, dst, "ddl", "t")
 

@@ -109,6 +109,7 @@ func (r *pipelineRunner) once(ctx context.Context) (pipelineResult, error) {
 		StopAt:          r.stopAt,
 		Observer:        obs,
 		Heartbeat:       func() { _ = r.mon.pinger.Ping() },
+		SchemaChanges:   apply.SchemaChanges(r.cmd.SchemaChanges),
 	}, r.log)
 	if errors.Is(err, checkpoint.ErrNotFound) {
 		return pipelineResult{}, setupError("no checkpoint for slot %s on the target database %s: run init first", r.slot, r.db.Target)

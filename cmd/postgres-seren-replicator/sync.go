@@ -35,6 +35,7 @@ type SyncCmd struct {
 	SequenceInterval time.Duration `name:"sequence-interval" default:"1m" env:"SEREN_SEQUENCE_INTERVAL" help:"How often the daemon copies sequence values to the target (0 turns it off)."`
 	ReceiveTimeout   time.Duration `name:"receive-timeout" default:"60s" env:"SEREN_RECEIVE_TIMEOUT" help:"How long the source may send nothing, not even a reply to a request for one, before the replication connection counts as dead and is reopened (like wal_receiver_timeout; raised to twice the source's wal_sender_timeout when that is longer)."`
 	StallWarning     time.Duration `name:"stall-warning" default:"30s" env:"SEREN_STALL_WARNING" help:"How long a batch may wait on the target before a warning names what blocks it and /readyz reports not ready."`
+	SchemaChanges    string        `name:"schema-changes" enum:"apply,stop" default:"apply" env:"SEREN_SCHEMA_CHANGES" help:"What to do when the source adds or drops a column: apply it to the target, or stop with the SQL to run (type changes, renames and new tables always stop)."`
 	MaxRetryDelay    time.Duration `name:"max-retry-delay" default:"30s" env:"SEREN_MAX_RETRY_DELAY" help:"Longest wait between reconnection attempts."`
 	MetricsAddr      string        `name:"metrics-addr" env:"SEREN_METRICS_ADDR" placeholder:"HOST:PORT" help:"Serve Prometheus /metrics, /healthz and /readyz here (off by default; 127.0.0.1:9188 is the documented choice)."`
 	MaxLag           time.Duration `name:"max-lag" default:"60s" env:"SEREN_MAX_LAG" help:"Lag above which /readyz reports not ready."`
