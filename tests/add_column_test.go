@@ -82,6 +82,13 @@ func TestSyncAddedColumnsKeepTheirValues(t *testing.T) {
 			}
 			assertSameTables(t, src, dst, "addcol", "t")
 
+			// A dropped column is dropped on the target too.
+			src.Exec("addcol", `ALTER TABLE t DROP COLUMN g; UPDATE t SET a = 'dropped g' WHERE id = 7;`)
+			if res := catchUpTo(); res.Code != 0 || !strings.Contains(res.Stderr, "dropped columns the source dropped") {
+				t.Fatalf("drop column: exit %d\n%s", res.Code, res.Stderr)
+			}
+			assertSameTables(t, src, dst, "addcol", "t")
+
 			// A volatile default gave each existing row its own value.
 			src.Exec("addcol", `ALTER TABLE t ADD COLUMN at timestamptz DEFAULT clock_timestamp(); INSERT INTO t (id, a, filled) VALUES (102, 'w', 1);`)
 			before := dst.QueryString("addcol", "SELECT count(*) FROM t")
