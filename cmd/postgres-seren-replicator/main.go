@@ -29,6 +29,7 @@ type CLI struct {
 	Sync     SyncCmd          `cmd:"" help:"Stream changes from the source and apply them to the target."`
 	Status   StatusCmd        `cmd:"" help:"Show replication state and lag per database."`
 	Verify   VerifyCmd        `cmd:"" help:"Compare source and target data with checksums."`
+	Cutover  CutoverCmd       `cmd:"" help:"Stop writes on the source, apply everything up to then, copy sequences, check, and hand over to the target."`
 	Cleanup  CleanupCmd       `cmd:"" help:"Drop the slots, publication and checkpoint schema the tool created."`
 	Version  kong.VersionFlag `help:"Print the version and exit."`
 }
@@ -37,7 +38,7 @@ const description = `Zero-downtime PostgreSQL migration by logical replication, 
 
 Exit codes:
   0  success
-  1  a check or verification failed (validate, verify, status)
+  1  a check or verification failed (validate, verify, status, cutover)
   2  usage or configuration error (bad flag, connection string, filter, login)
   3  runtime failure (lost connection, failed copy or apply): running again may succeed
   4  sync stopped on a state only a person can change (diverged target, schema

@@ -1,0 +1,455 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5"
+	"golang.org/x/term"
+
+	"github.com/serenorg/postgres-seren-replicator/apply"
+	"github.com/serenorg/postgres-seren-replicator/checkpoint"
+	"github.com/serenorg/postgres-seren-replicator/internal/health"
+	"github.com/serenorg/postgres-seren-replicator/internal/plan"
+)
+
+// CutoverCmd stops writes on the source, applies everything up to that
+// moment to the target, copies the sequences, checks the tables, and puts
+// back what the migration held on the target tables: the target is then
+// ready for the application.
+type CutoverCmd struct {
+	Common
+	Replication
+	Fence   string        `enum:"read-only,none" default:"read-only" env:"SEREN_FENCE" help:"How writes on the source stop: read-only (new transactions in the selected databases are read-only; sessions connected before are ended after --grace) or none (you stopped the application; cutover checks that no write is in flight)."`
+	Grace   time.Duration `default:"5s" env:"SEREN_FENCE_GRACE" help:"How long sessions still connected (read-only) or still writing (none) may go on after the fence before they are ended (read-only) or cutover gives up (none)."`
+	MaxWait time.Duration `name:"max-wait" default:"2m" env:"SEREN_CUTOVER_MAX_WAIT" help:"Longest wait for the target to apply everything up to the fence."`
+	Check   string        `enum:"counts,none" default:"counts" env:"SEREN_CUTOVER_CHECK" help:"Compare every selected table's row count on both sides after the drain (counts), or not (none; run verify yourself)."`
+	Yes     bool          `short:"y" env:"SEREN_YES" help:"Do not ask for confirmation."`
+	JSON    bool          `name:"json" env:"SEREN_JSON" help:"Print JSON."`
+}
+
+// cutoverStep is one step of the cutover as reported.
+type cutoverStep struct {
+	Step    string  `json:"step"`
+	Seconds float64 `json:"seconds"`
+	Detail  string  `json:"detail,omitempty"`
+}
+
+// cutoverReport is what cutover did.
+type cutoverReport struct {
+	Databases  []string      `json:"databases"`
+	Fence      string        `json:"fence"`
+	FenceLSN   string        `json:"fence_lsn"`
+	Steps      []cutoverStep `json:"steps"`
+	WritePause float64       `json:"write_pause_seconds"`
+	Target     []string      `json:"target"`
+}
+
+// Run performs the cutover. Until the tables are checked, any failure puts
+// the source back to writable and leaves the migration as it was.
+func (c *CutoverCmd) Run(ctx context.Context, env *Env) error {
+	switch {
+	case c.Grace < 0:
+		return usageError("--grace must not be negative")
+	case c.MaxWait <= 0:
+		return usageError("--max-wait must be positive")
+	}
+	p, err := c.Resolve(ctx)
+	if err != nil {
+		return err
+	}
+	if err := c.Replication.Check(p); err != nil {
+		return err
+	}
+	if err := c.confirm(env, p); err != nil {
+		return err
+	}
+	rep := &cutoverReport{Fence: c.Fence}
+	for _, db := range p.Databases {
+		rep.Databases = append(rep.Databases, db.Name)
+		rep.Target = append(rep.Target, db.Target.String())
+	}
+	step := func(name string, f func() (string, error)) error {
+		start := time.Now()
+		detail, err := f()
+		rep.Steps = append(rep.Steps, cutoverStep{Step: name, Seconds: time.Since(start).Seconds(), Detail: detail})
+		if err != nil {
+			return fmt.Errorf("cutover step %s: %w", name, err)
+		}
+		env.Log.Info("cutover step done", "step", name, "took", time.Since(start).Round(time.Millisecond).String(), "detail", detail)
+		return nil
+	}
+	daemon := false
+	if err := step("preflight", func() (string, error) {
+		var err error
+		daemon, err = c.preflight(ctx, p)
+		return map[bool]string{true: "a sync daemon is running: it drains", false: "no sync running: cutover drains itself"}[daemon], err
+	}); err != nil {
+		return fmt.Errorf("%w; nothing was changed", err)
+	}
+
+	fenceStart := time.Now()
+	var fenced []plan.Database
+	var fenceLSN pglogrepl.LSN
+	undo := func(cause error) error {
+		if c.Fence == "read-only" {
+			for _, db := range fenced {
+				if uerr := unfence(context.WithoutCancel(ctx), db); uerr != nil {
+					return fmt.Errorf("%w; and the source could not be made writable again (%v): run ALTER DATABASE %s RESET default_transaction_read_only", cause, uerr, pgx.Identifier{db.Name}.Sanitize())
+				}
+			}
+		}
+		return fmt.Errorf("%w; the source is writable again and the migration goes on as before", cause)
+	}
+	if err := step("fence", func() (string, error) {
+		var details []string
+		for _, db := range p.Databases {
+			if c.Fence == "read-only" {
+				fenced = append(fenced, db)
+			}
+			d, err := c.fence(ctx, db)
+			if err != nil {
+				return "", err
+			}
+			details = append(details, d...)
+		}
+		var err error
+		fenceLSN, err = markFence(ctx, p.Databases[0])
+		return strings.Join(details, "; "), err
+	}); err != nil {
+		return undo(err)
+	}
+	rep.FenceLSN = fenceLSN.String()
+	if err := step("drain", func() (string, error) { return c.drain(ctx, env, p, daemon, fenceLSN) }); err != nil {
+		return undo(err)
+	}
+	if err := step("sequences", func() (string, error) {
+		for _, db := range p.Databases {
+			if err := syncSequences(ctx, db, env.Log.With("database", db.Name)); err != nil {
+				return "", err
+			}
+		}
+		return "", nil
+	}); err != nil {
+		return undo(err)
+	}
+	if c.Check == "counts" {
+		if err := step("check", func() (string, error) { return checkCounts(ctx, p) }); err != nil {
+			return undo(err)
+		}
+	}
+	if err := step("restore", func() (string, error) {
+		var restored []string
+		for _, db := range p.Databases {
+			done, err := restoreHolds(ctx, db, c.CheckpointSchema)
+			if err != nil {
+				return "", err
+			}
+			restored = append(restored, done...)
+		}
+		return fmt.Sprintf("%d held %s put back", len(restored), plural(len(restored), "item")), nil
+	}); err != nil {
+		return fmt.Errorf("%w; the source stays fenced and the target holds every change: run cleanup to put back the rest", err)
+	}
+	rep.WritePause = time.Since(fenceStart).Seconds()
+	return c.handOver(env, rep, daemon)
+}
+
+// confirm asks before fencing, unless --yes.
+func (c *CutoverCmd) confirm(env *Env, p plan.Plan) error {
+	if c.Yes {
+		return nil
+	}
+	if !term.IsTerminal(int(os.Stdin.Fd())) {
+		return usageError("cutover stops writes on the source and needs confirmation: run it on a terminal, or pass --yes")
+	}
+	names := make([]string, len(p.Databases))
+	for i, db := range p.Databases {
+		names[i] = db.Name
+	}
+	fmt.Fprintf(env.Stderr, "Cutover stops writes on the source database(s) %s (--fence %s) and hands them over to the target. Continue? [y/N] ",
+		strings.Join(names, ", "), c.Fence)
+	answer, _ := bufio.NewReader(os.Stdin).ReadString('\n')
+	switch strings.ToLower(strings.TrimSpace(answer)) {
+	case "y", "yes":
+		return nil
+	}
+	return fmt.Errorf("%w: cancelled; nothing was changed", ErrCheckFailed)
+}
+
+// preflight refuses a migration that cannot be cut over, before anything
+// changes, and tells whether a sync daemon is applying (then it drains).
+func (c *CutoverCmd) preflight(ctx context.Context, p plan.Plan) (bool, error) {
+	running := 0
+	for _, db := range p.Databases {
+		r, err := health.Check(ctx, db, health.Options{Slot: c.SlotFor(db.Name), Publication: c.Publication, CheckpointSchema: c.CheckpointSchema})
+		if err != nil {
+			return false, err
+		}
+		if r.Verdict == health.Broken {
+			return false, fmt.Errorf("%w: database %s: %s", ErrCheckFailed, db.Name, r.Reason)
+		}
+		dst, err := db.Target.Connect(ctx)
+		if err != nil {
+			return false, err
+		}
+		_, busy, err := apply.Holder(ctx, dst, c.SlotFor(db.Name))
+		dst.Close(context.Background())
+		if err != nil {
+			return false, err
+		}
+		if busy {
+			running++
+		}
+		if c.Fence == "read-only" {
+			if err := canFence(ctx, db); err != nil {
+				return false, err
+			}
+		}
+	}
+	if running != 0 && running != len(p.Databases) {
+		return false, usageError("a sync daemon applies %d of the %d selected databases: run cutover with the daemon applying all of them, or none", running, len(p.Databases))
+	}
+	return running > 0, nil
+}
+
+// canFence checks that the source role may make the database read-only and
+// end other sessions.
+func canFence(ctx context.Context, db plan.Database) error {
+	conn, err := db.Source.Connect(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(context.Background())
+	var ok bool
+	if err := conn.QueryRow(ctx, `SELECT pg_has_role(current_user, datdba, 'MEMBER') OR (SELECT rolsuper FROM pg_roles WHERE rolname = current_user)
+		FROM pg_database WHERE datname = current_database()`).Scan(&ok); err != nil {
+		return fmt.Errorf("check the source role's rights on %s: %w", db.Name, err)
+	}
+	if !ok {
+		return fmt.Errorf("%w: the source role may not run ALTER DATABASE %s (it must own the database): connect as its owner, or stop the application yourself and use --fence=none",
+			ErrCheckFailed, pgx.Identifier{db.Name}.Sanitize())
+	}
+	return nil
+}
+
+// fenceSession opens a source session that may write (the fence makes new
+// sessions read-only) and is not ended by the fence.
+func fenceSession(ctx context.Context, db plan.Database) (*pgx.Conn, error) {
+	return db.Source.ConnectWith(ctx, map[string]string{"default_transaction_read_only": "off"})
+}
+
+// fence stops writes to one source database and returns the sessions it
+// ended.
+func (c *CutoverCmd) fence(ctx context.Context, db plan.Database) ([]string, error) {
+	conn, err := fenceSession(ctx, db)
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close(context.Background())
+	if c.Fence == "read-only" {
+		if _, err := conn.Exec(ctx, "ALTER DATABASE "+pgx.Identifier{db.Name}.Sanitize()+" SET default_transaction_read_only = on"); err != nil {
+			return nil, fmt.Errorf("make %s read-only: %w", db.Name, err)
+		}
+	}
+	// Sessions that may still write: for read-only, every client session
+	// that started before the fence; for none, those with a write in flight.
+	// This tool's own sessions (the daemon's) write no application data.
+	who := `SELECT pid, format('pid %s (%s, %s, %s)', pid, coalesce(usename::text, '?'), coalesce(nullif(application_name, ''), '?'), coalesce(host(client_addr), 'local'))
+		FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() AND backend_type = 'client backend'
+		AND application_name <> $1 AND ` + map[string]string{"read-only": "backend_start < now()", "none": "backend_xid IS NOT NULL"}[c.Fence]
+	deadline := time.Now().Add(c.Grace)
+	for {
+		rows, err := conn.Query(ctx, who, db.Source.ApplicationName())
+		if err != nil {
+			return nil, fmt.Errorf("list sessions on %s: %w", db.Name, err)
+		}
+		var pids []int64
+		var names []string
+		for rows.Next() {
+			var pid int64
+			var name string
+			if err := rows.Scan(&pid, &name); err != nil {
+				return nil, err
+			}
+			pids, names = append(pids, pid), append(names, name)
+		}
+		if err := rows.Err(); err != nil {
+			return nil, err
+		}
+		if len(pids) == 0 {
+			return nil, nil
+		}
+		if time.Now().Before(deadline) {
+			time.Sleep(100 * time.Millisecond)
+			continue
+		}
+		if c.Fence == "none" {
+			return nil, fmt.Errorf("%w: writes still in flight on %s after --grace %s: %s: stop the application, or use --fence=read-only",
+				ErrCheckFailed, db.Name, c.Grace, strings.Join(names, ", "))
+		}
+		if _, err := conn.Exec(ctx, `SELECT pg_terminate_backend(pid) FROM unnest($1::int[]) AS pid`, pids); err != nil {
+			return nil, fmt.Errorf("end sessions on %s: %w", db.Name, err)
+		}
+		for i := range names {
+			names[i] = "ended " + names[i]
+		}
+		return names, nil
+	}
+}
+
+// markFence writes a record to the source's WAL after every fenced write
+// and returns its position: the drain reaches it once the target has applied
+// everything before it (the record itself carries no change).
+func markFence(ctx context.Context, db plan.Database) (pglogrepl.LSN, error) {
+	conn, err := fenceSession(ctx, db)
+	if err != nil {
+		return 0, err
+	}
+	defer conn.Close(context.Background())
+	var s string
+	if err := conn.QueryRow(ctx, `SELECT pg_logical_emit_message(false, 'seren-replicator-cutover', '')::text`).Scan(&s); err != nil {
+		return 0, fmt.Errorf("mark the fence in the source WAL: %w", err)
+	}
+	return pglogrepl.ParseLSN(s)
+}
+
+// unfence makes a database writable again.
+func unfence(ctx context.Context, db plan.Database) error {
+	conn, err := fenceSession(ctx, db)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(context.Background())
+	_, err = conn.Exec(ctx, "ALTER DATABASE "+pgx.Identifier{db.Name}.Sanitize()+" RESET default_transaction_read_only")
+	return err
+}
+
+// drain brings every target to the fence: the running daemon does it (we
+// wait for its checkpoint), or cutover runs a catch-up itself.
+func (c *CutoverCmd) drain(ctx context.Context, env *Env, p plan.Plan, daemon bool, fence pglogrepl.LSN) (string, error) {
+	if !daemon {
+		sc := &SyncCmd{Common: c.Common, Replication: c.Replication, CatchUp: true,
+			MaxBatchChanges: apply.DefaultMaxBatchChanges, StatusInterval: 5 * time.Second, ReceiveTimeout: time.Minute,
+			StallWarning: 30 * time.Second, MaxRetryDelay: 5 * time.Second, MaxLag: time.Minute, SchemaChanges: string(apply.SchemaChangesApply)}
+		quiet := *env
+		quiet.Stdout = io.Discard
+		dctx, cancel := context.WithTimeout(ctx, c.MaxWait)
+		defer cancel()
+		if err := sc.Run(dctx, &quiet); err != nil {
+			return "", err
+		}
+		if dctx.Err() != nil {
+			return "", fmt.Errorf("the target did not reach the fence %s within --max-wait %s", fence, c.MaxWait)
+		}
+		return "applied by cutover up to " + fence.String(), nil
+	}
+	store := checkpoint.Store{Schema: c.CheckpointSchema}
+	deadline := time.Now().Add(c.MaxWait)
+	for _, db := range p.Databases {
+		dst, err := db.Target.Connect(ctx)
+		if err != nil {
+			return "", err
+		}
+		for {
+			pos, err := store.Load(ctx, dst, c.SlotFor(db.Name))
+			if err != nil {
+				dst.Close(context.Background())
+				return "", err
+			}
+			if pos.EndLSN >= fence {
+				break
+			}
+			if time.Now().After(deadline) {
+				dst.Close(context.Background())
+				return "", fmt.Errorf("the sync daemon did not apply %s up to the fence %s within --max-wait %s (it is at %s)", db.Name, fence, c.MaxWait, pos.EndLSN)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		dst.Close(context.Background())
+	}
+	return "applied by the sync daemon up to " + fence.String(), nil
+}
+
+// checkCounts compares every selected table's row count on both sides.
+func checkCounts(ctx context.Context, p plan.Plan) (string, error) {
+	tables, rows := 0, int64(0)
+	for _, db := range p.Databases {
+		src, err := db.Source.Connect(ctx)
+		if err != nil {
+			return "", err
+		}
+		dst, err := db.Target.ConnectWith(ctx, map[string]string{"row_security": "off"})
+		if err != nil {
+			src.Close(context.Background())
+			return "", err
+		}
+		var diff []string
+		for _, t := range db.Tables {
+			q := "SELECT count(*) FROM " + pgx.Identifier{t.Schema, t.Name}.Sanitize()
+			var s, d int64
+			err := errors.Join(src.QueryRow(ctx, q).Scan(&s), dst.QueryRow(ctx, q).Scan(&d))
+			if err != nil {
+				src.Close(context.Background())
+				dst.Close(context.Background())
+				return "", fmt.Errorf("count %s: %w", t, err)
+			}
+			if s != d {
+				diff = append(diff, fmt.Sprintf("%s: %d on the source, %d on the target", t, s, d))
+			}
+			tables, rows = tables+1, rows+s
+		}
+		src.Close(context.Background())
+		dst.Close(context.Background())
+		if len(diff) > 0 {
+			return "", fmt.Errorf("%w: row counts differ after the drain: %s: run verify, and re-run init for these tables", ErrCheckFailed, strings.Join(diff, "; "))
+		}
+	}
+	return fmt.Sprintf("%d %s, %d rows, equal counts", tables, plural(tables, "table"), rows), nil
+}
+
+func restoreHolds(ctx context.Context, db plan.Database, schema string) ([]string, error) {
+	dst, err := db.Target.Connect(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer dst.Close(context.Background())
+	return apply.RestoreHolds(ctx, dst, checkpoint.Store{Schema: schema})
+}
+
+// handOver prints what was done, the write pause and what comes next.
+func (c *CutoverCmd) handOver(env *Env, rep *cutoverReport, daemon bool) error {
+	if c.JSON {
+		enc := json.NewEncoder(env.Stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(rep)
+	}
+	w := env.Stdout
+	fmt.Fprintf(w, "cutover of %s: done\n", strings.Join(rep.Databases, ", "))
+	for _, s := range rep.Steps {
+		fmt.Fprintf(w, "  %-10s %8s", s.Step, (time.Duration(s.Seconds * float64(time.Second))).Round(time.Millisecond))
+		if s.Detail != "" {
+			fmt.Fprintf(w, "  %s", s.Detail)
+		}
+		fmt.Fprintln(w)
+	}
+	fmt.Fprintf(w, "write pause: %s (from the fence to now)\n", time.Duration(rep.WritePause*float64(time.Second)).Round(time.Millisecond))
+	fmt.Fprintf(w, "The target is ready: point the application at %s.\n", strings.Join(rep.Target, ", "))
+	if c.Fence == "read-only" {
+		fmt.Fprintf(w, "The source stays read-only for new sessions (to undo: ALTER DATABASE … RESET default_transaction_read_only).\n")
+	}
+	if daemon {
+		fmt.Fprintln(w, "Next: stop the sync daemon, then run cleanup to drop the slot and publication.")
+	} else {
+		fmt.Fprintln(w, "Next: run cleanup to drop the slot and publication.")
+	}
+	return nil
+}

@@ -1,0 +1,98 @@
+package tests
+
+import (
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+const cutoverSchema = workloadSchema + `
+CREATE TABLE ev (id int GENERATED ALWAYS AS IDENTITY PRIMARY KEY, v text);`
+
+// cutover under a live write workload with the sync daemon running: the
+// source is fenced read-only (sessions connected before are ended), the
+// daemon drains to the fence, sequences are copied, counts checked, the
+// identity column the migration held is put back, and the target ends equal
+// to the source, whose later writes are refused.
+func TestCutoverUnderLoadWithDaemon(t *testing.T) {
+	src, dst := pgtestPair(t)
+	prepareStreaming(t, src, dst, "shop", cutoverSchema, "public.acct", "public.hist", "public.ev")
+	daemon := startSync(t, nil, syncArgs(src, dst, "shop")...)
+	src.Exec("shop", `INSERT INTO ev (v) SELECT 'e' || g FROM generate_series(1, 50) g`)
+	eventually(t, 30*time.Second, "the identity column held", func() bool {
+		return dst.QueryString("shop", "SELECT attidentity FROM pg_attribute WHERE attrelid = 'ev'::regclass AND attname = 'id'") == "d"
+	})
+	w := startWorkload(t, src, "shop", 3)
+	time.Sleep(3 * time.Second)
+
+	start := time.Now()
+	res := runCLI(t, nil, "cutover", "--yes", "--grace", "1s", "--source", src.URL("postgres", "", "shop"), "--target", dst.URL("postgres", "", "shop"))
+	took := time.Since(start)
+	txns := w.stop()
+	if res.Code != 0 {
+		t.Fatalf("cutover: exit %d\n%s\n%s\n%s", res.Code, res.Stdout, res.Stderr, syncLog(daemon))
+	}
+	for _, want := range []string{"fence", "drain", "sequences", "check", "restore", "write pause:", "equal counts", "stop the sync daemon"} {
+		if !strings.Contains(res.Stdout, want) {
+			t.Errorf("cutover output lacks %q:\n%s", want, res.Stdout)
+		}
+	}
+	t.Logf("%d workload transactions; cutover took %s:\n%s", txns, took, res.Stdout)
+	if !strings.Contains(res.Stdout, "ended pid") {
+		t.Errorf("the workload's sessions were not ended at the fence:\n%s", res.Stdout)
+	}
+	// The source takes no more writes.
+	if got := src.QueryString("shop", "current_setting('default_transaction_read_only')"); got != "on" {
+		t.Errorf("new source sessions are read-only = %s, want on", got)
+	}
+	daemon.Process.Signal(syscall.SIGTERM)
+	if err := daemon.Wait(); err != nil {
+		t.Fatalf("sync: %v\n%s", err, syncLog(daemon))
+	}
+	assertSameTables(t, src, dst, "shop", "acct", "hist", "ev")
+	if got := dst.QueryString("shop", "SELECT attidentity FROM pg_attribute WHERE attrelid = 'ev'::regclass AND attname = 'id'"); got != "a" {
+		t.Errorf("identity on the target is %q after cutover, want a (ALWAYS, as on the source)", got)
+	}
+	if got := dst.QueryString("shop", "SELECT count(*) FROM seren_replicator.held"); got != "0" {
+		t.Errorf("%s holds left on the target", got)
+	}
+	for _, seq := range []string{"hist_id_seq", "ev_id_seq"} {
+		s, d := src.QueryString("shop", "SELECT last_value FROM "+seq), dst.QueryString("shop", "SELECT last_value FROM "+seq)
+		if d < s && len(d) <= len(s) {
+			t.Errorf("%s: target %s behind source %s", seq, d, s)
+		}
+	}
+}
+
+// A cutover whose check fails leaves everything as it was: the source is
+// writable again and what the migration held on the target stays held, so
+// replication goes on. Once the target is fixed, a cutover without a daemon
+// drains by itself and succeeds.
+func TestCutoverAbortsAndUnfencesOnAFailedCheck(t *testing.T) {
+	src, dst := pgtestPair(t)
+	prepareStreaming(t, src, dst, "two", cutoverSchema, "public.acct", "public.hist", "public.ev")
+	src.Exec("two", `INSERT INTO acct SELECT g, g, NULL FROM generate_series(1, 100) g; INSERT INTO ev (v) VALUES ('x');`)
+	catchUp(t, src, dst, "two")
+	dst.Exec("two", `DELETE FROM acct WHERE id = 42`)
+	src.Exec("two", `INSERT INTO hist (acct, delta) SELECT g, 1 FROM generate_series(1, 10) g`)
+	args := []string{"cutover", "--yes", "--grace", "0s", "--source", src.URL("postgres", "", "two"), "--target", dst.URL("postgres", "", "two")}
+	res := runCLI(t, nil, args...)
+	if res.Code != 1 || !strings.Contains(res.Stderr, "row counts differ") || !strings.Contains(res.Stderr, "the source is writable again") {
+		t.Fatalf("cutover with a diverged table: exit %d, want 1 naming the difference and the unfence\n%s\n%s", res.Code, res.Stdout, res.Stderr)
+	}
+	if got := src.QueryString("two", "current_setting('default_transaction_read_only')"); got != "off" {
+		t.Errorf("source left read-only (%s) after a failed cutover", got)
+	}
+	if got := dst.QueryString("two", "SELECT count(*) FROM seren_replicator.held"); got == "0" {
+		t.Errorf("the failed cutover put back what the migration holds; replication would then fire target triggers")
+	}
+	src.Exec("two", `INSERT INTO hist (acct, delta) VALUES (1, 2)`)
+
+	dst.Exec("two", `INSERT INTO acct VALUES (42, 42, NULL)`)
+	res = runCLI(t, nil, args...)
+	if res.Code != 0 || !strings.Contains(res.Stdout, "applied by cutover") {
+		t.Fatalf("cutover after the fix: exit %d\n%s\n%s", res.Code, res.Stdout, res.Stderr)
+	}
+	assertSameTables(t, src, dst, "two", "acct", "hist", "ev")
+}
