@@ -96,40 +96,53 @@ func (c *CutoverCmd) Run(ctx context.Context, env *Env) error {
 		return fmt.Errorf("%w; nothing was changed", err)
 	}
 
+	if !daemon {
+		// Apply the backlog while the application still writes, so the drain
+		// behind the fence is short.
+		if err := step("catch-up", func() (string, error) { return c.catchUp(ctx, env) }); err != nil {
+			return fmt.Errorf("%w; nothing was changed", err)
+		}
+	}
 	fenceStart := time.Now()
 	var fenced []plan.Database
 	var fenceLSN pglogrepl.LSN
 	undo := func(cause error) error {
-		if c.Fence == "read-only" {
-			for _, db := range fenced {
-				if uerr := unfence(context.WithoutCancel(ctx), db); uerr != nil {
-					return fmt.Errorf("%w; and the source could not be made writable again (%v): run ALTER DATABASE %s RESET default_transaction_read_only", cause, uerr, pgx.Identifier{db.Name}.Sanitize())
-				}
+		if c.Fence != "read-only" {
+			return fmt.Errorf("%w; nothing was changed on the source, and the migration goes on as before", cause)
+		}
+		var stuck []string
+		for _, db := range fenced {
+			if uerr := unfence(context.WithoutCancel(ctx), db); uerr != nil {
+				stuck = append(stuck, fmt.Sprintf("ALTER DATABASE %s RESET default_transaction_read_only (%v)", pgx.Identifier{db.Name}.Sanitize(), uerr))
 			}
+		}
+		if len(stuck) > 0 {
+			return fmt.Errorf("%w: %w; and the source could not be made writable again: run %s", errSetup, cause, strings.Join(stuck, "; "))
 		}
 		return fmt.Errorf("%w; the source is writable again and the migration goes on as before", cause)
 	}
 	if err := step("fence", func() (string, error) {
-		var details []string
-		for _, db := range p.Databases {
-			if c.Fence == "read-only" {
-				fenced = append(fenced, db)
-			}
-			d, err := c.fence(ctx, db)
-			if err != nil {
-				return "", err
-			}
-			details = append(details, d...)
+		if c.Fence == "read-only" {
+			fenced = p.Databases
 		}
-		var err error
+		ended, err := c.fence(ctx, p.Databases)
+		if err != nil {
+			return "", err
+		}
 		fenceLSN, err = markFence(ctx, p.Databases[0])
-		return strings.Join(details, "; "), err
+		return strings.Join(ended, "; "), err
 	}); err != nil {
 		return undo(err)
 	}
 	rep.FenceLSN = fenceLSN.String()
 	if err := step("drain", func() (string, error) { return c.drain(ctx, env, p, daemon, fenceLSN) }); err != nil {
 		return undo(err)
+	}
+	if c.Fence == "none" {
+		// Nobody may have connected since: a write after the mark is lost.
+		if err := step("recheck", func() (string, error) { return "", c.noClients(ctx, p.Databases, 0) }); err != nil {
+			return undo(err)
+		}
 	}
 	if err := step("sequences", func() (string, error) {
 		for _, db := range p.Databases {
@@ -157,7 +170,7 @@ func (c *CutoverCmd) Run(ctx context.Context, env *Env) error {
 		}
 		return fmt.Sprintf("%d held %s put back", len(restored), plural(len(restored), "item")), nil
 	}); err != nil {
-		return fmt.Errorf("%w; the source stays fenced and the target holds every change: run cleanup to put back the rest", err)
+		return fmt.Errorf("%w; the source stays fenced and the target holds every change: stop the sync daemon if it runs, then run cleanup to put back the rest", err)
 	}
 	rep.WritePause = time.Since(fenceStart).Seconds()
 	return c.handOver(env, rep, daemon)
@@ -209,10 +222,12 @@ func (c *CutoverCmd) preflight(ctx context.Context, p plan.Plan) (bool, error) {
 		if busy {
 			running++
 		}
-		if c.Fence == "read-only" {
-			if err := canFence(ctx, db); err != nil {
-				return false, err
-			}
+		if busy && r.Verdict != health.Healthy {
+			// The pause would last as long as the daemon takes to catch up.
+			return false, fmt.Errorf("%w: database %s: %s: wait until status says it is caught up", ErrCheckFailed, db.Name, r.Reason)
+		}
+		if err := c.canFence(ctx, db); err != nil {
+			return false, err
 		}
 	}
 	if running != 0 && running != len(p.Databases) {
@@ -221,134 +236,27 @@ func (c *CutoverCmd) preflight(ctx context.Context, p plan.Plan) (bool, error) {
 	return running > 0, nil
 }
 
-// canFence checks that the source role may make the database read-only and
-// end other sessions.
-func canFence(ctx context.Context, db plan.Database) error {
-	conn, err := db.Source.Connect(ctx)
-	if err != nil {
-		return err
-	}
-	defer conn.Close(context.Background())
-	var ok bool
-	if err := conn.QueryRow(ctx, `SELECT pg_has_role(current_user, datdba, 'MEMBER') OR (SELECT rolsuper FROM pg_roles WHERE rolname = current_user)
-		FROM pg_database WHERE datname = current_database()`).Scan(&ok); err != nil {
-		return fmt.Errorf("check the source role's rights on %s: %w", db.Name, err)
-	}
-	if !ok {
-		return fmt.Errorf("%w: the source role may not run ALTER DATABASE %s (it must own the database): connect as its owner, or stop the application yourself and use --fence=none",
-			ErrCheckFailed, pgx.Identifier{db.Name}.Sanitize())
-	}
-	return nil
-}
-
-// fenceSession opens a source session that may write (the fence makes new
-// sessions read-only) and is not ended by the fence.
-func fenceSession(ctx context.Context, db plan.Database) (*pgx.Conn, error) {
-	return db.Source.ConnectWith(ctx, map[string]string{"default_transaction_read_only": "off"})
-}
-
-// fence stops writes to one source database and returns the sessions it
-// ended.
-func (c *CutoverCmd) fence(ctx context.Context, db plan.Database) ([]string, error) {
-	conn, err := fenceSession(ctx, db)
-	if err != nil {
-		return nil, err
-	}
-	defer conn.Close(context.Background())
-	if c.Fence == "read-only" {
-		if _, err := conn.Exec(ctx, "ALTER DATABASE "+pgx.Identifier{db.Name}.Sanitize()+" SET default_transaction_read_only = on"); err != nil {
-			return nil, fmt.Errorf("make %s read-only: %w", db.Name, err)
-		}
-	}
-	// Sessions that may still write: for read-only, every client session
-	// that started before the fence; for none, those with a write in flight.
-	// This tool's own sessions (the daemon's) write no application data.
-	who := `SELECT pid, format('pid %s (%s, %s, %s)', pid, coalesce(usename::text, '?'), coalesce(nullif(application_name, ''), '?'), coalesce(host(client_addr), 'local'))
-		FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() AND backend_type = 'client backend'
-		AND application_name <> $1 AND ` + map[string]string{"read-only": "backend_start < now()", "none": "backend_xid IS NOT NULL"}[c.Fence]
-	deadline := time.Now().Add(c.Grace)
-	for {
-		rows, err := conn.Query(ctx, who, db.Source.ApplicationName())
-		if err != nil {
-			return nil, fmt.Errorf("list sessions on %s: %w", db.Name, err)
-		}
-		var pids []int64
-		var names []string
-		for rows.Next() {
-			var pid int64
-			var name string
-			if err := rows.Scan(&pid, &name); err != nil {
-				return nil, err
-			}
-			pids, names = append(pids, pid), append(names, name)
-		}
-		if err := rows.Err(); err != nil {
-			return nil, err
-		}
-		if len(pids) == 0 {
-			return nil, nil
-		}
-		if time.Now().Before(deadline) {
-			time.Sleep(100 * time.Millisecond)
-			continue
-		}
-		if c.Fence == "none" {
-			return nil, fmt.Errorf("%w: writes still in flight on %s after --grace %s: %s: stop the application, or use --fence=read-only",
-				ErrCheckFailed, db.Name, c.Grace, strings.Join(names, ", "))
-		}
-		if _, err := conn.Exec(ctx, `SELECT pg_terminate_backend(pid) FROM unnest($1::int[]) AS pid`, pids); err != nil {
-			return nil, fmt.Errorf("end sessions on %s: %w", db.Name, err)
-		}
-		for i := range names {
-			names[i] = "ended " + names[i]
-		}
-		return names, nil
-	}
-}
-
-// markFence writes a record to the source's WAL after every fenced write
-// and returns its position: the drain reaches it once the target has applied
-// everything before it (the record itself carries no change).
-func markFence(ctx context.Context, db plan.Database) (pglogrepl.LSN, error) {
-	conn, err := fenceSession(ctx, db)
-	if err != nil {
-		return 0, err
-	}
-	defer conn.Close(context.Background())
-	var s string
-	if err := conn.QueryRow(ctx, `SELECT pg_logical_emit_message(false, 'seren-replicator-cutover', '')::text`).Scan(&s); err != nil {
-		return 0, fmt.Errorf("mark the fence in the source WAL: %w", err)
-	}
-	return pglogrepl.ParseLSN(s)
-}
-
-// unfence makes a database writable again.
-func unfence(ctx context.Context, db plan.Database) error {
-	conn, err := fenceSession(ctx, db)
-	if err != nil {
-		return err
-	}
-	defer conn.Close(context.Background())
-	_, err = conn.Exec(ctx, "ALTER DATABASE "+pgx.Identifier{db.Name}.Sanitize()+" RESET default_transaction_read_only")
-	return err
+// catchUp applies everything the source committed so far, in process.
+func (c *CutoverCmd) catchUp(ctx context.Context, env *Env) (string, error) {
+	sc := &SyncCmd{Common: c.Common, Replication: c.Replication, CatchUp: true,
+		MaxBatchChanges: apply.DefaultMaxBatchChanges, StatusInterval: 5 * time.Second, ReceiveTimeout: time.Minute,
+		StallWarning: 30 * time.Second, MaxRetryDelay: 5 * time.Second, MaxLag: time.Minute, SchemaChanges: string(apply.SchemaChangesApply)}
+	quiet := *env
+	quiet.Stdout = io.Discard
+	return "", sc.Run(ctx, &quiet)
 }
 
 // drain brings every target to the fence: the running daemon does it (we
 // wait for its checkpoint), or cutover runs a catch-up itself.
 func (c *CutoverCmd) drain(ctx context.Context, env *Env, p plan.Plan, daemon bool, fence pglogrepl.LSN) (string, error) {
 	if !daemon {
-		sc := &SyncCmd{Common: c.Common, Replication: c.Replication, CatchUp: true,
-			MaxBatchChanges: apply.DefaultMaxBatchChanges, StatusInterval: 5 * time.Second, ReceiveTimeout: time.Minute,
-			StallWarning: 30 * time.Second, MaxRetryDelay: 5 * time.Second, MaxLag: time.Minute, SchemaChanges: string(apply.SchemaChangesApply)}
-		quiet := *env
-		quiet.Stdout = io.Discard
 		dctx, cancel := context.WithTimeout(ctx, c.MaxWait)
 		defer cancel()
-		if err := sc.Run(dctx, &quiet); err != nil {
+		if _, err := c.catchUp(dctx, env); err != nil {
+			if dctx.Err() != nil && ctx.Err() == nil {
+				return "", fmt.Errorf("the target did not reach the fence %s within --max-wait %s: %w", fence, c.MaxWait, err)
+			}
 			return "", err
-		}
-		if dctx.Err() != nil {
-			return "", fmt.Errorf("the target did not reach the fence %s within --max-wait %s", fence, c.MaxWait)
 		}
 		return "applied by cutover up to " + fence.String(), nil
 	}
@@ -396,7 +304,12 @@ func checkCounts(ctx context.Context, p plan.Plan) (string, error) {
 		for _, t := range db.Tables {
 			q := "SELECT count(*) FROM " + pgx.Identifier{t.Schema, t.Name}.Sanitize()
 			var s, d int64
-			err := errors.Join(src.QueryRow(ctx, q).Scan(&s), dst.QueryRow(ctx, q).Scan(&d))
+			var serr error
+			done := make(chan struct{})
+			go func() { defer close(done); serr = src.QueryRow(ctx, q).Scan(&s) }()
+			derr := dst.QueryRow(ctx, q).Scan(&d)
+			<-done
+			err := errors.Join(serr, derr)
 			if err != nil {
 				src.Close(context.Background())
 				dst.Close(context.Background())
@@ -444,7 +357,7 @@ func (c *CutoverCmd) handOver(env *Env, rep *cutoverReport, daemon bool) error {
 	fmt.Fprintf(w, "write pause: %s (from the fence to now)\n", time.Duration(rep.WritePause*float64(time.Second)).Round(time.Millisecond))
 	fmt.Fprintf(w, "The target is ready: point the application at %s.\n", strings.Join(rep.Target, ", "))
 	if c.Fence == "read-only" {
-		fmt.Fprintf(w, "The source stays read-only for new sessions (to undo: ALTER DATABASE … RESET default_transaction_read_only).\n")
+		fmt.Fprintf(w, "The source stays read-only for new sessions (to undo: ALTER DATABASE %s RESET default_transaction_read_only).\n", strings.Join(rep.Databases, "/"))
 	}
 	if daemon {
 		fmt.Fprintln(w, "Next: stop the sync daemon, then run cleanup to drop the slot and publication.")
