@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"strings"
 	"syscall"
 	"testing"
@@ -17,8 +18,8 @@ import (
 // nothing) is noticed on our side and reopened, even when the source's
 // wal_sender_timeout is off and nothing else would ever end it.
 func TestSyncReconnectsWhenTheSourceConnectionIsBlackholed(t *testing.T) {
-	src := pgtest.Start(t, pgtest.Options{Settings: []string{"wal_sender_timeout = 0"}})
-	dst := pgtest.Start(t, pgtest.Options{})
+	src := pgtest.Start(t, pgtest.Options{BinDir: os.Getenv("PG_SOURCE_BINDIR"), Settings: []string{"wal_sender_timeout = 0"}})
+	dst := pgtest.Start(t, pgtest.Options{BinDir: os.Getenv("PG_TARGET_BINDIR")})
 	prepareStreaming(t, src, dst, "live", `CREATE TABLE t (id int PRIMARY KEY, v text);`, "public.t")
 	proxy := startProxy(t, fmt.Sprintf("127.0.0.1:%d", src.Port))
 
