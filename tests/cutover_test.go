@@ -45,9 +45,12 @@ func TestCutoverUnderLoadWithDaemon(t *testing.T) {
 	if !strings.Contains(res.Stdout, "ended pid") {
 		t.Errorf("the workload's sessions were not ended at the fence:\n%s", res.Stdout)
 	}
-	// The source takes no more writes.
+	// The source takes no more writes, and status says so with the way back.
 	if got := src.QueryString("shop", "current_setting('default_transaction_read_only')"); got != "on" {
 		t.Errorf("new source sessions are read-only = %s, want on", got)
+	}
+	if st := runCLI(t, nil, "status", "--source", src.URL("postgres", "", "shop"), "--target", dst.URL("postgres", "", "shop")); !strings.Contains(st.Stdout+st.Stderr, "RESET default_transaction_read_only") {
+		t.Errorf("status does not say the source is fenced:\n%s%s", st.Stdout, st.Stderr)
 	}
 	daemon.Process.Signal(syscall.SIGTERM)
 	if err := daemon.Wait(); err != nil {

@@ -249,6 +249,16 @@ func Check(ctx context.Context, db plan.Database, opts Options) (Report, error) 
 			r.LagBytes = int64(r.SourceLSN - r.Checkpoint)
 		}
 	}
+	var fenced bool
+	if err := src.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_db_role_setting s, unnest(s.setconfig) AS c
+		WHERE s.setrole = 0 AND s.setdatabase = (SELECT oid FROM pg_database WHERE datname = current_database())
+		AND c ILIKE 'default_transaction_read_only=on')`).Scan(&fenced); err != nil {
+		return r, fmt.Errorf("database settings on %s: %w", db.Source, err)
+	}
+	if fenced {
+		r.Warnings = append(r.Warnings, fmt.Sprintf("source database %s is read-only for new sessions (a cutover fenced it, or one was interrupted): to make it writable again, ALTER DATABASE %s RESET default_transaction_read_only",
+			db.Name, pgx.Identifier{db.Name}.Sanitize()))
+	}
 	if r.Held, err = apply.Holds(ctx, dst, checkpoint.Store{Schema: opts.CheckpointSchema}); err != nil {
 		return r, err
 	}
