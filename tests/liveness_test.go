@@ -41,7 +41,7 @@ func TestSyncReconnectsWhenTheSourceConnectionIsBlackholed(t *testing.T) {
 		return dst.QueryString("live", "SELECT count(*) FROM t") == "100"
 	})
 	log := syncLog(cmd)
-	for _, want := range []string{"source does not answer on the replication connection", "the source sent nothing for", "reconnecting"} {
+	for _, want := range []string{"receive_timeout=6s", "source does not answer on the replication connection", "the source sent nothing for", "reconnecting"} {
 		if !strings.Contains(log, want) {
 			t.Errorf("sync log lacks %q:\n%s", want, log)
 		}
@@ -139,6 +139,12 @@ func TestSyncLagAndStallsAreTrue(t *testing.T) {
 		t.Fatalf("sync: %v\n%s", err, syncLog(cmd))
 	}
 	assertSameTables(t, src, dst, "quiet", "t")
+	// The source's default wal_sender_timeout (60 s) raises the default
+	// receive timeout (60 s) to twice it: a walsender busy decoding answers
+	// only about every wal_sender_timeout/2.
+	if !strings.Contains(syncLog(cmd), "receive_timeout=2m0s") {
+		t.Errorf("the receive timeout was not raised to twice wal_sender_timeout:\n%s", syncLog(cmd))
+	}
 }
 
 func readyz(t *testing.T, addr string) (int, string) {

@@ -132,14 +132,15 @@ func (r *pipelineRunner) once(ctx context.Context) (pipelineResult, error) {
 	if applier.ReplicaMode() {
 		mode = "replica (session_replication_role = replica: no triggers or FK checks on apply)"
 	}
-	r.log.Info("streaming", "slot", r.slot, "from", pos.EndLSN.String(), "apply_mode", mode)
+	receiveTimeout := r.receiveTimeout(ctx, src)
+	r.log.Info("streaming", "slot", r.slot, "from", pos.EndLSN.String(), "apply_mode", mode, "receive_timeout", receiveTimeout.String())
 
 	streamCfg := stream.Config{
 		Slot:           r.slot,
 		Publication:    r.cmd.Publication,
 		Start:          pos.EndLSN,
 		StatusInterval: r.cmd.StatusInterval,
-		ReceiveTimeout: r.receiveTimeout(ctx, src),
+		ReceiveTimeout: receiveTimeout,
 	}
 	st, err := stream.Open(ctx, r.db.Source, streamCfg, r.log)
 	if errors.Is(err, stream.ErrSlotActive) {

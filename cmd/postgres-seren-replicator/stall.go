@@ -25,7 +25,6 @@ func (r *pipelineRunner) receiveTimeout(ctx context.Context, src *pgx.Conn) time
 		return r.cmd.ReceiveTimeout
 	}
 	if senderTimeout := time.Duration(ms) * time.Millisecond; 2*senderTimeout > r.cmd.ReceiveTimeout {
-		r.log.Info("--receive-timeout raised to twice the source's wal_sender_timeout", "receive_timeout", (2 * senderTimeout).String())
 		return 2 * senderTimeout
 	}
 	return r.cmd.ReceiveTimeout
