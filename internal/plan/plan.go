@@ -28,8 +28,9 @@ type Plan struct {
 	Multi bool
 }
 
-// ListDatabases returns the source server's non-template user databases that
-// accept connections, in name order.
+// ListDatabases returns the source server's non-template databases that
+// accept connections, in name order. The maintenance database postgres is
+// among them: the selection leaves it out unless it is named.
 func ListDatabases(ctx context.Context, src *conninfo.Conn) ([]string, error) {
 	conn, err := src.Connect(ctx)
 	if err != nil {
@@ -37,7 +38,7 @@ func ListDatabases(ctx context.Context, src *conninfo.Conn) ([]string, error) {
 	}
 	defer conn.Close(ctx)
 	rows, err := conn.Query(ctx, `SELECT datname FROM pg_database
-		WHERE NOT datistemplate AND datallowconn AND datname <> 'postgres' ORDER BY datname`)
+		WHERE NOT datistemplate AND datallowconn ORDER BY datname`)
 	if err != nil {
 		return nil, fmt.Errorf("list databases on %s: %w", src, err)
 	}
@@ -94,13 +95,16 @@ func ListTables(ctx context.Context, src *conninfo.Conn) ([]selection.Table, err
 }
 
 // Resolve connects to the source, picks the databases and tables the filter
-// selects, and pairs each database with its target.
+// selects, and pairs each database with its target: the target database of
+// the same name when the source URL names postgres or no database (every
+// database) or when the target URL names no database, else the target
+// URL's database.
 func Resolve(ctx context.Context, src, dst *conninfo.Conn, f selection.Filter) (Plan, error) {
 	all, err := ListDatabases(ctx, src)
 	if err != nil {
 		return Plan{}, err
 	}
-	p := Plan{Multi: src.Database() == "" || src.Database() == "postgres"}
+	p := Plan{Multi: src.Database() == "" || src.Database() == selection.MaintenanceDatabase}
 	if !p.Multi {
 		found := false
 		for _, n := range all {
@@ -114,19 +118,23 @@ func Resolve(ctx context.Context, src, dst *conninfo.Conn, f selection.Filter) (
 	if err != nil {
 		return Plan{}, err
 	}
+	catalog := make(map[string][]selection.Table, len(names))
 	for _, name := range names {
 		d := Database{Name: name, Source: src.WithDatabase(name), Target: dst}
-		if p.Multi {
+		if p.Multi || dst.Database() == "" {
 			d.Target = dst.WithDatabase(name)
 		}
-		tables, err := ListTables(ctx, d.Source)
-		if err != nil {
-			return Plan{}, err
-		}
-		if d.Tables, err = f.Tables(name, tables); err != nil {
+		if catalog[name], err = ListTables(ctx, d.Source); err != nil {
 			return Plan{}, err
 		}
 		p.Databases = append(p.Databases, d)
+	}
+	selected, err := f.Select(catalog)
+	if err != nil {
+		return Plan{}, err
+	}
+	for i := range p.Databases {
+		p.Databases[i].Tables = selected[p.Databases[i].Name]
 	}
 	return p, nil
 }

@@ -1,16 +1,30 @@
 // Package selection decides which databases and tables a run replicates,
 // from the --include/--exclude flags.
+//
+// A filter entry is a name or a pattern: an unquoted * matches any run of
+// characters (none included), and a part written in double quotes matches
+// exactly what is between them (a doubled "" stands for one "), so a table
+// literally named with a dot or a star is still selectable. Unquoted parts
+// keep their case: names are matched exactly as PostgreSQL stores them.
+// Include and exclude combine: a name is selected when some include entry
+// matches it (or there is no include entry) and no exclude entry does.
 package selection
 
 import (
 	"errors"
 	"fmt"
 	"slices"
+	"sort"
 	"strings"
 )
 
 // ErrInvalid marks a filter the user must correct: exit code 2.
 var ErrInvalid = errors.New("invalid selection")
+
+// MaintenanceDatabase is left out of "every database" (a source URL naming
+// postgres or no database) and of database patterns; naming it exactly in
+// --include-databases selects it.
+const MaintenanceDatabase = "postgres"
 
 // Table names one table of one database.
 type Table struct {
@@ -22,44 +36,50 @@ type Table struct {
 // String renders the table as the flags accept it: db.schema.table, with
 // double quotes around parts that need them.
 func (t Table) String() string {
-	return quotePart(t.Database) + "." + quotePart(t.Schema) + "." + quotePart(t.Name)
+	return QuoteName(t.Database) + "." + QuoteName(t.Schema) + "." + QuoteName(t.Name)
 }
 
 // Qualified is schema.table, for messages about a table inside one database.
-func (t Table) Qualified() string { return quotePart(t.Schema) + "." + quotePart(t.Name) }
+func (t Table) Qualified() string { return QuoteName(t.Schema) + "." + QuoteName(t.Name) }
 
-func quotePart(s string) string {
-	if s != "" && !strings.ContainsAny(s, `." `) && strings.ToLower(s) == s {
+// QuoteName renders one name so that a filter matches exactly it: in double
+// quotes when it holds upper case, a dot, a star, a double quote, a space or
+// a comma, as is otherwise.
+func QuoteName(s string) string {
+	if s != "" && !strings.ContainsAny(s, `."* ,`) && strings.ToLower(s) == s {
 		return s
 	}
 	return `"` + strings.ReplaceAll(s, `"`, `""`) + `"`
 }
 
 // Filter is the user's selection. The zero Filter selects everything.
+//
+// The exported lists hold exact names (as a program builds them); the
+// patterns that New reads from the flags are kept apart. Both apply.
 type Filter struct {
 	IncludeDatabases []string
 	ExcludeDatabases []string
 	IncludeTables    []Table
 	ExcludeTables    []Table
+
+	dbInclude, dbExclude       []DatabasePattern
+	tableInclude, tableExclude []TablePattern
 }
 
-// New builds a Filter from the flag values (already split at commas) and
-// checks that include and exclude of the same kind are not both given.
+// New builds a Filter from the flag values (already split at commas).
 func New(includeDBs, excludeDBs, includeTables, excludeTables []string) (Filter, error) {
 	var f Filter
-	if len(includeDBs) > 0 && len(excludeDBs) > 0 {
-		return f, fmt.Errorf("%w: --include-databases and --exclude-databases cannot be used together: keep one", ErrInvalid)
-	}
-	if len(includeTables) > 0 && len(excludeTables) > 0 {
-		return f, fmt.Errorf("%w: --include-tables and --exclude-tables cannot be used together: keep one", ErrInvalid)
-	}
-	f.IncludeDatabases = nonEmpty(includeDBs)
-	f.ExcludeDatabases = nonEmpty(excludeDBs)
 	var err error
-	if f.IncludeTables, err = parseTables("--include-tables", includeTables); err != nil {
+	if f.dbInclude, err = parseDatabases("--include-databases", includeDBs); err != nil {
 		return f, err
 	}
-	if f.ExcludeTables, err = parseTables("--exclude-tables", excludeTables); err != nil {
+	if f.dbExclude, err = parseDatabases("--exclude-databases", excludeDBs); err != nil {
+		return f, err
+	}
+	if f.tableInclude, err = parseTables("--include-tables", includeTables); err != nil {
+		return f, err
+	}
+	if f.tableExclude, err = parseTables("--exclude-tables", excludeTables); err != nil {
 		return f, err
 	}
 	return f, nil
@@ -75,103 +95,97 @@ func nonEmpty(in []string) []string {
 	return out
 }
 
-func parseTables(flag string, in []string) ([]Table, error) {
-	var out []Table
+func parseDatabases(flag string, in []string) ([]DatabasePattern, error) {
+	var out []DatabasePattern
 	for _, s := range nonEmpty(in) {
-		t, err := ParseTable(s)
+		p, err := ParseDatabasePattern(s)
 		if err != nil {
 			return nil, fmt.Errorf("%w: %s %q: %v", ErrInvalid, flag, s, err)
 		}
-		out = append(out, t)
+		p.flag = flag
+		out = append(out, p)
 	}
 	return out, nil
 }
 
-// ParseTable reads db.table or db.schema.table; an unqualified schema means
-// public. Parts may be double-quoted to hold dots or upper case.
+func parseTables(flag string, in []string) ([]TablePattern, error) {
+	var out []TablePattern
+	for _, s := range nonEmpty(in) {
+		p, err := ParseTablePattern(s)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %s %q: %v", ErrInvalid, flag, s, err)
+		}
+		p.flag = flag
+		out = append(out, p)
+	}
+	return out, nil
+}
+
+// ParseTable reads db.table or db.schema.table as one exact table; an
+// unqualified schema means public. Parts may be double-quoted to hold dots
+// or upper case; a star is taken literally.
 func ParseTable(s string) (Table, error) {
-	parts, err := splitIdent(s)
+	p, err := ParseTablePattern(s)
 	if err != nil {
 		return Table{}, err
 	}
-	switch len(parts) {
-	case 2:
-		return Table{Database: parts[0], Schema: "public", Name: parts[1]}, nil
-	case 3:
-		return Table{Database: parts[0], Schema: parts[1], Name: parts[2]}, nil
-	default:
-		return Table{}, errors.New("write a table as db.table or db.schema.table")
-	}
+	return Table{Database: p.Database.literal(), Schema: p.Schema.literal(), Name: p.Name.literal()}, nil
 }
 
-// splitIdent splits at dots outside double quotes. Unquoted parts keep their
-// case: table names are matched exactly as PostgreSQL stores them.
-func splitIdent(s string) ([]string, error) {
-	var parts []string
-	var cur strings.Builder
-	quoted, wasQuoted := false, false
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch {
-		case quoted && c == '"' && i+1 < len(s) && s[i+1] == '"':
-			cur.WriteByte('"')
-			i++
-		case c == '"':
-			quoted = !quoted
-			wasQuoted = true
-		case c == '.' && !quoted:
-			if cur.Len() == 0 && !wasQuoted {
-				return nil, errors.New("empty name part")
-			}
-			parts = append(parts, cur.String())
-			cur.Reset()
-			wasQuoted = false
-		default:
-			cur.WriteByte(c)
-		}
-	}
-	if quoted {
-		return nil, errors.New("unterminated double quote")
-	}
-	if cur.Len() == 0 && !wasQuoted {
-		return nil, errors.New("empty name part")
-	}
-	return append(parts, cur.String()), nil
+// databases returns the database patterns of f, the exact names included.
+func (f Filter) databases() (include, exclude []DatabasePattern) {
+	include = append(exactDatabases("--include-databases", f.IncludeDatabases), f.dbInclude...)
+	exclude = append(exactDatabases("--exclude-databases", f.ExcludeDatabases), f.dbExclude...)
+	return include, exclude
+}
+
+// tables returns the table patterns of f, the exact names included.
+func (f Filter) tables() (include, exclude []TablePattern) {
+	include = append(exactTables("--include-tables", f.IncludeTables), f.tableInclude...)
+	exclude = append(exactTables("--exclude-tables", f.ExcludeTables), f.tableExclude...)
+	return include, exclude
 }
 
 // Databases picks the databases to replicate. sourceDB is the database the
 // source connection string names: any database but postgres means that one
 // alone; postgres (or none) means every database in available, the
-// non-template user databases of the source server. Filters narrow the set;
-// a filter naming a database that does not exist is an error.
+// non-template databases of the source server, but postgres itself unless
+// --include-databases names it exactly. Include patterns narrow the
+// candidates, exclude patterns then remove from them; a pattern that matches
+// no database of the server is an error.
 func (f Filter) Databases(sourceDB string, available []string) ([]string, error) {
-	for _, names := range [][]string{f.IncludeDatabases, f.ExcludeDatabases} {
-		for _, n := range names {
-			if !slices.Contains(available, n) {
-				return nil, fmt.Errorf("%w: database %q does not exist on the source (it has: %s)", ErrInvalid, n, strings.Join(available, ", "))
-			}
+	include, exclude := f.databases()
+	for _, p := range slices.Concat(include, exclude) {
+		if !slices.ContainsFunc(available, p.Match) {
+			return nil, fmt.Errorf("%w: %s %s matches no database on the source%s", ErrInvalid, p.flag, p, didYouMean(suggestDatabases(p, available)))
 		}
 	}
-	for _, names := range [][]Table{f.IncludeTables, f.ExcludeTables} {
-		for _, t := range names {
-			if !slices.Contains(available, t.Database) {
-				return nil, fmt.Errorf("%w: table %s names database %q, which does not exist on the source", ErrInvalid, t, t.Database)
-			}
+	include2, exclude2 := f.tables()
+	for _, p := range slices.Concat(include2, exclude2) {
+		if !slices.ContainsFunc(available, p.Database.matchDB) {
+			return nil, fmt.Errorf("%w: %s %s names database %s, which does not exist on the source%s", ErrInvalid, p.flag, p, p.Database,
+				didYouMean(suggestDatabases(DatabasePattern{Name: p.Database}, available)))
 		}
 	}
-	candidates := available
-	if sourceDB != "" && sourceDB != "postgres" {
+	var candidates []string
+	if sourceDB != "" && sourceDB != MaintenanceDatabase {
 		if !slices.Contains(available, sourceDB) {
 			return nil, fmt.Errorf("%w: database %q does not exist on the source", ErrInvalid, sourceDB)
 		}
 		candidates = []string{sourceDB}
+	} else {
+		for _, db := range available {
+			if db != MaintenanceDatabase || slices.ContainsFunc(include, func(p DatabasePattern) bool { return p.Name.literal() == db && !p.Name.wild() }) {
+				candidates = append(candidates, db)
+			}
+		}
 	}
 	var out []string
 	for _, db := range candidates {
-		if len(f.IncludeDatabases) > 0 && !slices.Contains(f.IncludeDatabases, db) {
+		if len(include) > 0 && !slices.ContainsFunc(include, func(p DatabasePattern) bool { return p.Match(db) }) {
 			continue
 		}
-		if slices.Contains(f.ExcludeDatabases, db) {
+		if slices.ContainsFunc(exclude, func(p DatabasePattern) bool { return p.Match(db) }) {
 			continue
 		}
 		out = append(out, db)
@@ -182,34 +196,84 @@ func (f Filter) Databases(sourceDB string, available []string) ([]string, error)
 	return out, nil
 }
 
-// Tables narrows the tables of one database, available, to the selection.
-// A table filter naming a table of db that is not in available is an error.
+// Tables narrows the tables of one database, available, to the selection:
+// an include list whose patterns name no table of db (by their database
+// part) leaves it whole; exclude patterns then remove tables. A pattern
+// whose database part is exactly db and that matches none of its tables is
+// an error, with the names it may have meant.
 func (f Filter) Tables(db string, available []Table) ([]Table, error) {
-	for _, list := range [][]Table{f.IncludeTables, f.ExcludeTables} {
-		for _, t := range list {
-			if t.Database == db && !slices.Contains(available, t) {
-				return nil, fmt.Errorf("%w: table %s does not exist on the source", ErrInvalid, t)
-			}
+	include, exclude := f.tables()
+	for _, p := range slices.Concat(include, exclude) {
+		if p.Database.wild() || p.Database.literal() != db {
+			continue
+		}
+		if !slices.ContainsFunc(available, p.Match) {
+			return nil, fmt.Errorf("%w: %s %s matches no table%s", ErrInvalid, p.flag, p, didYouMean(suggestTables(p, available)))
 		}
 	}
-	includes := 0
-	for _, t := range f.IncludeTables {
-		if t.Database == db {
-			includes++
+	var includes []TablePattern
+	for _, p := range include {
+		if p.Database.matchDB(db) {
+			includes = append(includes, p)
 		}
 	}
 	var out []Table
 	for _, t := range available {
-		if len(f.IncludeTables) > 0 {
-			// An include list that names no table of this database leaves it whole.
-			if includes > 0 && !slices.Contains(f.IncludeTables, t) {
-				continue
-			}
+		if len(includes) > 0 && !slices.ContainsFunc(includes, func(p TablePattern) bool { return p.Match(t) }) {
+			continue
 		}
-		if slices.Contains(f.ExcludeTables, t) {
+		if slices.ContainsFunc(exclude, func(p TablePattern) bool { return p.Match(t) }) {
 			continue
 		}
 		out = append(out, t)
 	}
 	return out, nil
+}
+
+// Select narrows every selected database's tables (catalog: the tables of
+// each database Databases picked) and checks that each table pattern
+// matches some table of them: a pattern that matches nothing is an error
+// naming it, with the names it may have meant.
+func (f Filter) Select(catalog map[string][]Table) (map[string][]Table, error) {
+	out := make(map[string][]Table, len(catalog))
+	dbs := make([]string, 0, len(catalog))
+	for db := range catalog {
+		dbs = append(dbs, db)
+	}
+	sort.Strings(dbs)
+	for _, db := range dbs {
+		tables, err := f.Tables(db, catalog[db])
+		if err != nil {
+			return nil, err
+		}
+		out[db] = tables
+	}
+	include, exclude := f.tables()
+	for _, p := range slices.Concat(include, exclude) {
+		var seen []string
+		var all []Table
+		matched := false
+		for _, db := range dbs {
+			if p.Database.matchDB(db) {
+				seen = append(seen, db)
+				all = append(all, catalog[db]...)
+				matched = matched || slices.ContainsFunc(catalog[db], p.Match)
+			}
+		}
+		switch {
+		case matched:
+		case len(seen) == 0:
+			return nil, fmt.Errorf("%w: %s %s matches no table: database %s is not selected (selected: %s)", ErrInvalid, p.flag, p, p.Database, strings.Join(dbs, ", "))
+		default:
+			return nil, fmt.Errorf("%w: %s %s matches no table%s", ErrInvalid, p.flag, p, didYouMean(suggestTables(p, all)))
+		}
+	}
+	return out, nil
+}
+
+func didYouMean(names []string) string {
+	if len(names) == 0 {
+		return ""
+	}
+	return " (did you mean " + strings.Join(names, " or ") + "?)"
 }
