@@ -109,6 +109,9 @@ type Applier struct {
 	replicaMode bool
 
 	rels      map[uint32]*relation
+	joins     map[string]pglogrepl.LSN // copy LSN of tables added after init (join.go)
+	txnFinal  pglogrepl.LSN            // commit LSN of the source transaction being read
+	skipped   int                      // changes skipped because a table's copy holds them
 	typeNames map[[2]int64]string
 	source    *pgx.Conn // opened on first use, to describe column types
 	seq       int       // names prepared statements
@@ -210,6 +213,9 @@ func (a *Applier) setUp(ctx context.Context, db *pgx.Conn) (checkpoint.Position,
 	}
 	pos, err := a.cfg.Store.Load(ctx, db, a.cfg.Slot)
 	if err != nil {
+		return pos, err
+	}
+	if err := a.loadJoins(ctx, db, pos.EndLSN); err != nil {
 		return pos, err
 	}
 	if err := conn.Exec(ctx, ensureHeldSQL(a.cfg.Store)).Close(); err != nil {
@@ -390,6 +396,7 @@ func (a *Applier) handle(ctx context.Context, ev stream.Event) error {
 	}
 	switch m := ev.Msg.(type) {
 	case *stream.Begin:
+		a.txnFinal = m.FinalLSN
 		open, err := a.b.begin(m.FinalLSN, time.Now())
 		if err != nil {
 			return fmt.Errorf("apply %s: %w", a.cfg.Database, err)
@@ -406,6 +413,13 @@ func (a *Applier) handle(ctx context.Context, ev stream.Event) error {
 			return a.commit(ctx)
 		}
 	case *stream.Relation:
+		if a.inCopy(m.Namespace + "." + m.Name) {
+			// Compared with the target before the table's first applied change.
+			r := newRelation(m)
+			r.deferred = true
+			a.rels[m.ID] = r
+			return nil
+		}
 		// A table's shape may change: what was merged under the old shape
 		// is written first.
 		if err := a.emitMerged(ctx); err != nil {
@@ -427,7 +441,11 @@ func (a *Applier) handle(ctx context.Context, ev stream.Event) error {
 		if !apply {
 			return nil
 		}
-		if err := a.change(ctx, ev.Msg); err != nil {
+		msg, err := a.admit(ctx, ev.Msg)
+		if err != nil || msg == nil {
+			return err
+		}
+		if err := a.change(ctx, msg); err != nil {
 			return err
 		}
 		if a.merged.bytes >= a.cfg.PipelineBytes || a.merged.count >= a.cfg.MaxBatchChanges {

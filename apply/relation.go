@@ -27,7 +27,10 @@ type relation struct {
 	// cascadeTarget: a foreign key of this table deletes its rows when the
 	// referenced row goes (ON DELETE CASCADE on the target).
 	cascadeTarget bool
-	stmts         map[string]string
+	// deferred: not yet compared with the target (a table added after init
+	// whose copy holds the changes around this Relation message; join.go).
+	deferred bool
+	stmts    map[string]string
 }
 
 func newRelation(msg *stream.Relation) *relation {

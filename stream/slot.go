@@ -17,9 +17,6 @@ import (
 	"github.com/serenorg/postgres-seren-replicator/internal/sqltext"
 )
 
-// DefaultPublication is the publication the tool creates on the source.
-const DefaultPublication = "seren_replicator_pub"
-
 // DefaultSlotName derives a slot name from a database name: lower case
 // letters, digits and underscores, at most 63 bytes. A hash suffix keeps
 // names that had to be changed distinct.
@@ -80,6 +77,27 @@ func CreateSlot(ctx context.Context, repl *pgconn.PgConn, name string, export bo
 	lsn, err := pglogrepl.ParseLSN(res.ConsistentPoint)
 	if err != nil {
 		return SlotInfo{}, fmt.Errorf("create replication slot %s: consistent point: %w", name, err)
+	}
+	return SlotInfo{Name: name, ConsistentPoint: lsn, SnapshotName: res.SnapshotName}, nil
+}
+
+// CreateTemporarySlot creates a temporary logical pgoutput slot with an
+// exported snapshot over repl. The source drops the slot when repl closes,
+// so nothing is left behind if the process dies; keep repl open and idle
+// until every reader has imported the snapshot.
+func CreateTemporarySlot(ctx context.Context, repl *pgconn.PgConn, name string) (SlotInfo, error) {
+	action := "EXPORT_SNAPSHOT"
+	if serverMajor(repl) >= 15 {
+		action = "(SNAPSHOT 'export')"
+	}
+	res, err := pglogrepl.CreateReplicationSlot(ctx, repl, pgx.Identifier{name}.Sanitize(), "pgoutput",
+		pglogrepl.CreateReplicationSlotOptions{Temporary: true, Mode: pglogrepl.LogicalReplication, SnapshotAction: action})
+	if err != nil {
+		return SlotInfo{}, fmt.Errorf("create temporary replication slot %s: %w", name, err)
+	}
+	lsn, err := pglogrepl.ParseLSN(res.ConsistentPoint)
+	if err != nil {
+		return SlotInfo{}, fmt.Errorf("create temporary replication slot %s: consistent point: %w", name, err)
 	}
 	return SlotInfo{Name: name, ConsistentPoint: lsn, SnapshotName: res.SnapshotName}, nil
 }

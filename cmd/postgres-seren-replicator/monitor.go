@@ -35,6 +35,7 @@ type monitor struct {
 	streaming map[string]bool
 	lags      map[string]time.Duration
 	notified  bool
+	progress  map[string]*progressCounts
 }
 
 func newMonitor(m *metrics.Metrics, maxLag time.Duration, databases int) *monitor {
@@ -69,6 +70,7 @@ func (m *monitor) stopped(db string, err error) {
 // stuck) and updates readiness and the systemd status.
 func (m *monitor) sample(db string, bytes int64, lag time.Duration, stall string) {
 	m.metrics.SetLag(db, bytes, lag)
+	m.sampledLag(db, bytes, lag)
 	switch {
 	case stall != "":
 		m.ready.Set(db, errors.New(stall))
@@ -94,6 +96,7 @@ type observer struct{ m *monitor }
 func (o *observer) BatchCommitted(db string, txns, changes int, took time.Duration, pos checkpoint.Position) {
 	o.m.metrics.BatchApplied(db, txns, changes, took)
 	o.m.metrics.SetCheckpoint(db, pos.EndLSN)
+	o.m.applied(db, txns, changes, pos.EndLSN)
 }
 
 func (o *observer) RowsApplied(db, table, op string, n int) {
@@ -102,15 +105,26 @@ func (o *observer) RowsApplied(db, table, op string, n int) {
 
 // housekeeping runs beside one database's pipeline until ctx ends: lag,
 // stall and slot samples for logs, metrics, /readyz and the systemd status,
-// and periodic sequence copies.
-func (r *pipelineRunner) housekeeping(ctx context.Context, st *stream.Stream, applier *apply.Applier) {
-	sample := time.NewTicker(sampleEvery)
+// periodic sequence copies, and the poll for tables created on the source
+// that the selection covers, which ends the attempt through restart so the
+// next one copies them (joinNewTables).
+func (r *pipelineRunner) housekeeping(ctx context.Context, st *stream.Stream, applier *apply.Applier, restart context.CancelCauseFunc) {
+	every := sampleEvery
+	if r.cmd.LogInterval > 0 {
+		every = min(every, r.cmd.LogInterval) // each progress line shows a fresh lag
+	}
+	sample := time.NewTicker(every)
 	defer sample.Stop()
-	var sequences <-chan time.Time
+	var sequences, tables <-chan time.Time
 	if r.cmd.SequenceInterval > 0 {
 		t := time.NewTicker(r.cmd.SequenceInterval)
 		defer t.Stop()
 		sequences = t.C
+	}
+	if r.cmd.TableCheckInterval > 0 && r.cmd.SchemaChanges == string(apply.SchemaChangesApply) {
+		t := time.NewTicker(r.cmd.TableCheckInterval)
+		defer t.Stop()
+		tables = t.C
 	}
 	var stalls stallWatch
 	for {
@@ -126,6 +140,19 @@ func (r *pipelineRunner) housekeeping(ctx context.Context, st *stream.Stream, ap
 				r.log.Debug("lag sample failed", "error", err)
 			}
 			r.mon.sample(r.db.Name, bytes, st.Lag(), stall)
+		case <-tables:
+			added, err := r.tablesAppeared(ctx)
+			if err != nil {
+				if ctx.Err() == nil {
+					r.log.Warn("checking the source for new tables failed; will retry", "error", err)
+				}
+				continue
+			}
+			if len(added) > 0 {
+				r.log.Info("new tables selected on the source: streaming pauses while they are copied", "tables", len(added), "first", added[0].Qualified())
+				restart(errTablesJoined)
+				return
+			}
 		case <-sequences:
 			if err := syncSequences(ctx, r.db, r.log); err != nil && ctx.Err() == nil {
 				r.log.Warn("sequence copy failed; will retry", "error", err)

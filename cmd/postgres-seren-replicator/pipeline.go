@@ -15,7 +15,6 @@ import (
 	"github.com/serenorg/postgres-seren-replicator/internal/conninfo"
 	"github.com/serenorg/postgres-seren-replicator/internal/metrics"
 	"github.com/serenorg/postgres-seren-replicator/internal/plan"
-	"github.com/serenorg/postgres-seren-replicator/internal/selection"
 	"github.com/serenorg/postgres-seren-replicator/stream"
 )
 
@@ -47,6 +46,10 @@ func (r *pipelineRunner) run(ctx context.Context) (pipelineResult, error) {
 		res.stats = total
 		if err == nil || ctx.Err() != nil {
 			return res, nil
+		}
+		if errors.Is(err, errTablesJoined) {
+			attempt = 0 // not a failure: stream again at once, with them
+			continue
 		}
 		r.mon.stopped(r.db.Name, err)
 		// A connection string that fails from the start (wrong password,
@@ -89,6 +92,14 @@ func (r *pipelineRunner) once(ctx context.Context) (pipelineResult, error) {
 		return pipelineResult{}, err
 	}
 	defer src.Close(context.Background())
+	if r.cmd.Publication == "" {
+		if r.cmd.Publication, err = r.cmd.findPublication(ctx, src, r.slot, r.log); err != nil {
+			return pipelineResult{}, err
+		}
+	}
+	if err := r.refreshTables(ctx); err != nil {
+		return pipelineResult{}, err
+	}
 	slot, err := r.checkSlot(ctx, src)
 	if err != nil {
 		return pipelineResult{}, err
@@ -128,6 +139,15 @@ func (r *pipelineRunner) once(ctx context.Context) (pipelineResult, error) {
 	if r.stopAt != 0 && pos.EndLSN >= r.stopAt {
 		return pipelineResult{position: pos}, nil
 	}
+	if joined, err := r.joinNewTables(ctx, src); err != nil || joined {
+		if err == nil {
+			err = errTablesJoined
+		}
+		return pipelineResult{position: pos}, err
+	}
+	if err := r.checkPublication(ctx, src); err != nil {
+		return pipelineResult{position: pos}, err
+	}
 	mode := "ordered (target triggers fire; source commit order keeps foreign keys valid)"
 	if applier.ReplicaMode() {
 		mode = "replica (session_replication_role = replica: no triggers or FK checks on apply)"
@@ -160,10 +180,14 @@ func (r *pipelineRunner) once(ctx context.Context) (pipelineResult, error) {
 	streamErr := make(chan error, 1)
 	go func() { streamErr <- st.Run(streamCtx) }()
 	r.mon.started(r.db.Name)
+	// The catalog poll ends this attempt (cleanly, at a transaction
+	// boundary) when a table joins the selection.
+	applyCtx, stopApply := context.WithCancelCause(ctx)
+	defer stopApply(nil)
 	hkCtx, stopHousekeeping := context.WithCancel(ctx)
 	hkDone := make(chan struct{})
-	go func() { defer close(hkDone); r.housekeeping(hkCtx, st, applier) }()
-	applyErr := applier.Run(ctx, st.Events(), st)
+	go func() { defer close(hkDone); r.housekeeping(hkCtx, st, applier, stopApply) }()
+	applyErr := applier.Run(applyCtx, st.Events(), st)
 	stopHousekeeping()
 	stopStream()
 	sErr := <-streamErr
@@ -174,6 +198,9 @@ func (r *pipelineRunner) once(ctx context.Context) (pipelineResult, error) {
 	}
 	if applyErr != nil {
 		return res, applyErr
+	}
+	if ctx.Err() == nil && errors.Is(context.Cause(applyCtx), errTablesJoined) {
+		return res, errTablesJoined
 	}
 	if ctx.Err() == nil && r.stopAt == 0 {
 		return res, sErr
@@ -208,7 +235,7 @@ func (r *pipelineRunner) releaseSlot(ctx context.Context, src *pgx.Conn, from pg
 }
 
 // checkSlot refuses to stream from a slot that is missing or has lost WAL,
-// or with a publication that does not match the selection.
+// or without the migration's publication.
 func (r *pipelineRunner) checkSlot(ctx context.Context, conn *pgx.Conn) (stream.SlotState, error) {
 	slot, err := stream.LookupSlot(ctx, conn, r.slot)
 	if errors.Is(err, stream.ErrSlotMissing) {
@@ -223,37 +250,24 @@ func (r *pipelineRunner) checkSlot(ctx context.Context, conn *pgx.Conn) (stream.
 	if slot.Database != r.db.Name {
 		return slot, setupError("replication slot %s belongs to database %s, not %s: choose another --slot", r.slot, slot.Database, r.db.Name)
 	}
-	return slot, r.checkPublication(ctx, conn)
+	var exists bool
+	if err := conn.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_publication WHERE pubname = $1)`, r.cmd.Publication).Scan(&exists); err != nil {
+		return slot, fmt.Errorf("read publication %s: %w", r.cmd.Publication, err)
+	}
+	if !exists {
+		return slot, setupError("publication %s does not exist in source database %s: copy the data again with init --drop-existing", r.cmd.Publication, r.db.Name)
+	}
+	return slot, nil
 }
 
 // checkPublication makes sure the publication covers exactly the selected
-// tables: a selected table outside it would silently not replicate, and a
-// published table outside the selection was copied by a different init.
+// tables once new ones joined (joinNewTables): a selected table outside it
+// would silently not replicate, and a published table outside the
+// selection was copied by a different init.
 func (r *pipelineRunner) checkPublication(ctx context.Context, conn *pgx.Conn) error {
-	rows, err := conn.Query(ctx, `SELECT n.nspname, c.relname FROM pg_publication p
-		JOIN pg_publication_rel pr ON pr.prpubid = p.oid
-		JOIN pg_class c ON c.oid = pr.prrelid JOIN pg_namespace n ON n.oid = c.relnamespace
-		WHERE p.pubname = $1`, r.cmd.Publication)
+	published, err := publishedTables(ctx, conn, r.cmd.Publication, r.db.Name)
 	if err != nil {
-		return fmt.Errorf("read publication %s: %w", r.cmd.Publication, err)
-	}
-	published := map[selection.Table]bool{}
-	for rows.Next() {
-		t := selection.Table{Database: r.db.Name}
-		if err := rows.Scan(&t.Schema, &t.Name); err != nil {
-			return err
-		}
-		published[t] = true
-	}
-	if err := rows.Err(); err != nil {
-		return fmt.Errorf("read publication %s: %w", r.cmd.Publication, err)
-	}
-	var exists bool
-	if err := conn.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_publication WHERE pubname = $1)`, r.cmd.Publication).Scan(&exists); err != nil {
-		return fmt.Errorf("read publication %s: %w", r.cmd.Publication, err)
-	}
-	if !exists {
-		return setupError("publication %s does not exist in source database %s: copy the data again with init --drop-existing", r.cmd.Publication, r.db.Name)
+		return err
 	}
 	for _, t := range r.db.Tables {
 		if !published[t] {

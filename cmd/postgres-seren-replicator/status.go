@@ -11,6 +11,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/serenorg/postgres-seren-replicator/checkpoint"
 	"github.com/serenorg/postgres-seren-replicator/internal/health"
 	"github.com/serenorg/postgres-seren-replicator/internal/plan"
 )
@@ -175,6 +176,16 @@ func (c *StatusCmd) print(w io.Writer, reports []health.Report, roundErr error) 
 		}
 		if len(r.Held) > 0 {
 			fmt.Fprintf(w, "%s: held on the target for the migration (cleanup restores them): %s\n", r.Database, strings.Join(r.Held, ", "))
+		}
+		for _, t := range r.Joined {
+			state := string(t.State)
+			if t.State == checkpoint.TableCopied {
+				state = "copied at " + t.CopyLSN.String()
+				if r.HasCheckpoint && r.Checkpoint >= t.CopyLSN {
+					state += ", streaming"
+				}
+			}
+			fmt.Fprintf(w, "%s: table %s.%s joined after init: %s\n", r.Database, t.Schema, t.Name, state)
 		}
 	}
 	if roundErr != nil {

@@ -25,20 +25,21 @@ import (
 // SyncCmd streams changes from the source and applies them to the target.
 type SyncCmd struct {
 	Common
-	Interactive bool `env:"SEREN_INTERACTIVE" help:"Choose databases and tables interactively."`
-	CatchUp     bool `name:"catch-up" env:"SEREN_CATCH_UP" help:"Apply everything up to the source's current WAL position, then exit."`
+	CatchUp bool `name:"catch-up" env:"SEREN_CATCH_UP" help:"Apply everything up to the source's current WAL position, then exit."`
 	Replication
 
-	MaxBatchChanges  int           `name:"max-batch-changes" default:"20000" env:"SEREN_MAX_BATCH_CHANGES" help:"Most changes in one target transaction."`
-	MaxBatchDelay    time.Duration `name:"max-batch-delay" env:"SEREN_MAX_BATCH_DELAY" help:"Longest time a target transaction stays open while changes keep coming (default 10ms; 500ms with --catch-up)."`
-	StatusInterval   time.Duration `name:"status-interval" default:"5s" env:"SEREN_STATUS_INTERVAL" help:"Longest time between status updates to the source (keep well under wal_sender_timeout)."`
-	SequenceInterval time.Duration `name:"sequence-interval" default:"1m" env:"SEREN_SEQUENCE_INTERVAL" help:"How often the daemon copies sequence values to the target (0 turns it off)."`
-	ReceiveTimeout   time.Duration `name:"receive-timeout" default:"60s" env:"SEREN_RECEIVE_TIMEOUT" help:"How long the source may send nothing, not even a reply to a request for one, before the replication connection counts as dead and is reopened (like wal_receiver_timeout; raised to twice the source's wal_sender_timeout when that is longer)."`
-	StallWarning     time.Duration `name:"stall-warning" default:"30s" env:"SEREN_STALL_WARNING" help:"How long a batch may wait on the target before a warning names what blocks it and /readyz reports not ready."`
-	SchemaChanges    string        `name:"schema-changes" enum:"apply,stop" default:"apply" env:"SEREN_SCHEMA_CHANGES" help:"What to do when the source adds or drops a column: apply it to the target, or stop with the SQL to run (type changes, renames and new tables always stop)."`
-	MaxRetryDelay    time.Duration `name:"max-retry-delay" default:"30s" env:"SEREN_MAX_RETRY_DELAY" help:"Longest wait between reconnection attempts."`
-	MetricsAddr      string        `name:"metrics-addr" env:"SEREN_METRICS_ADDR" placeholder:"HOST:PORT" help:"Serve Prometheus /metrics, /healthz and /readyz here (off by default; 127.0.0.1:9188 is the documented choice)."`
-	MaxLag           time.Duration `name:"max-lag" default:"60s" env:"SEREN_MAX_LAG" help:"Lag above which /readyz reports not ready."`
+	MaxBatchChanges    int           `name:"max-batch-changes" default:"20000" env:"SEREN_MAX_BATCH_CHANGES" help:"Most changes in one target transaction."`
+	MaxBatchDelay      time.Duration `name:"max-batch-delay" env:"SEREN_MAX_BATCH_DELAY" help:"Longest time a target transaction stays open while changes keep coming (default 10ms; 500ms with --catch-up)."`
+	StatusInterval     time.Duration `name:"status-interval" default:"5s" env:"SEREN_STATUS_INTERVAL" help:"Longest time between status updates to the source (keep well under wal_sender_timeout)."`
+	SequenceInterval   time.Duration `name:"sequence-interval" default:"1m" env:"SEREN_SEQUENCE_INTERVAL" help:"How often the daemon copies sequence values to the target (0 turns it off)."`
+	ReceiveTimeout     time.Duration `name:"receive-timeout" default:"60s" env:"SEREN_RECEIVE_TIMEOUT" help:"How long the source may send nothing, not even a reply to a request for one, before the replication connection counts as dead and is reopened (like wal_receiver_timeout; raised to twice the source's wal_sender_timeout when that is longer)."`
+	StallWarning       time.Duration `name:"stall-warning" default:"30s" env:"SEREN_STALL_WARNING" help:"How long a batch may wait on the target before a warning names what blocks it and /readyz reports not ready."`
+	SchemaChanges      string        `name:"schema-changes" enum:"apply,stop" default:"apply" env:"SEREN_SCHEMA_CHANGES" help:"What to do when the source adds or drops a column or creates a table the selection covers: apply it to the target (a new table is copied, then streams), or stop with what to do (type changes and renames always stop)."`
+	TableCheckInterval time.Duration `name:"table-check-interval" default:"30s" env:"SEREN_TABLE_CHECK_INTERVAL" help:"How often a running sync looks for tables created on the source that the selection covers (0: only when sync starts)."`
+	MaxRetryDelay      time.Duration `name:"max-retry-delay" default:"30s" env:"SEREN_MAX_RETRY_DELAY" help:"Longest wait between reconnection attempts."`
+	MetricsAddr        string        `name:"metrics-addr" env:"SEREN_METRICS_ADDR" placeholder:"HOST:PORT" help:"Serve Prometheus /metrics, /healthz and /readyz here (off by default; 127.0.0.1:9188 is the documented choice)."`
+	MaxLag             time.Duration `name:"max-lag" default:"60s" env:"SEREN_MAX_LAG" help:"Lag above which /readyz reports not ready."`
+	LogInterval        time.Duration `name:"log-interval" default:"30s" env:"SEREN_LOG_INTERVAL" help:"How often to log a progress line per database: transactions and rows applied since the last line, lag, checkpoint (0 turns it off)."`
 
 	mon *monitor
 }
@@ -68,7 +69,7 @@ func reloadSettings(env *Env) {
 // Replication holds the names of what init creates and sync uses.
 type Replication struct {
 	Slot             string `env:"SEREN_SLOT" help:"Replication slot name (only with one database; default: derived from the database name)."`
-	Publication      string `default:"seren_replicator_pub" env:"SEREN_PUBLICATION" help:"Publication name on the source."`
+	Publication      string `env:"SEREN_PUBLICATION" help:"Publication name on the source (default: the slot name with _pub appended, so each migration has its own; a migration whose slot was created with seren_replicator_pub, the default before, keeps it)."`
 	CheckpointSchema string `name:"checkpoint-schema" default:"seren_replicator" env:"SEREN_CHECKPOINT_SCHEMA" help:"Target schema holding the checkpoint table."`
 }
 
@@ -104,10 +105,14 @@ func (c *SyncCmd) check() error {
 		return usageError("--receive-timeout must be positive")
 	case c.StallWarning <= 0:
 		return usageError("--stall-warning must be positive")
+	case c.TableCheckInterval < 0:
+		return usageError("--table-check-interval must not be negative (0 checks only when sync starts)")
 	case c.MaxRetryDelay <= 0:
 		return usageError("--max-retry-delay must be positive")
 	case c.MaxLag <= 0:
 		return usageError("--max-lag must be positive")
+	case c.LogInterval < 0:
+		return usageError("--log-interval must not be negative (0 turns the progress line off)")
 	}
 	return nil
 }
@@ -154,6 +159,10 @@ func (c *SyncCmd) Run(ctx context.Context, env *Env) error {
 		defer func() { stopHUP(); <-hupDone }()
 		defer func() { _ = daemon.Stopping() }()
 	}
+	names := databaseNames(p)
+	progCtx, stopProgress := context.WithCancel(ctx)
+	go c.mon.logProgress(progCtx, env.Log, names, c.LogInterval)
+	defer stopProgress()
 	// Each database streams on its own: one that stops on an error leaves
 	// the others streaming (its failure is logged, in the metrics and in
 	// /readyz), and the run reports every failure when it ends.
@@ -161,7 +170,10 @@ func (c *SyncCmd) Run(ctx context.Context, env *Env) error {
 	errs := make([]error, len(p.Databases))
 	var wg sync.WaitGroup
 	for i, db := range p.Databases {
-		r := &pipelineRunner{cmd: c, db: db, slot: c.SlotFor(db.Name), log: env.Log.With("database", db.Name), mon: c.mon}
+		// Each database has its own slot and so its own default publication,
+		// which its runner finds on the source (cmd.Publication left empty).
+		cmd := *c
+		r := &pipelineRunner{cmd: &cmd, db: db, slot: c.SlotFor(db.Name), log: env.Log.With("database", db.Name), mon: c.mon}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -189,14 +201,17 @@ func (c *SyncCmd) Run(ctx context.Context, env *Env) error {
 		}()
 	}
 	wg.Wait()
+	if ctx.Err() != nil {
+		logStopped(env.Log, names, results, errs, start)
+	}
 	if err := errors.Join(errs...); err != nil {
 		return err
 	}
 	if c.CatchUp {
 		for i, db := range p.Databases {
 			r := results[i]
-			fmt.Fprintf(env.Stdout, "%s: caught up to %s (slot %s): %d transactions, %d changes in %d batches; target busy %s, waiting for the source %s\n",
-				db.Name, r.position.EndLSN, c.SlotFor(db.Name), r.stats.Transactions, r.stats.Changes, r.stats.Batches,
+			fmt.Fprintf(env.Stdout, "%s: caught up to %s (slot %s): %s, %s in %s; target busy %s, waiting for the source %s\n",
+				db.Name, r.position.EndLSN, c.SlotFor(db.Name), counted(r.stats.Transactions, "transaction"), counted(r.stats.Changes, "change"), counted(r.stats.Batches, "batch"),
 				r.stats.Busy.Round(time.Millisecond), r.stats.Idle.Round(time.Millisecond))
 		}
 		fmt.Fprintf(env.Stdout, "took %s, peak memory %d MiB\n", time.Since(start).Round(time.Millisecond), peakRSS()>>20)

@@ -8,6 +8,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/jackc/pglogrepl"
@@ -52,7 +54,8 @@ const (
 type Options struct {
 	// Slot is the replication slot; stream.DefaultSlotName(db) when empty.
 	Slot string
-	// Publication is the source publication; stream.DefaultPublication when empty.
+	// Publication is the source publication; when empty, the one the slot's
+	// migration streams from (stream.FindPublication).
 	Publication string
 	// CheckpointSchema is the target schema of the checkpoint table;
 	// checkpoint.DefaultSchema when empty.
@@ -77,9 +80,6 @@ type Options struct {
 func (o Options) withDefaults(db string) Options {
 	if o.Slot == "" {
 		o.Slot = stream.DefaultSlotName(db)
-	}
-	if o.Publication == "" {
-		o.Publication = stream.DefaultPublication
 	}
 	if o.MaxLagBytes <= 0 {
 		o.MaxLagBytes = DefaultMaxLagBytes
@@ -150,6 +150,12 @@ type Report struct {
 	// (disabled triggers, deferrable foreign keys, identity columns), which
 	// cleanup restores.
 	Held []string
+	// Joined are the tables that joined the migration after init (created
+	// on the source later), with their state.
+	Joined []checkpoint.Table
+	// NotReplicated are selected tables the migration does not carry yet:
+	// created on the source since sync last looked, or an unfinished add.
+	NotReplicated []string
 }
 
 // MarshalJSON renders LSNs in PostgreSQL's text form and durations in seconds.
@@ -175,6 +181,24 @@ func (r Report) MarshalJSON() ([]byte, error) {
 	if held == nil {
 		held = []string{}
 	}
+	type joined struct {
+		Table   string    `json:"table"`
+		State   string    `json:"state"`
+		CopyLSN *string   `json:"copy_lsn"`
+		Since   time.Time `json:"since"`
+	}
+	joins := []joined{}
+	for _, t := range r.Joined {
+		state := string(t.State)
+		if t.State == checkpoint.TableCopied && r.HasCheckpoint && r.Checkpoint >= t.CopyLSN {
+			state = "streaming"
+		}
+		joins = append(joins, joined{t.Schema + "." + t.Name, state, lsn(t.State == checkpoint.TableCopied, t.CopyLSN), t.Since})
+	}
+	notRepl := r.NotReplicated
+	if notRepl == nil {
+		notRepl = []string{}
+	}
 	return json.Marshal(struct {
 		Database          string     `json:"database"`
 		Slot              string     `json:"slot"`
@@ -198,11 +222,13 @@ func (r Report) MarshalJSON() ([]byte, error) {
 		Reason            string     `json:"reason"`
 		Warnings          []string   `json:"warnings,omitempty"`
 		Held              []string   `json:"held_on_target"`
+		Joined            []joined   `json:"joined_tables"`
+		NotReplicated     []string   `json:"not_replicated_tables"`
 	}{
 		r.Database, r.Slot, r.SlotExists, r.SlotActive, r.WALStatus,
 		lsn(r.SlotExists, r.ConfirmedFlush), r.RetainedBytes, r.PublicationExists,
 		r.SourceLSN.String(), lsn(r.HasCheckpoint, r.Checkpoint), ts(r.CommitTime), ts(r.AppliedAt),
-		r.LagBytes, r.Lag.Seconds(), r.Pending, seqs, r.ReadyForCutover, r.NotReadyBecause, r.Verdict, r.Reason, r.Warnings, held,
+		r.LagBytes, r.Lag.Seconds(), r.Pending, seqs, r.ReadyForCutover, r.NotReadyBecause, r.Verdict, r.Reason, r.Warnings, held, joins, notRepl,
 	})
 }
 
@@ -234,6 +260,11 @@ func Check(ctx context.Context, db plan.Database, opts Options) (Report, error) 
 		r.SlotExists, r.SlotActive, r.WALStatus = true, slot.Active, slot.WALStatus
 		r.ConfirmedFlush, r.RetainedBytes = slot.ConfirmedFlush, slot.RetainedBytes
 	}
+	if opts.Publication == "" {
+		if opts.Publication, _, err = stream.FindPublication(ctx, src, opts.Slot); err != nil {
+			return r, fmt.Errorf("source %s: %w", db.Source, err)
+		}
+	}
 	if err := src.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_publication WHERE pubname = $1)`, opts.Publication).
 		Scan(&r.PublicationExists); err != nil {
 		return r, fmt.Errorf("publication %s on %s: %w", opts.Publication, db.Source, err)
@@ -262,13 +293,16 @@ func Check(ctx context.Context, db plan.Database, opts Options) (Report, error) 
 	if r.Held, err = apply.Holds(ctx, dst, checkpoint.Store{Schema: opts.CheckpointSchema}); err != nil {
 		return r, err
 	}
+	if r.Joined, r.NotReplicated, err = tableStates(ctx, src, dst, db, opts); err != nil {
+		return r, err
+	}
 	if r.SequencesBehind, err = sequencesBehind(ctx, src, dst, db); err != nil {
 		return r, err
 	}
 	if r.SlotExists && r.HasCheckpoint && r.PublicationExists && r.WALStatus != "lost" {
 		r.Pending, err = pending(ctx, src, r, opts)
 		if err != nil {
-			r.Warnings = append(r.Warnings, fmt.Sprintf("could not tell whether changes are pending (%v); judged by WAL position alone", err))
+			r.Warnings = append(r.Warnings, fmt.Sprintf("could not tell whether changes are pending, so judged by WAL position alone: %v", err))
 		}
 	}
 	if r.Pending != nil && !*r.Pending {
@@ -374,6 +408,9 @@ func judge(r *Report, slot stream.SlotState, opts Options) {
 		r.NotReadyBecause = "changes are still being applied"
 	case r.SlotActive && !r.confirmedAtStart:
 		r.NotReadyBecause = fmt.Sprintf("the running sync has not yet confirmed the source's position %s (it may still be reading the stream)", r.SourceLSN)
+	case len(r.NotReplicated) > 0:
+		r.NotReadyBecause = fmt.Sprintf("%s not replicated yet (created on the source after init: a running sync copies %s, then streams %s): %s",
+			plural(len(r.NotReplicated), "selected table is", "selected tables are"), plural(len(r.NotReplicated), "it", "them"), plural(len(r.NotReplicated), "it", "them"), strings.Join(r.NotReplicated, ", "))
 	case len(r.SequencesBehind) > 0:
 		r.NotReadyBecause = fmt.Sprintf("%d %s behind on the target (sync copies them every --sequence-interval, after --catch-up and when it stops)",
 			len(r.SequencesBehind), plural(len(r.SequencesBehind), "sequence is", "sequences are"))
@@ -415,7 +452,7 @@ func pending(ctx context.Context, src *pgx.Conn, r Report, opts Options) (*bool,
 		err := src.QueryRow(ctx, `SELECT sent_lsn::text, flush_lsn::text FROM pg_stat_replication
 			WHERE pid = (SELECT active_pid FROM pg_replication_slots WHERE slot_name = $1)`, r.Slot).Scan(&sent, &flush)
 		if errors.Is(err, pgx.ErrNoRows) || err == nil && (sent == nil || flush == nil) {
-			return nil, errors.New("the walsender's positions are not visible (grant pg_read_all_stats)")
+			return nil, errors.New("the walsender's positions are not visible to this role: grant it pg_read_all_stats")
 		}
 		if err != nil {
 			return nil, fmt.Errorf("walsender of slot %s: %w", r.Slot, err)
@@ -478,4 +515,31 @@ func FormatBytes(n int64) string {
 		exp++
 	}
 	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}
+
+// tableStates reads the tables that joined the migration after init, and
+// the selected tables it does not carry yet: outside the publication, or
+// still being copied.
+func tableStates(ctx context.Context, src, dst *pgx.Conn, db plan.Database, opts Options) ([]checkpoint.Table, []string, error) {
+	joined, err := checkpoint.Store{Schema: opts.CheckpointSchema}.LoadTables(ctx, dst, opts.Slot)
+	if err != nil {
+		return nil, nil, err
+	}
+	var out []string
+	for _, t := range joined {
+		if t.State == checkpoint.TableCopying {
+			out = append(out, t.Schema+"."+t.Name)
+		}
+	}
+	for _, t := range db.Tables {
+		var in bool
+		if err := src.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_publication_rel pr JOIN pg_publication p ON p.oid = pr.prpubid
+			WHERE p.pubname = $1 AND pr.prrelid = to_regclass($2))`, opts.Publication, pgx.Identifier{t.Schema, t.Name}.Sanitize()).Scan(&in); err != nil {
+			return nil, nil, fmt.Errorf("publication %s: %w", opts.Publication, err)
+		}
+		if !in && !slices.Contains(out, t.Schema+"."+t.Name) {
+			out = append(out, t.Schema+"."+t.Name)
+		}
+	}
+	return joined, out, nil
 }

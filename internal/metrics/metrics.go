@@ -69,6 +69,7 @@ type Metrics struct {
 	snapshotDone    *prometheus.GaugeVec
 	snapshotTables  *prometheus.GaugeVec
 	snapshotStarted *prometheus.GaugeVec
+	tablesAdded     *prometheus.CounterVec
 }
 
 // New creates the collectors and registers them on reg. It panics when reg
@@ -143,10 +144,14 @@ func New(reg prometheus.Registerer) *Metrics {
 			Namespace: Namespace, Name: "snapshot_start_timestamp_seconds",
 			Help: "Unix time init started copying.",
 		}, db),
+		tablesAdded: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: Namespace, Name: "tables_added_total",
+			Help: "Tables that joined the migration while sync ran (created on the source after init, or newly selected), copied and streaming.",
+		}, db),
 	}
 	reg.MustRegister(m.appliedTxns, m.appliedRows, m.batchChanges, m.applyDuration,
 		m.lagBytes, m.lagSeconds, m.stallSeconds, m.checkpointLSN, m.slotRetained, m.reconnects,
-		m.errors, m.lastApply, m.snapshotBytes, m.snapshotDone, m.snapshotTables, m.snapshotStarted)
+		m.errors, m.lastApply, m.snapshotBytes, m.snapshotDone, m.snapshotTables, m.snapshotStarted, m.tablesAdded)
 	return m
 }
 
@@ -255,4 +260,12 @@ func (m *Metrics) SnapshotTableDone(db string) {
 		return
 	}
 	m.snapshotDone.WithLabelValues(db).Inc()
+}
+
+// TablesAdded counts n tables that joined db's migration while sync ran.
+func (m *Metrics) TablesAdded(db string, n int) {
+	if m == nil {
+		return
+	}
+	m.tablesAdded.WithLabelValues(db).Add(float64(n))
 }

@@ -1,0 +1,133 @@
+package checkpoint
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+)
+
+// TableState is where a table that joined the migration after init stands
+// (the tables init copied have none: they stream from the checkpoint on).
+type TableState string
+
+// Values of TableState.
+const (
+	// TableCopying: the table is being added — published on the source,
+	// created and copied on the target. Its rows there are not complete
+	// until the state moves on, and a restart copies it again.
+	TableCopying TableState = "copying"
+	// TableCopied: the copy holds every source transaction that committed
+	// before CopyLSN; the stream applies the table's changes from there.
+	TableCopied TableState = "copied"
+)
+
+// Table is the state of one table added after init.
+type Table struct {
+	Schema, Name string
+	State        TableState
+	// CopyLSN is the consistent point of the snapshot the table was copied
+	// at (zero while copying): the table's changes in source transactions
+	// that committed before it are already in the copy.
+	CopyLSN pglogrepl.LSN
+	// Since is when the state was last set.
+	Since time.Time
+}
+
+func (s Store) tablesTable() string { return s.Ident("tables") }
+
+// EnsureTables creates the schema and the table of per-table states when
+// missing.
+func (s Store) EnsureTables(ctx context.Context, q Querier) error {
+	_, err := q.Exec(ctx, fmt.Sprintf(`CREATE SCHEMA IF NOT EXISTS %s;
+CREATE TABLE IF NOT EXISTS %s (
+	slot_name   text NOT NULL,
+	schema_name text NOT NULL,
+	table_name  text NOT NULL,
+	state       text NOT NULL CHECK (state IN ('copying', 'copied')),
+	copy_lsn    pg_lsn,
+	since       timestamptz NOT NULL DEFAULT now(),
+	PRIMARY KEY (slot_name, schema_name, table_name)
+)`, s.schema(), s.tablesTable()))
+	if err != nil {
+		return fmt.Errorf("create table of table states %s: %w", s.tablesTable(), err)
+	}
+	return nil
+}
+
+// SetTable records a table's state for a slot inside the caller's
+// transaction; copyLSN is ignored while copying.
+func (s Store) SetTable(ctx context.Context, q Querier, slot string, t Table) error {
+	var lsn any
+	if t.State == TableCopied {
+		lsn = t.CopyLSN.String()
+	}
+	_, err := q.Exec(ctx, fmt.Sprintf(`INSERT INTO %s (slot_name, schema_name, table_name, state, copy_lsn, since)
+VALUES ($1, $2, $3, $4, $5::text::pg_lsn, now())
+ON CONFLICT (slot_name, schema_name, table_name) DO UPDATE SET state = EXCLUDED.state, copy_lsn = EXCLUDED.copy_lsn, since = now()`,
+		s.tablesTable()), slot, t.Schema, t.Name, string(t.State), lsn)
+	if err != nil {
+		return fmt.Errorf("record state of table %s.%s: %w", t.Schema, t.Name, err)
+	}
+	return nil
+}
+
+// ForgetTable removes a table's state (it was dropped on the source before
+// its copy).
+func (s Store) ForgetTable(ctx context.Context, q Querier, slot, schema, name string) error {
+	_, err := q.Exec(ctx, fmt.Sprintf(`DELETE FROM %s WHERE slot_name = $1 AND schema_name = $2 AND table_name = $3`, s.tablesTable()), slot, schema, name)
+	if err != nil && !isUndefinedTable(err) {
+		return fmt.Errorf("forget state of table %s.%s: %w", schema, name, err)
+	}
+	return nil
+}
+
+// Rows is what LoadTables needs of a session.
+type Rows interface {
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+}
+
+// LoadTables returns the states of the slot's tables added after init, in
+// schema and name order; none when the table of states does not exist.
+func (s Store) LoadTables(ctx context.Context, q Rows, slot string) ([]Table, error) {
+	rows, err := q.Query(ctx, fmt.Sprintf(`SELECT schema_name, table_name, state, COALESCE(copy_lsn::text, ''), since
+FROM %s WHERE slot_name = $1 ORDER BY 1, 2`, s.tablesTable()), slot)
+	if isUndefinedTable(err) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("load table states of slot %s: %w", slot, err)
+	}
+	defer rows.Close()
+	var out []Table
+	for rows.Next() {
+		var t Table
+		var state, lsn string
+		if err := rows.Scan(&t.Schema, &t.Name, &state, &lsn, &t.Since); err != nil {
+			return nil, fmt.Errorf("load table states of slot %s: %w", slot, err)
+		}
+		t.State = TableState(state)
+		if lsn != "" {
+			if t.CopyLSN, err = pglogrepl.ParseLSN(lsn); err != nil {
+				return nil, fmt.Errorf("load table states of slot %s: %w", slot, err)
+			}
+		}
+		out = append(out, t)
+	}
+	if err := rows.Err(); err != nil {
+		if isUndefinedTable(err) {
+			return nil, nil
+		}
+		return nil, fmt.Errorf("load table states of slot %s: %w", slot, err)
+	}
+	return out, nil
+}
+
+func isUndefinedTable(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && (pgErr.Code == "42P01" || pgErr.Code == "3F000")
+}

@@ -1,0 +1,175 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"runtime"
+	"slices"
+	"strings"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/serenorg/postgres-seren-replicator/apply"
+	"github.com/serenorg/postgres-seren-replicator/checkpoint"
+	"github.com/serenorg/postgres-seren-replicator/internal/pgtools"
+	"github.com/serenorg/postgres-seren-replicator/internal/plan"
+	"github.com/serenorg/postgres-seren-replicator/internal/selection"
+	"github.com/serenorg/postgres-seren-replicator/snapshot"
+)
+
+// errTablesJoined ends one streaming attempt so the next starts with tables
+// that joined the migration: the applier must load their copy positions.
+var errTablesJoined = errors.New("tables joined the migration")
+
+// refreshTables lists the selected tables of the database again: tables
+// created on the source since the last attempt are selected as init's
+// flags would select them.
+func (r *pipelineRunner) refreshTables(ctx context.Context) error {
+	tables, err := r.selectedTables(ctx)
+	if err != nil {
+		return err
+	}
+	r.db.Tables = tables
+	return nil
+}
+
+func (r *pipelineRunner) selectedTables(ctx context.Context) ([]selection.Table, error) {
+	f, err := r.cmd.Selection.Filter()
+	if err != nil {
+		return nil, err
+	}
+	all, err := plan.ListTables(ctx, r.db.Source)
+	if err != nil {
+		return nil, err
+	}
+	return f.Tables(r.db.Name, all)
+}
+
+// unpublished lists the selected tables the publication does not cover,
+// and the tables an earlier add left half-copied.
+func (r *pipelineRunner) unpublished(ctx context.Context, src *pgx.Conn, dst *pgx.Conn) ([]selection.Table, error) {
+	published, err := publishedTables(ctx, src, r.cmd.Publication, r.db.Name)
+	if err != nil {
+		return nil, err
+	}
+	var out []selection.Table
+	for _, t := range r.db.Tables {
+		if !published[t] {
+			out = append(out, t)
+		}
+	}
+	states, err := checkpoint.Store{Schema: r.cmd.CheckpointSchema}.LoadTables(ctx, dst, r.slot)
+	if err != nil {
+		return nil, err
+	}
+	for _, s := range states {
+		t := selection.Table{Database: r.db.Name, Schema: s.Schema, Name: s.Name}
+		if s.State == checkpoint.TableCopying && !slices.Contains(out, t) {
+			out = append(out, t)
+		}
+	}
+	return out, nil
+}
+
+// joinNewTables copies the selected tables that are not part of the
+// migration yet (created on the source after init) and makes them join the
+// stream. The caller holds the migration's writer lock (an open applier),
+// so no other sync streams meanwhile. It reports whether any joined; the
+// applier must then be opened again to load their copy positions.
+func (r *pipelineRunner) joinNewTables(ctx context.Context, src *pgx.Conn) (bool, error) {
+	dst, err := r.db.Target.Connect(ctx)
+	if err != nil {
+		return false, err
+	}
+	defer dst.Close(context.WithoutCancel(ctx))
+	tables, err := r.unpublished(ctx, src, dst)
+	if err != nil || len(tables) == 0 {
+		return false, err
+	}
+	names := make([]string, len(tables))
+	for i, t := range tables {
+		names[i] = t.Qualified()
+	}
+	list := strings.Join(names, ", ")
+	if r.cmd.SchemaChanges == string(apply.SchemaChangesStop) {
+		return false, setupError("%s is selected but not replicated yet (created on the source after init?), and --schema-changes=stop: run sync with --schema-changes=apply to copy it and stream it, or leave it out with --exclude-tables %s", list, strings.Join(names, ","))
+	}
+	var major int
+	fmt.Sscanf(src.PgConn().ParameterStatus("server_version"), "%d", &major)
+	tools, err := pgtools.Find(ctx, major)
+	if err != nil {
+		return false, setupError("new tables %s need pg_dump to copy their definitions: %v: %s", list, err, pgtools.InstallHint(major))
+	}
+	caps, err := snapshot.TargetCapabilities(ctx, dst)
+	if err != nil {
+		return false, err
+	}
+	r.log.Info("tables selected on the source are not replicated yet: copying them, then they join the stream", "tables", list)
+	res, err := snapshot.AddTables(ctx, r.db, tables, snapshot.AddOptions{
+		Slot:             r.slot,
+		Publication:      r.cmd.Publication,
+		CheckpointSchema: r.cmd.CheckpointSchema,
+		Jobs:             min(runtime.NumCPU(), 4),
+		Tools:            tools,
+		Target:           caps,
+		Log:              r.log,
+	})
+	for _, n := range res.Notices {
+		r.log.Warn("skipped", "what", n)
+	}
+	for _, t := range res.Gone {
+		r.log.Info("table dropped on the source before its copy: nothing to add", "table", t.Qualified())
+	}
+	if errors.Is(err, snapshot.ErrNotPublishable) {
+		return false, setupError("%v", err)
+	}
+	if err != nil {
+		return false, fmt.Errorf("add tables %s: %w", list, err)
+	}
+	for _, t := range res.Added {
+		r.log.Info("table joined the migration", "table", t.Qualified(), "copied_at", res.CopyLSN.String())
+	}
+	r.mon.metrics.TablesAdded(r.db.Name, len(res.Added))
+	return len(res.Added) > 0, nil
+}
+
+// publishedTables are the tables of db in the publication.
+func publishedTables(ctx context.Context, conn *pgx.Conn, publication, db string) (map[selection.Table]bool, error) {
+	rows, err := conn.Query(ctx, `SELECT n.nspname, c.relname FROM pg_publication p
+		JOIN pg_publication_rel pr ON pr.prpubid = p.oid
+		JOIN pg_class c ON c.oid = pr.prrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+		WHERE p.pubname = $1`, publication)
+	if err != nil {
+		return nil, fmt.Errorf("read publication %s: %w", publication, err)
+	}
+	defer rows.Close()
+	published := map[selection.Table]bool{}
+	for rows.Next() {
+		t := selection.Table{Database: db}
+		if err := rows.Scan(&t.Schema, &t.Name); err != nil {
+			return nil, err
+		}
+		published[t] = true
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read publication %s: %w", publication, err)
+	}
+	return published, nil
+}
+
+// tablesAppeared reports whether the selection now covers a table this
+// attempt does not stream (the catalog poll while streaming).
+func (r *pipelineRunner) tablesAppeared(ctx context.Context) ([]selection.Table, error) {
+	now, err := r.selectedTables(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var out []selection.Table
+	for _, t := range now {
+		if !slices.Contains(r.db.Tables, t) {
+			out = append(out, t)
+		}
+	}
+	return out, nil
+}

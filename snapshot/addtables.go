@@ -1,0 +1,385 @@
+package snapshot
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+
+	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5"
+
+	"github.com/serenorg/postgres-seren-replicator/checkpoint"
+	"github.com/serenorg/postgres-seren-replicator/internal/pgtools"
+	"github.com/serenorg/postgres-seren-replicator/internal/plan"
+	"github.com/serenorg/postgres-seren-replicator/internal/selection"
+	"github.com/serenorg/postgres-seren-replicator/stream"
+)
+
+// AddOptions configure AddTables.
+type AddOptions struct {
+	// Slot is the migration's replication slot; the table states are kept
+	// under its name.
+	Slot string
+	// Publication is the migration's publication; the tables are added to it.
+	Publication string
+	// CheckpointSchema holds the table states on the target.
+	CheckpointSchema string
+	// Jobs is the number of parallel copy sessions.
+	Jobs int
+	// Tools are the pg_dump and pg_restore to run.
+	Tools pgtools.Tools
+	// Target is what the target role may do (see TargetCapabilities).
+	Target Capabilities
+	Log    *slog.Logger
+}
+
+// AddResult is what AddTables did.
+type AddResult struct {
+	// Added are the tables copied; they stream from CopyLSN on.
+	Added []selection.Table
+	// Gone are tables dropped on the source before they could be copied.
+	Gone []selection.Table
+	// CopyLSN is the consistent point of the copy's snapshot.
+	CopyLSN     pglogrepl.LSN
+	Rows, Bytes int64
+	// Notices are the things skipped (privileges, owners), one line each.
+	Notices []string
+}
+
+// ErrNotPublishable means a table cannot join the stream as it is: it is
+// unlogged (never decoded) or has no key (publishing it would make the
+// source reject UPDATE and DELETE on it).
+var ErrNotPublishable = errors.New("table cannot be replicated as it is")
+
+// AddTables makes tables that are not part of a running migration join it,
+// while sync is not streaming: their state is recorded as copying on the
+// target, they are added to the publication, a temporary slot exports a
+// snapshot, their definitions (pg_dump -t) and rows are copied at it, and
+// their state becomes copied at the snapshot's consistent point. The stream
+// then skips their changes in transactions that committed before that point
+// (apply does), so each change reaches the target exactly once.
+//
+// A table that already exists on the target keeps its definition there; it
+// is emptied first only when an earlier, unfinished add left rows in it. A
+// table with rows that no add put there is refused.
+func AddTables(ctx context.Context, db plan.Database, tables []selection.Table, o AddOptions) (res AddResult, err error) {
+	if len(tables) == 0 {
+		return res, nil
+	}
+	log := o.Log.With("db", db.Name)
+	store := checkpoint.Store{Schema: o.CheckpointSchema}
+	if err := checkPublishable(ctx, db, tables); err != nil {
+		return res, err
+	}
+	dst, err := db.Target.Connect(ctx)
+	if err != nil {
+		return res, err
+	}
+	defer dst.Close(context.Background())
+	src, err := db.Source.Connect(ctx)
+	if err != nil {
+		return res, err
+	}
+	defer src.Close(context.Background())
+
+	// The state goes first: if anything below fails, the next start sees
+	// the tables as unfinished and copies them again.
+	earlier, err := store.LoadTables(ctx, dst, o.Slot)
+	if err != nil {
+		return res, err
+	}
+	unfinished := map[string]bool{}
+	for _, t := range earlier {
+		if t.State == checkpoint.TableCopying {
+			unfinished[t.Schema+"."+t.Name] = true
+		}
+	}
+	refill, err := checkTargetTables(ctx, dst, tables, unfinished)
+	if err != nil {
+		return res, err
+	}
+	if err := pgx.BeginFunc(ctx, dst, func(tx pgx.Tx) error {
+		if err := store.EnsureTables(ctx, tx); err != nil {
+			return err
+		}
+		for _, t := range tables {
+			if err := store.SetTable(ctx, tx, o.Slot, checkpoint.Table{Schema: t.Schema, Name: t.Name, State: checkpoint.TableCopying}); err != nil {
+				return err
+			}
+		}
+		return nil
+	}); err != nil {
+		return res, err
+	}
+	if err := publish(ctx, src, o.Publication, tables); err != nil {
+		return res, err
+	}
+
+	repl, err := db.Source.ConnectReplication(ctx)
+	if err != nil {
+		return res, err
+	}
+	// Closing the connection drops the temporary slot and its snapshot.
+	defer repl.Close(context.Background())
+	slot, err := stream.CreateTemporarySlot(ctx, repl, addSlotName(o.Slot))
+	if err != nil {
+		return res, err
+	}
+	res.CopyLSN = slot.ConsistentPoint
+	snap, err := beginSnapshot(ctx, src, slot.SnapshotName)
+	if err != nil {
+		return res, err
+	}
+	defer snap.Rollback(context.Background())
+
+	var present, create []selection.Table
+	for _, t := range tables {
+		var exists bool
+		ident := pgx.Identifier{t.Schema, t.Name}.Sanitize()
+		if err := snap.QueryRow(ctx, `SELECT to_regclass($1) IS NOT NULL`, ident).Scan(&exists); err != nil {
+			return res, fmt.Errorf("look up %s on the source: %w", t.Qualified(), err)
+		}
+		if !exists {
+			res.Gone = append(res.Gone, t)
+			if err := store.ForgetTable(ctx, dst, o.Slot, t.Schema, t.Name); err != nil {
+				return res, err
+			}
+			continue
+		}
+		present = append(present, t)
+		switch state, ok := refill[t]; {
+		case !ok:
+			create = append(create, t)
+		case state == targetPartial:
+			if _, err := dst.Exec(ctx, "TRUNCATE "+ident); err != nil {
+				return res, fmt.Errorf("empty %s on the target for a new copy: %w", t.Qualified(), err)
+			}
+		}
+	}
+	if len(present) == 0 {
+		return res, nil
+	}
+
+	dir, err := os.MkdirTemp("", "seren-add-")
+	if err != nil {
+		return res, fmt.Errorf("temporary directory: %w", err)
+	}
+	defer os.RemoveAll(dir)
+	var dump *schemaDump
+	var ropts restoreOptions
+	if len(create) > 0 {
+		args, err := tableDumpArgs(ctx, snap, create)
+		if err != nil {
+			return res, err
+		}
+		if dump, err = dumpSchema(ctx, o.Tools, db.Source, slot.SnapshotName, dir, args); err != nil {
+			return res, err
+		}
+		var notices []string
+		if ropts, notices, err = restorePlan(ctx, dst, dump, o.Target, o.Jobs); err != nil {
+			return res, err
+		}
+		res.Notices = append(res.Notices, notices...)
+		for _, s := range schemasOf(create) {
+			if _, err := dst.Exec(ctx, "CREATE SCHEMA IF NOT EXISTS "+pgx.Identifier{s}.Sanitize()); err != nil {
+				return res, fmt.Errorf("create schema %s on the target: %w", s, err)
+			}
+		}
+		if err := dump.restorePreData(ctx, db.Target, dir, ropts); err != nil {
+			return res, err
+		}
+	}
+
+	copyTables, err := listCopyTables(ctx, snap, present)
+	if err != nil {
+		return res, err
+	}
+	jobs := max(o.Jobs, 1)
+	pieces := planPieces(copyTables, jobs, DefaultChunkBytes, minPieceBytes, serverMajor(src.PgConn()) >= 14)
+	hold := make([]string, len(present))
+	for i, t := range present {
+		hold[i] = pgx.Identifier{t.Schema, t.Name}.Sanitize()
+	}
+	progress := &progressTable{schema: o.CheckpointSchema, slot: addSlotName(o.Slot), snapshot: slot.SnapshotName}
+	if err := progress.ensure(ctx, dst); err != nil {
+		return res, err
+	}
+	c := &copier{src: db.Source, dst: db.Target, snapshot: slot.SnapshotName, hold: hold, progress: progress, log: log}
+	stats, err := c.run(ctx, pieces, jobs)
+	res.Rows, res.Bytes = stats.Rows, stats.Bytes
+	if err != nil {
+		return res, err
+	}
+	_ = snap.Rollback(ctx)
+	repl.Close(ctx)
+
+	if dump != nil {
+		if err := dump.restorePostData(ctx, db.Target, dir, ropts); err != nil {
+			return res, err
+		}
+		notices, err := dump.restoreACLs(ctx, db.Target, dir, ropts)
+		res.Notices = append(res.Notices, notices...)
+		if err != nil {
+			return res, err
+		}
+		if ropts.noOwner {
+			pending, err := restoreOwners(ctx, src, dst, o.CheckpointSchema)
+			for _, sql := range pending {
+				res.Notices = append(res.Notices, "owner not restored (the target role cannot become that role; an administrator can run): "+sql)
+			}
+			if err != nil {
+				return res, err
+			}
+		}
+	}
+	if _, err := SyncSequences(ctx, src, dst); err != nil {
+		return res, err
+	}
+	if err := pgx.BeginFunc(ctx, dst, func(tx pgx.Tx) error {
+		for _, t := range present {
+			if err := store.SetTable(ctx, tx, o.Slot, checkpoint.Table{Schema: t.Schema, Name: t.Name, State: checkpoint.TableCopied, CopyLSN: slot.ConsistentPoint}); err != nil {
+				return err
+			}
+		}
+		_, err := tx.Exec(ctx, `DELETE FROM `+progress.ident()+` WHERE slot_name = $1`, progress.slot)
+		return err
+	}); err != nil {
+		return res, err
+	}
+	res.Added = present
+	log.Info("tables added to the migration", "tables", len(present), "copy_lsn", slot.ConsistentPoint.String(), "rows", res.Rows)
+	return res, nil
+}
+
+// targetTable is what the target holds of a table being added.
+type targetTable int
+
+const (
+	targetEmpty   targetTable = iota // created beforehand, by the user or an earlier add
+	targetPartial                    // rows of an add that did not finish
+)
+
+// checkTargetTables finds the tables that already exist on the target. One
+// holding rows that no unfinished add put there is refused before anything
+// changes: the copy would have to delete them.
+func checkTargetTables(ctx context.Context, dst *pgx.Conn, tables []selection.Table, unfinished map[string]bool) (map[selection.Table]targetTable, error) {
+	out := map[selection.Table]targetTable{}
+	for _, t := range tables {
+		ident := pgx.Identifier{t.Schema, t.Name}.Sanitize()
+		var onTarget, hasRows bool
+		if err := dst.QueryRow(ctx, `SELECT to_regclass($1) IS NOT NULL`, ident).Scan(&onTarget); err != nil {
+			return nil, fmt.Errorf("look up %s on the target: %w", t.Qualified(), err)
+		}
+		if !onTarget {
+			continue
+		}
+		if err := dst.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM `+ident+`)`).Scan(&hasRows); err != nil {
+			return nil, fmt.Errorf("read %s on the target: %w", t.Qualified(), err)
+		}
+		switch {
+		case hasRows && !unfinished[t.Schema+"."+t.Name]:
+			return nil, fmt.Errorf("%w: %s already exists on the target and holds rows that no copy put there: empty or drop it on the target, or leave it out with --exclude-tables", ErrNotPublishable, t.Qualified())
+		case hasRows:
+			out[t] = targetPartial
+		default:
+			out[t] = targetEmpty
+		}
+	}
+	return out, nil
+}
+
+// addSlotName is the temporary slot an add creates beside the migration's.
+func addSlotName(slot string) string {
+	const suffix = "_add"
+	if len(slot) > 63-len(suffix) {
+		slot = slot[:63-len(suffix)]
+	}
+	return slot + suffix
+}
+
+// checkPublishable refuses tables the stream cannot carry, like init does.
+func checkPublishable(ctx context.Context, db plan.Database, tables []selection.Table) error {
+	est, err := EstimateDatabase(ctx, plan.Database{Name: db.Name, Source: db.Source, Target: db.Target, Tables: tables})
+	if err != nil {
+		return err
+	}
+	if len(est.Unlogged) > 0 {
+		return fmt.Errorf("%w: %s is unlogged, and logical decoding never sees its changes: run ALTER TABLE … SET LOGGED on the source, or leave it out with --exclude-tables",
+			ErrNotPublishable, joinTables(est.Unlogged))
+	}
+	if len(est.NoKey) > 0 {
+		return fmt.Errorf("%w: %s has no primary key or replica identity, and once published the source would reject UPDATE and DELETE on it: add a primary key (or ALTER TABLE … REPLICA IDENTITY FULL) on the source, or leave it out with --exclude-tables",
+			ErrNotPublishable, joinTables(est.NoKey))
+	}
+	return nil
+}
+
+func joinTables(ts []selection.Table) string {
+	names := make([]string, len(ts))
+	for i, t := range ts {
+		names[i] = t.Qualified()
+	}
+	return strings.Join(names, ", ")
+}
+
+// publish adds the tables the publication does not cover yet.
+func publish(ctx context.Context, src *pgx.Conn, publication string, tables []selection.Table) error {
+	var missing []string
+	for _, t := range tables {
+		var in bool
+		if err := src.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_publication_rel pr JOIN pg_publication p ON p.oid = pr.prpubid
+			WHERE p.pubname = $1 AND pr.prrelid = to_regclass($2))`, publication, pgx.Identifier{t.Schema, t.Name}.Sanitize()).Scan(&in); err != nil {
+			return fmt.Errorf("publication %s: %w", publication, err)
+		}
+		if !in {
+			missing = append(missing, pgx.Identifier{t.Schema, t.Name}.Sanitize())
+		}
+	}
+	if len(missing) == 0 {
+		return nil
+	}
+	if _, err := src.Exec(ctx, "ALTER PUBLICATION "+pgx.Identifier{publication}.Sanitize()+" ADD TABLE "+strings.Join(missing, ", ")); err != nil {
+		return fmt.Errorf("add %s to publication %s: %w", strings.Join(missing, ", "), publication, err)
+	}
+	return nil
+}
+
+// tableDumpArgs are the pg_dump arguments that dump exactly tables, with the
+// partitions of partitioned ones (pg_dump -t alone leaves them out).
+func tableDumpArgs(ctx context.Context, q querier, tables []selection.Table) ([]string, error) {
+	var args []string
+	for _, t := range tables {
+		rows, err := q.Query(ctx, `SELECT n.nspname, c.relname
+			FROM (SELECT $1::regclass AS relid UNION SELECT relid FROM pg_partition_tree($1::regclass)) p
+			JOIN pg_class c ON c.oid = p.relid JOIN pg_namespace n ON n.oid = c.relnamespace`, pgx.Identifier{t.Schema, t.Name}.Sanitize())
+		if err != nil {
+			return nil, fmt.Errorf("partitions of %s: %w", t.Qualified(), err)
+		}
+		for rows.Next() {
+			var s, n string
+			if err := rows.Scan(&s, &n); err != nil {
+				return nil, err
+			}
+			args = append(args, "--table="+dumpPattern(s)+"."+dumpPattern(n))
+		}
+		if err := rows.Err(); err != nil {
+			return nil, fmt.Errorf("partitions of %s: %w", t.Qualified(), err)
+		}
+	}
+	return args, nil
+}
+
+func schemasOf(tables []selection.Table) []string {
+	seen := map[string]bool{}
+	var out []string
+	for _, t := range tables {
+		if !seen[t.Schema] {
+			seen[t.Schema] = true
+			out = append(out, t.Schema)
+		}
+	}
+	return out
+}
