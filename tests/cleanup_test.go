@@ -22,7 +22,7 @@ func TestCleanup(t *testing.T) {
 			return src.QueryString(db, "SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1", slot) == "1"
 		},
 		"publication": func() bool {
-			return src.QueryString(db, "SELECT count(*) FROM pg_publication WHERE pubname = $1", stream.DefaultPublication) == "1"
+			return src.QueryString(db, "SELECT count(*) FROM pg_publication WHERE pubname = $1", stream.PublicationName(slot)) == "1"
 		},
 		"schema": func() bool {
 			return dst.QueryString(db, "SELECT count(*) FROM pg_namespace WHERE nspname = 'seren_replicator'") == "1"
@@ -61,7 +61,7 @@ func TestCleanup(t *testing.T) {
 		}
 		for _, want := range []string{
 			"source app: dropped replication slot " + slot,
-			"source app: dropped publication " + stream.DefaultPublication,
+			"source app: dropped publication " + stream.PublicationName(slot),
 			"target app: dropped checkpoint schema seren_replicator",
 		} {
 			if !strings.Contains(res.Stdout, want) {

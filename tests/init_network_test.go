@@ -84,7 +84,7 @@ func TestInitSurvivesNetworkResetsMidCopy(t *testing.T) {
 		assertSameRows(t, src, dst, "big", "big", []string{"t"})
 		t.Logf("%s reset mid-copy: first init %v", side.name, err)
 		dst.Exec("postgres", "DROP DATABASE big WITH (FORCE)")
-		src.Exec("big", "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots; DROP PUBLICATION IF EXISTS seren_replicator_pub")
+		src.Exec("big", "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots; DROP PUBLICATION IF EXISTS seren_big_pub")
 	}
 }
 

@@ -277,7 +277,7 @@ func TestInitCopiesOnlySelectedTables(t *testing.T) {
 		t.Errorf("target tables %q, want keep", got)
 	}
 	assertSameRows(t, src, dst, "sel", "sel", []string{"keep"})
-	if got := src.QueryString("sel", `SELECT string_agg(tablename, ',') FROM pg_publication_tables WHERE pubname = 'seren_replicator_pub'`); got != "keep" {
+	if got := src.QueryString("sel", `SELECT string_agg(tablename, ',') FROM pg_publication_tables WHERE pubname = 'seren_sel_pub'`); got != "keep" {
 		t.Errorf("publication covers %q, want keep", got)
 	}
 	if !strings.Contains(res.Stdout, "--exclude-tables sel.skip,sel.part") {

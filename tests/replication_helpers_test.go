@@ -35,7 +35,7 @@ func prepareStreaming(t *testing.T, src, dst *pgtest.Cluster, db, schema string,
 		parts := strings.SplitN(tbl, ".", 2)
 		sel = append(sel, selection.Table{Database: db, Schema: parts[0], Name: parts[1]})
 	}
-	if err := stream.EnsurePublication(ctx, sconn, stream.DefaultPublication, sel); err != nil {
+	if err := stream.EnsurePublication(ctx, sconn, stream.PublicationName(stream.DefaultSlotName(db)), sel); err != nil {
 		t.Fatal(err)
 	}
 	var lsnText string

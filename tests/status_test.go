@@ -96,7 +96,7 @@ func holdSlot(t *testing.T, src *pgtest.Cluster, db string, flush pglogrepl.LSN)
 	}
 	t.Cleanup(func() { conn.Close(context.Background()) })
 	err = pglogrepl.StartReplication(ctx, conn, stream.DefaultSlotName(db), flush, pglogrepl.StartReplicationOptions{
-		PluginArgs: []string{"proto_version '1'", "publication_names '" + stream.DefaultPublication + "'"},
+		PluginArgs: []string{"proto_version '1'", "publication_names '" + stream.PublicationName(stream.DefaultSlotName(db)) + "'"},
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -154,7 +154,7 @@ func TestStatusVerdicts(t *testing.T) {
 		{
 			name: "publication_missing",
 			setup: func(db string) {
-				src.Exec(db, "DROP PUBLICATION "+stream.DefaultPublication)
+				src.Exec(db, "DROP PUBLICATION "+stream.PublicationName(stream.DefaultSlotName(db)))
 			},
 			wantCode: 1, wantVerd: "broken", wantReason: "publication",
 		},

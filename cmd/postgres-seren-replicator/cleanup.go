@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"strings"
 	"time"
@@ -32,11 +33,15 @@ const forceWait = 10 * time.Second
 
 // cleanupState is what exists of one database's objects before cleanup.
 type cleanupState struct {
-	db             plan.Database
-	slot           string
-	slotExists     bool
-	slotActivePID  *int32
-	pubExists      bool
+	db            plan.Database
+	slot          string
+	slotExists    bool
+	slotActivePID *int32
+	publication   string
+	pubExists     bool
+	// pubSharedWith are other slots that may stream from the publication
+	// every migration shared before each slot had its own: it stays then.
+	pubSharedWith  []string
 	schemaExists   bool
 	checkpointName string
 }
@@ -106,8 +111,17 @@ func (c *CleanupCmd) inspect(ctx context.Context, db plan.Database) (cleanupStat
 	default:
 		s.slotExists = true
 	}
-	if err := src.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_publication WHERE pubname = $1)`, c.Publication).Scan(&s.pubExists); err != nil {
-		return s, fmt.Errorf("look up publication %s on %s: %w", c.Publication, db.Source, err)
+	if s.publication, err = c.findPublication(ctx, src, s.slot, slog.Default()); err != nil {
+		return s, fmt.Errorf("source %s: %w", db.Source, err)
+	}
+	if err := src.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_publication WHERE pubname = $1)`, s.publication).Scan(&s.pubExists); err != nil {
+		return s, fmt.Errorf("look up publication %s on %s: %w", s.publication, db.Source, err)
+	}
+	if s.pubExists && s.publication == stream.LegacyPublication {
+		if s.pubSharedWith, err = stream.LegacyPublicationUsers(ctx, src, s.slot); err != nil {
+			return s, fmt.Errorf("source %s: %w", db.Source, err)
+		}
+		s.pubExists = len(s.pubSharedWith) == 0
 	}
 	dst, err := db.Target.Connect(ctx)
 	if err != nil {
@@ -131,7 +145,7 @@ func (c *CleanupCmd) confirm(env *Env, states []cleanupState) error {
 			fmt.Fprintf(env.Stderr, "  on the source %s: replication slot %s\n", s.db.Source, s.slot)
 		}
 		if s.pubExists {
-			fmt.Fprintf(env.Stderr, "  on the source %s: publication %s\n", s.db.Source, c.Publication)
+			fmt.Fprintf(env.Stderr, "  on the source %s: publication %s\n", s.db.Source, s.publication)
 		}
 		if s.schemaExists {
 			fmt.Fprintf(env.Stderr, "  on the target %s: schema %s and the checkpoints in it\n", s.db.Target, s.checkpointName)
@@ -166,10 +180,15 @@ func (c *CleanupCmd) drop(ctx context.Context, env *Env, s cleanupState) error {
 		return fmt.Errorf("database %s: %w", name, err)
 	}
 	report(env, "source", name, "replication slot "+s.slot, dropped)
-	if dropped, err = stream.DropPublication(ctx, src, c.Publication); err != nil {
-		return fmt.Errorf("database %s: %w", name, err)
+	if len(s.pubSharedWith) > 0 {
+		fmt.Fprintf(env.Stdout, "source %s: kept publication %s: slot %s may still stream from it (migrations created before each slot had its own publication share it)\n",
+			name, s.publication, strings.Join(s.pubSharedWith, ", "))
+	} else {
+		if dropped, err = stream.DropPublication(ctx, src, s.publication); err != nil {
+			return fmt.Errorf("database %s: %w", name, err)
+		}
+		report(env, "source", name, "publication "+s.publication, dropped)
 	}
-	report(env, "source", name, "publication "+c.Publication, dropped)
 
 	dst, err := s.db.Target.Connect(ctx)
 	if err != nil {

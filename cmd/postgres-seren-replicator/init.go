@@ -23,7 +23,6 @@ import (
 	"github.com/serenorg/postgres-seren-replicator/internal/preflight"
 	"github.com/serenorg/postgres-seren-replicator/internal/selection"
 	"github.com/serenorg/postgres-seren-replicator/snapshot"
-	"github.com/serenorg/postgres-seren-replicator/stream"
 )
 
 // maxDefaultJobs caps the default --jobs: beyond it the source's disks,
@@ -65,8 +64,8 @@ func (c *InitCmd) Run(ctx context.Context, env *Env) error {
 	if c.Jobs == 0 {
 		c.Jobs = min(runtime.NumCPU(), maxDefaultJobs)
 	}
-	if c.CheckpointSchema == "" || c.Publication == "" {
-		return usageError("--checkpoint-schema and --publication must not be empty")
+	if c.CheckpointSchema == "" {
+		return usageError("--checkpoint-schema must not be empty")
 	}
 	p, err := c.ResolveInteractive(ctx, env, c.Interactive)
 	if err != nil {
@@ -121,7 +120,7 @@ func (c *InitCmd) Run(ctx context.Context, env *Env) error {
 		}
 		res, err := snapshot.InitDatabase(ctx, a.db, snapshot.Options{
 			Slot:             c.SlotFor(a.db.Name),
-			Publication:      c.Publication,
+			Publication:      c.PublicationFor(a.db.Name),
 			CheckpointSchema: c.CheckpointSchema,
 			Jobs:             c.Jobs,
 			ChunkBytes:       c.ChunkBytes,
@@ -420,7 +419,7 @@ func (c *InitCmd) syncCommand(withSelection bool) string {
 	if c.Slot != "" {
 		args = append(args, "--slot", initShellQuote(c.Slot))
 	}
-	if c.Publication != stream.DefaultPublication {
+	if c.Publication != "" {
 		args = append(args, "--publication", initShellQuote(c.Publication))
 	}
 	if c.CheckpointSchema != checkpoint.DefaultSchema {

@@ -19,6 +19,10 @@ type ValidateCmd struct {
 	JSON        bool `name:"json" env:"SEREN_JSON" help:"Print the checks as JSON."`
 	// IdentityFull checks the plan of init --replica-identity-full.
 	IdentityFull bool `name:"replica-identity-full" env:"SEREN_REPLICA_IDENTITY_FULL" help:"Check as for init --replica-identity-full: tables without a key are a warning, not a failure."`
+	// The names init will create, and whether it may drop a slot left
+	// from before: validate refuses what init would refuse.
+	Replication
+	DropExisting bool `name:"drop-existing" env:"SEREN_DROP_EXISTING" help:"Check as for init --drop-existing: a slot left by an earlier init is a warning (init drops it), not a failure."`
 }
 
 // validateReport is the --json output.
@@ -35,7 +39,14 @@ func (c *ValidateCmd) Run(ctx context.Context, env *Env) error {
 	if err != nil {
 		return err
 	}
-	checks, err := preflight.Run(ctx, p, preflight.Options{IdentityFull: c.IdentityFull})
+	if c.CheckpointSchema == "" {
+		return usageError("--checkpoint-schema must not be empty")
+	}
+	if err := c.Replication.Check(p); err != nil {
+		return err
+	}
+	checks, err := preflight.Run(ctx, p, preflight.Options{IdentityFull: c.IdentityFull, Slot: c.Slot, Publication: c.Publication,
+		CheckpointSchema: c.CheckpointSchema, DropExisting: c.DropExisting})
 	if err != nil {
 		return err
 	}

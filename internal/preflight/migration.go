@@ -5,11 +5,13 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/serenorg/postgres-seren-replicator/checkpoint"
 	"github.com/serenorg/postgres-seren-replicator/internal/conninfo"
 	"github.com/serenorg/postgres-seren-replicator/internal/plan"
+	"github.com/serenorg/postgres-seren-replicator/snapshot"
 	"github.com/serenorg/postgres-seren-replicator/stream"
 )
 
@@ -17,27 +19,19 @@ import (
 // migration still needs: init copies everything again from a new slot.
 const recopyFix = "copy the data again with init --drop-existing (same --source, --target and table selection), then run sync"
 
-// checkMigration checks the slot of a migration that init already set up,
-// which is when the target database holds a checkpoint for the slot: sync
-// can resume only if the slot still exists on the source, still has its WAL,
-// and has not confirmed past the checkpoint (the source would not send the
-// changes in between again). Without a checkpoint there is no migration
-// and no check.
-func checkMigration(ctx context.Context, d plan.Database, schema string) ([]Check, error) {
-	slotName := stream.DefaultSlotName(d.Name)
-	dst, err := d.Target.Connect(ctx)
-	if errors.Is(err, conninfo.ErrConfig) {
-		return nil, nil // no target database yet, or no access: the target database check says which
-	}
-	if err != nil {
-		return nil, err
-	}
-	defer dst.Close(context.WithoutCancel(ctx))
-	pos, err := checkpoint.Store{Schema: schema}.Load(ctx, dst, slotName)
+// checkMigration checks the slot of database d. When the target database
+// holds a checkpoint for it, init already set the migration up, and sync
+// can resume only if the slot still exists on the source, still has its
+// WAL, and has not confirmed past the checkpoint (the source would not
+// send the changes in between again). Otherwise init is still to run, and
+// it refuses a slot that exists (checkNewSlot).
+func checkMigration(ctx context.Context, d plan.Database, opts Options) ([]Check, error) {
+	slotName := opts.slotFor(d.Name)
+	st, err := snapshot.InspectTarget(ctx, d, opts.CheckpointSchema, slotName)
 	var pgErr *pgconn.PgError
 	switch {
-	case errors.Is(err, checkpoint.ErrNotFound):
-		return nil, nil
+	case errors.Is(err, conninfo.ErrConfig):
+		st = snapshot.TargetState{} // no access: the target database check says which
 	case errors.As(err, &pgErr) && pgErr.Code == "42501":
 		return nil, nil // the checkpoint schema check reports the missing privilege
 	case err != nil:
@@ -48,6 +42,18 @@ func checkMigration(ctx context.Context, d plan.Database, schema string) ([]Chec
 		return nil, err
 	}
 	defer src.Close(context.WithoutCancel(ctx))
+	if !st.Initialised {
+		return checkNewSlot(ctx, src, d, slotName, opts, !st.Unfinished.IsZero())
+	}
+	dst, err := d.Target.Connect(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer dst.Close(context.WithoutCancel(ctx))
+	pos, err := checkpoint.Store{Schema: opts.CheckpointSchema}.Load(ctx, dst, slotName)
+	if err != nil {
+		return nil, fmt.Errorf("target %s: %w", d.Target.Database(), err)
+	}
 	c := Check{Name: "replication slot", Database: d.Name, Status: Pass}
 	slot, err := stream.LookupSlot(ctx, src, slotName)
 	switch {
@@ -76,4 +82,47 @@ func checkMigration(ctx context.Context, d plan.Database, schema string) ([]Chec
 		c.Detail = fmt.Sprintf("slot %s exists and holds the WAL since the target checkpoint at %s; sync resumes there", slotName, pos.EndLSN)
 	}
 	return []Check{c}, nil
+}
+
+// checkNewSlot checks the names init will create for d, which has no
+// migration on its target yet: init refuses a slot that a sync is using,
+// and one that exists unless --drop-existing (or an unfinished init of the
+// same slot, which init starts over) lets it drop the slot. An existing
+// publication of that name is a warning: init would change its tables,
+// which breaks another migration streaming from it.
+func checkNewSlot(ctx context.Context, src *pgx.Conn, d plan.Database, slotName string, opts Options, unfinished bool) ([]Check, error) {
+	c := Check{Name: "replication slot", Database: d.Name, Status: Pass}
+	slot, err := stream.LookupSlot(ctx, src, slotName)
+	switch {
+	case errors.Is(err, stream.ErrSlotMissing):
+		c.Detail = fmt.Sprintf("slot %s does not exist yet; init creates it", slotName)
+	case err != nil:
+		return nil, fmt.Errorf("source %s: %w", d.Name, err)
+	case slot.Active:
+		c.Status = Fail
+		c.Detail = fmt.Sprintf("slot %s exists and is in use on the source (a sync, or another client, streams from it); init would refuse it", slotName)
+		c.Fix = "stop what uses it, or choose another --slot for this migration"
+	case opts.DropExisting || unfinished:
+		c.Status = Warn
+		c.Detail = fmt.Sprintf("slot %s exists on the source but the target holds no migration for it; init drops it and creates it again", slotName)
+	default:
+		c.Status = Fail
+		c.Detail = fmt.Sprintf("slot %s already exists on the source but the target holds no migration for it; init would refuse it", slotName)
+		c.Fix = "choose another --slot, run cleanup with this --slot if it is left from an abandoned migration, or pass --drop-existing to init (and validate) to drop it"
+	}
+	checks := []Check{c}
+	pub := opts.Publication
+	if pub == "" {
+		pub = stream.PublicationName(slotName)
+	}
+	var exists bool
+	if err := src.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_publication WHERE pubname = $1)`, pub).Scan(&exists); err != nil {
+		return nil, fmt.Errorf("source %s: look up publication %s: %w", d.Name, pub, err)
+	}
+	if exists {
+		checks = append(checks, Check{Name: "publication", Database: d.Name, Status: Warn,
+			Detail: fmt.Sprintf("publication %s already exists on the source; init sets its tables to this selection, which breaks any other migration streaming from it", pub),
+			Fix:    "if another migration uses it, choose another --publication (or leave --publication out: each slot then gets its own)"})
+	}
+	return checks, nil
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/serenorg/postgres-seren-replicator/checkpoint"
 	"github.com/serenorg/postgres-seren-replicator/internal/conninfo"
 	"github.com/serenorg/postgres-seren-replicator/internal/plan"
+	"github.com/serenorg/postgres-seren-replicator/stream"
 )
 
 // Status is the outcome of one check.
@@ -62,6 +63,23 @@ type Options struct {
 	// IdentityFull says init will set REPLICA IDENTITY FULL on tables
 	// without a key (init --replica-identity-full) instead of refusing them.
 	IdentityFull bool
+	// Slot is the replication slot of the (only) database, as init --slot;
+	// empty means stream.DefaultSlotName of each database.
+	Slot string
+	// Publication is the source publication, as init --publication; empty
+	// means the one named from the slot (stream.FindPublication).
+	Publication string
+	// DropExisting checks as for init --drop-existing, which drops a slot
+	// left by an earlier init instead of refusing it.
+	DropExisting bool
+}
+
+// slotFor is the slot of database db.
+func (o Options) slotFor(db string) string {
+	if o.Slot != "" {
+		return o.Slot
+	}
+	return stream.DefaultSlotName(db)
 }
 
 // ErrSameDatabase means the source and the target are one database on one
@@ -126,7 +144,7 @@ func Run(ctx context.Context, p plan.Plan, opts Options) ([]Check, error) {
 		checks = append(checks, c...)
 		return err
 	}
-	src1 := &sourceServer{conn: src, info: srcInfo, plan: p}
+	src1 := &sourceServer{conn: src, info: srcInfo, plan: p, slotFor: opts.slotFor}
 	steps := []func() ([]Check, error){
 		func() ([]Check, error) { return src1.walLevel(ctx) },
 		func() ([]Check, error) { return src1.capacity(ctx) },
@@ -151,7 +169,7 @@ func Run(ctx context.Context, p plan.Plan, opts Options) ([]Check, error) {
 		if err := add(tgt.database(ctx, d)); err != nil {
 			return nil, err
 		}
-		if err := add(checkMigration(ctx, d, opts.CheckpointSchema)); err != nil {
+		if err := add(checkMigration(ctx, d, opts)); err != nil {
 			return nil, err
 		}
 	}

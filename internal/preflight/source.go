@@ -19,6 +19,8 @@ type sourceServer struct {
 	conn *pgx.Conn
 	info server
 	plan plan.Plan
+	// slotFor names each database's slot.
+	slotFor func(db string) string
 	// freeSenders is set by capacity; replicationRole skips its test
 	// connection when no WAL sender is free.
 	freeSenders int
@@ -42,7 +44,7 @@ func (s *sourceServer) walLevel(ctx context.Context) ([]Check, error) {
 func (s *sourceServer) ownSlots() []string {
 	names := make([]string, len(s.plan.Databases))
 	for i, d := range s.plan.Databases {
-		names[i] = stream.DefaultSlotName(d.Name)
+		names[i] = s.slotFor(d.Name)
 	}
 	return names
 }
@@ -286,10 +288,16 @@ func checkSourceDatabase(ctx context.Context, d plan.Database, opts Options) ([]
 	if err != nil {
 		return nil, fmt.Errorf("source %s: read tables: %w", d.Name, err)
 	}
+	publication := opts.Publication
+	if publication == "" {
+		if publication, _, err = stream.FindPublication(ctx, conn, opts.slotFor(d.Name)); err != nil {
+			return nil, fmt.Errorf("source %s: %w", d.Name, err)
+		}
+	}
 	var user string
 	var createOnDB, ownPub bool
 	err = conn.QueryRow(ctx, `SELECT current_user, has_database_privilege(current_database(), 'CREATE'),
-		EXISTS (SELECT 1 FROM pg_publication WHERE pubname = $1 AND pg_has_role(pubowner, 'USAGE'))`, stream.DefaultPublication).
+		EXISTS (SELECT 1 FROM pg_publication WHERE pubname = $1 AND pg_has_role(pubowner, 'USAGE'))`, publication).
 		Scan(&user, &createOnDB, &ownPub)
 	if err != nil {
 		return nil, fmt.Errorf("source %s: read privileges: %w", d.Name, err)
