@@ -186,3 +186,58 @@ func refusePlaintext(t *testing.T, c *pgtest.Cluster, role string) {
 	}
 	c.Exec("postgres", "SELECT pg_reload_conf()")
 }
+
+// TestTLSRequiredByTheClientOnly asks for TLS (sslmode=require) from a server
+// that has none: a configuration error, exit 2, in one line that says the
+// server has no TLS and what to change, for every command that connects;
+// also when an earlier address of the connection string refused the
+// connection (the server that answered is the cause, not the one that did
+// not). A refused connection alone stays a runtime error, exit 3, named once
+// with every address tried.
+func TestTLSRequiredByTheClientOnly(t *testing.T) {
+	srv := pgtest.Start(t, pgtest.Options{})
+	closed := closedPort(t)
+	noTLS := fmt.Sprintf("postgres://postgres@127.0.0.1:%d/postgres?sslmode=require", srv.Port)
+	fallback := fmt.Sprintf("host=127.0.0.1,127.0.0.1 port=%d,%d user=postgres dbname=postgres sslmode=require", closed, srv.Port)
+	target := srv.URL("postgres", "", "postgres")
+	for _, c := range []struct {
+		name, source string
+		args         []string
+	}{
+		{"validate", noTLS, []string{"validate"}},
+		{"init", noTLS, []string{"init", "--yes"}},
+		{"sync", noTLS, []string{"sync", "--catch-up"}},
+		{"status", noTLS, []string{"status"}},
+		{"verify", noTLS, []string{"verify"}},
+		{"validate, first address refused", fallback, []string{"validate"}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			res := runCLI(t, nil, append(c.args, "--source", c.source, "--target", target)...)
+			if res.Code != 2 {
+				t.Errorf("exit code = %d, want 2\nstdout:\n%s\nstderr:\n%s", res.Code, res.Stdout, res.Stderr)
+			}
+			line := errorLine(t, res)
+			for _, want := range []string{"connect to source", "does not accept TLS", "sslmode=prefer"} {
+				if !strings.Contains(line, want) {
+					t.Errorf("error lacks %q: %s", want, line)
+				}
+			}
+			if strings.Contains(line, "connection refused") {
+				t.Errorf("error names the address that did not answer instead of the server that did: %s", line)
+			}
+		})
+	}
+	t.Run("refused at two addresses", func(t *testing.T) {
+		other := closedPort(t)
+		source := fmt.Sprintf("host=127.0.0.1,127.0.0.1 port=%d,%d user=postgres dbname=postgres", closed, other)
+		res := runCLI(t, nil, "validate", "--source", source, "--target", target)
+		if res.Code != 3 {
+			t.Errorf("exit code = %d, want 3\nstdout:\n%s\nstderr:\n%s", res.Code, res.Stdout, res.Stderr)
+		}
+		line := errorLine(t, res)
+		want := fmt.Sprintf("connection refused at 127.0.0.1:%d, 127.0.0.1:%d", closed, other)
+		if !strings.HasSuffix(line, want) || strings.Count(line, "refused") != 1 {
+			t.Errorf("error = %s, want it to end %q, saying refused once", line, want)
+		}
+	})
+}

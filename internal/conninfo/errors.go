@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"slices"
 	"strings"
 
@@ -29,9 +30,7 @@ func connectError(c *Conn, err error) error {
 	}
 	cause := connectCause(err)
 	msg := Redact(cause)
-	// pgconn has no type for a server that answers "no TLS" to sslmode
-	// require or verify-*; only its text tells it apart.
-	if isConfigError(err) || strings.HasSuffix(cause, "server refused TLS connection") {
+	if isConfigError(err) || cause == noTLS {
 		return &configError{msg: what + ": " + msg}
 	}
 	return &redactedError{msg: what + ": " + msg, err: err}
@@ -55,10 +54,13 @@ func isConfigError(err error) bool {
 // pgconn tries each address of each host, with sslmode prefer or allow twice
 // (with and without TLS), and joins every failure: the first of the pair
 // ("server refused TLS connection" against a server without TLS) hides the
-// real cause. When a server answered (an error from PostgreSQL, or a
-// certificate that does not verify), its last answer is the cause; the
-// addresses that did not answer are noise beside it. Otherwise the last
-// failure of each address is.
+// real cause. When a server answered (an error from PostgreSQL, a
+// certificate that does not verify, or "no TLS" to a connection that
+// requires it), its last answer is the cause; the addresses that did not
+// answer are noise beside it. Otherwise the causes are named once each,
+// with the addresses that failed that way ("connection refused at
+// 127.0.0.1:5432, [::1]:5432"), so localhost resolving to two addresses
+// does not say the same thing twice.
 func connectCause(err error) string {
 	var connErr *pgconn.ConnectError
 	if !errors.As(err, &connErr) {
@@ -80,37 +82,58 @@ func connectCause(err error) string {
 		if cert := certificateError(attempts[i]); cert != nil {
 			return "the server's certificate does not verify: " + oneLine(cert.Error())
 		}
+		if refusedTLS(attempts[i]) {
+			return noTLS
+		}
 	}
 	var causes []string
-	byAddress := map[string]int{}
+	where := map[string][]string{}
 	for _, a := range attempts {
 		address, text := splitAttempt(a)
-		if i, seen := byAddress[address]; seen {
-			causes[i] = text
-			continue
+		if !slices.Contains(causes, text) {
+			causes = append(causes, text)
 		}
-		byAddress[address] = len(causes)
-		causes = append(causes, text)
-	}
-	var distinct []string
-	for _, c := range causes {
-		if !slices.Contains(distinct, c) {
-			distinct = append(distinct, c)
+		if address != "" && !slices.Contains(where[text], address) {
+			where[text] = append(where[text], address)
 		}
 	}
-	return strings.Join(distinct, "; ")
+	for i, c := range causes {
+		if len(where[c]) > 0 {
+			causes[i] = c + " at " + strings.Join(where[c], ", ")
+		}
+	}
+	return strings.Join(causes, "; ")
 }
 
-// splitAttempt splits one of pgconn's per-address failures, "address
-// (host): what failed: why", into the address and the rest.
+// noTLS is the cause given when a server answers that it has no TLS to a
+// connection whose sslmode requires TLS.
+const noTLS = "the server does not accept TLS connections, and sslmode (require, verify-ca or verify-full) needs one: enable ssl on the server, or use sslmode=prefer"
+
+// refusedTLS reports whether attempt failed because the server answered
+// that it has no TLS. pgconn has no type for it; only its text tells.
+func refusedTLS(attempt error) bool {
+	return strings.HasSuffix(attempt.Error(), "server refused TLS connection")
+}
+
+// splitAttempt reduces one of pgconn's per-address failures to the address
+// it tried and why it failed: "dial error: dial tcp 127.0.0.1:5432:
+// connect: connection refused" becomes ("127.0.0.1:5432", "connection
+// refused"). Failures that are not a network error keep their text and no
+// address.
 func splitAttempt(err error) (address, text string) {
-	full := oneLine(err.Error())
-	inner := errors.Unwrap(err)
-	if inner == nil {
-		return "", full
+	var opErr *net.OpError
+	if errors.As(err, &opErr) && opErr.Err != nil {
+		text = oneLine(opErr.Err.Error())
+		var sysErr *os.SyscallError
+		if errors.As(opErr.Err, &sysErr) && sysErr.Err != nil {
+			text = oneLine(sysErr.Err.Error())
+		}
+		if opErr.Addr != nil {
+			address = opErr.Addr.String()
+		}
+		return address, text
 	}
-	text = oneLine(inner.Error())
-	return strings.TrimSuffix(full, ": "+text), text
+	return "", oneLine(err.Error())
 }
 
 // certificateError returns the reason a server certificate was rejected, or
