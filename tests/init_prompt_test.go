@@ -2,6 +2,7 @@ package tests
 
 import (
 	"context"
+	"errors"
 	"os/exec"
 	"strings"
 	"testing"
@@ -37,9 +38,10 @@ func TestInitAsksOnATerminal(t *testing.T) {
 	args := []string{"init", "--source", src.DSN("a"), "--target", dst.DSN("a")}
 
 	out, err := runOnTerminal(t, "n\n", args...)
-	if err == nil || !strings.Contains(out, "Proceed with replication? [y/N]") || !strings.Contains(out, "not confirmed") {
-		t.Fatalf("answer n: err %v, output:\n%s", err, out)
+	if !strings.Contains(out, "Proceed with replication? [y/N]") || !strings.Contains(out, "cancelled; nothing was changed") || strings.Contains(out, "error:") {
+		t.Fatalf("answer n: want a plain notice that nothing changed, output:\n%s", out)
 	}
+	assertExitCode(t, err, 1)
 	if n := src.QueryString("a", `SELECT count(*) FROM pg_replication_slots`); n != "0" {
 		t.Fatalf("declined init created %s slots", n)
 	}
@@ -53,4 +55,23 @@ func TestInitAsksOnATerminal(t *testing.T) {
 		}
 	}
 	assertSameRows(t, src, dst, "a", "a", []string{"t"})
+
+	// cleanup asks too; no drops nothing, says so plainly and exits 1.
+	out, err = runOnTerminal(t, "n\n", "cleanup", "--source", src.DSN("a"), "--target", dst.DSN("a"))
+	if !strings.Contains(out, "Continue? [y/N]") || !strings.Contains(out, "cancelled; nothing was changed") || strings.Contains(out, "error:") {
+		t.Fatalf("cleanup, answer n: want a plain notice that nothing changed, output:\n%s", out)
+	}
+	assertExitCode(t, err, 1)
+	if n := src.QueryString("a", `SELECT count(*) FROM pg_replication_slots`); n != "1" {
+		t.Fatalf("declined cleanup left %s slots, want 1", n)
+	}
+}
+
+// assertExitCode fails unless err is an exit with code want.
+func assertExitCode(t *testing.T, err error, want int) {
+	t.Helper()
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.ExitCode() != want {
+		t.Errorf("exit: %v, want exit code %d", err, want)
+	}
 }

@@ -311,7 +311,7 @@ func summary(t TableReport) string {
 	}
 	s := "row multiset differs"
 	if len(t.Key) > 0 {
-		s = fmt.Sprintf("%d rows in %d ranges", t.DifferingRows, len(t.Ranges))
+		s = fmt.Sprintf("%d %s in %d %s", t.DifferingRows, plural(int(t.DifferingRows), "row"), len(t.Ranges), plural(len(t.Ranges), "range"))
 		if !t.Complete {
 			s = "at least " + s + " (limit reached)"
 		}
@@ -395,4 +395,12 @@ func quoteIdent(s string) string {
 		return s
 	}
 	return `"` + strings.ReplaceAll(s, `"`, `""`) + `"`
+}
+
+// plural is word in the plural unless n is 1.
+func plural(n int, word string) string {
+	if n == 1 {
+		return word
+	}
+	return word + "s"
 }

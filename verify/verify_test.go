@@ -72,12 +72,12 @@ func TestFinishUnconfirmed(t *testing.T) {
 		text   string
 	}{
 		{"no differences", nil, false, false, "-"},
-		{"one row confirmed", []RangeDiff{{Unconfirmed: true, Complete: true, Rows: []RowDiff{row(true), row(false)}}}, false, false, "2 rows in 1 ranges"},
-		{"range confirmed, rows not", []RangeDiff{{Complete: true, Rows: []RowDiff{row(true)}}}, false, false, "1 rows in 1 ranges"},
+		{"one row confirmed", []RangeDiff{{Unconfirmed: true, Complete: true, Rows: []RowDiff{row(true), row(false)}}}, false, false, "2 rows in 1 range"},
+		{"range confirmed, rows not", []RangeDiff{{Complete: true, Rows: []RowDiff{row(true)}}}, false, false, "1 row in 1 range"},
 		{"nothing confirmed", []RangeDiff{{Unconfirmed: true, Complete: true, Rows: []RowDiff{row(true)}}, {Unconfirmed: true}}, false, true,
-			"at least 1 rows in 2 ranges (limit reached), unconfirmed (seen while sync applied changes)"},
+			"at least 1 row in 2 ranges (limit reached), unconfirmed (seen while sync applied changes)"},
 		{"sync applied during a direct comparison", []RangeDiff{{Complete: true, Rows: []RowDiff{row(false)}}}, true, true,
-			"1 rows in 1 ranges, unconfirmed (seen while sync applied changes)"},
+			"1 row in 1 range, unconfirmed (seen while sync applied changes)"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

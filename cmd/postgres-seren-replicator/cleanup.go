@@ -157,7 +157,7 @@ func (c *CleanupCmd) confirm(env *Env, states []cleanupState) error {
 	case "y", "yes":
 		return nil
 	}
-	return fmt.Errorf("%w: cancelled; nothing was dropped", ErrCheckFailed)
+	return ErrCancelled
 }
 
 // drop removes one database's objects, reporting each as dropped or
@@ -211,13 +211,13 @@ func (c *CleanupCmd) drop(ctx context.Context, env *Env, s cleanupState) error {
 			return fmt.Errorf("database %s: restore the target tables: %w", name, err)
 		}
 		for _, what := range restored {
-			fmt.Fprintf(env.Stdout, "target %s: restored %s\n", name, what)
+			fmt.Fprintf(env.Stdout, "target %s: restored %s\n", s.db.Target.Database(), what)
 		}
 		if err := (checkpoint.Store{Schema: s.checkpointName}).DropSchema(ctx, dst); err != nil {
 			return fmt.Errorf("database %s: %w", name, err)
 		}
 	}
-	report(env, "target", name, "checkpoint schema "+s.checkpointName, exists)
+	report(env, "target", s.db.Target.Database(), "checkpoint schema "+s.checkpointName, exists)
 	return nil
 }
 

@@ -195,7 +195,7 @@ func (c *CutoverCmd) confirm(env *Env, p plan.Plan) error {
 	case "y", "yes":
 		return nil
 	}
-	return fmt.Errorf("%w: cancelled; nothing was changed", ErrCheckFailed)
+	return ErrCancelled
 }
 
 // preflight refuses a migration that cannot be cut over, before anything

@@ -23,21 +23,38 @@ const (
 	// change: a diverged target, a schema change on the source, a lost slot,
 	// a stream it cannot decode.
 	ExitNeedsAction = 4
+	// ExitInterrupted means the user pressed Ctrl-C at a prompt (the
+	// --interactive lists, init's confirmation) before anything was
+	// created: 128 + SIGINT, what a shell reports for a command ended by
+	// Ctrl-C.
+	ExitInterrupted = 130
 )
 
 // ErrCheckFailed reports that a command ran to the end and found a problem
 // (a failed validation check, a data mismatch, an unhealthy status).
 var ErrCheckFailed = errors.New("check failed")
 
+// ErrCancelled reports that the user answered no at a confirmation prompt:
+// nothing was changed. It exits with ExitFailed and is printed as a plain
+// notice, not as an error.
+var ErrCancelled = errors.New("cancelled; nothing was changed")
+
 // ErrUsage marks an error in the command line or its values.
 var ErrUsage = errors.New("usage")
+
+// ErrInterrupted reports that the user pressed Ctrl-C at a prompt, before
+// anything was created. It exits with ExitInterrupted and is printed as a
+// plain notice, not as an error.
+var ErrInterrupted = errors.New("interrupted; nothing was created")
 
 // ExitCode maps an error to the process exit code.
 func ExitCode(err error) int {
 	switch {
 	case err == nil:
 		return ExitOK
-	case errors.Is(err, ErrCheckFailed):
+	case errors.Is(err, ErrInterrupted):
+		return ExitInterrupted
+	case errors.Is(err, ErrCheckFailed), errors.Is(err, ErrCancelled):
 		return ExitFailed
 	case errors.Is(err, ErrUsage), errors.Is(err, conninfo.ErrConfig), errors.Is(err, selection.ErrInvalid):
 		return ExitUsage

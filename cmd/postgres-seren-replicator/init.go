@@ -187,7 +187,7 @@ func (c *InitCmd) inspect(ctx context.Context, p plan.Plan) ([]initTarget, error
 		case !a.state.Unfinished.IsZero() && !c.DropExisting:
 			a.reset, a.note = true, fmt.Sprintf("start over (unfinished init from %s)", a.state.Unfinished.Local().Format(time.DateTime))
 		case !a.state.Empty() && !c.DropExisting:
-			return nil, usageError("target database %s is not empty (%d tables, views, sequences or large objects): pass --drop-existing to drop and recreate it", target, a.state.UserObjects)
+			return nil, usageError("target database %s is not empty (it holds %d of: tables, views, sequences, large objects): pass --drop-existing to drop and recreate it", target, a.state.UserObjects)
 		case !a.state.Empty() || a.state.Initialised || !a.state.Unfinished.IsZero():
 			a.reset, a.recreate, a.note = true, p.Multi, "DROP and recreate"
 			if !p.Multi {
@@ -311,7 +311,25 @@ func (c *InitCmd) confirm(env *Env, actions []initTarget) error {
 	case "y", "yes":
 		return nil
 	}
-	return usageError("not confirmed: nothing was done")
+	return ErrCancelled
+}
+
+// readLine reads one line from in, or returns ErrInterrupted when ctx ends
+// first: Ctrl-C on a terminal in line mode is a SIGINT, which ends ctx,
+// while the read would wait for a line that never comes. The reading
+// goroutine is left blocked; the process exits soon after.
+func readLine(ctx context.Context, in io.Reader) (string, error) {
+	line := make(chan string, 1)
+	go func() {
+		s, _ := bufio.NewReader(in).ReadString('\n')
+		line <- s
+	}()
+	select {
+	case s := <-line:
+		return s, nil
+	case <-ctx.Done():
+		return "", ErrInterrupted
+	}
 }
 
 // targetCapabilities reads what the target role may do, from the first
@@ -393,7 +411,8 @@ func printInitSummary(w io.Writer, results []snapshot.Result, roles, total time.
 				detail = fmt.Sprintf("%s at %s", r.Slot, r.ConsistentPoint)
 			case "data":
 				rate := float64(r.Bytes) / max(s.Duration.Seconds(), 0.001)
-				detail = fmt.Sprintf("%d tables (%d pieces), %d rows, %s, %s/s", r.Tables, r.Pieces, r.Rows, snapshot.FormatBytes(r.Bytes), snapshot.FormatBytes(int64(rate)))
+				detail = fmt.Sprintf("%d %s (%d %s), %d %s, %s, %s/s", r.Tables, plural(r.Tables, "table"), r.Pieces, plural(r.Pieces, "piece"),
+					r.Rows, plural(int(r.Rows), "row"), snapshot.FormatBytes(r.Bytes), snapshot.FormatBytes(int64(rate)))
 			case "large objects":
 				detail = fmt.Sprint(r.LargeObjects)
 			case "materialized views":
@@ -404,7 +423,7 @@ func printInitSummary(w io.Writer, results []snapshot.Result, roles, total time.
 			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", r.Database, s.Name, initRound(s.Duration), detail)
 		}
 		if len(r.Notices) > 0 {
-			fmt.Fprintf(tw, "%s\tskipped\t\t%d items (see the log)\n", r.Database, len(r.Notices))
+			fmt.Fprintf(tw, "%s\tskipped\t\t%d %s (see the log)\n", r.Database, len(r.Notices), plural(len(r.Notices), "item"))
 		}
 	}
 	fmt.Fprintf(tw, "total\t\t%s\t\n", initRound(total))

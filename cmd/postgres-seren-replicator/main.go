@@ -5,6 +5,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -38,7 +39,8 @@ const description = `Zero-downtime PostgreSQL migration by logical replication, 
 
 Exit codes:
   0  success
-  1  a check or verification failed (validate, verify, status, cutover)
+  1  a check or verification failed (validate, verify, status, cutover), or
+     a confirmation prompt was answered no (nothing was changed)
   2  usage or configuration error (bad flag, connection string, filter, login)
   3  runtime failure (lost connection, failed copy or apply): running again may succeed
   4  sync stopped on a state only a person can change (diverged target, schema
@@ -105,6 +107,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	warnPasswordsInArgs(kctx, env.Log)
 	if err := kctx.Run(env); err != nil {
 		code := ExitCode(err)
+		if errors.Is(err, ErrCancelled) {
+			fmt.Fprintln(stderr, ErrCancelled)
+			return code
+		}
 		fmt.Fprintf(stderr, "error: %s\n", redactError(err))
 		return code
 	}

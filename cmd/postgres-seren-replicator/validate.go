@@ -114,8 +114,16 @@ func oneLine(s string) string {
 }
 
 func plural(n int, word string) string {
-	if n == 1 {
+	switch {
+	case n == 1:
 		return word
+	case strings.HasSuffix(word, "ch"), strings.HasSuffix(word, "s"), strings.HasSuffix(word, "x"):
+		return word + "es"
 	}
 	return word + "s"
+}
+
+// counted is n followed by word in the right number: "1 batch", "2 batches".
+func counted(n int, word string) string {
+	return fmt.Sprintf("%d %s", n, plural(n, word))
 }

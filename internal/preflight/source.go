@@ -305,7 +305,7 @@ func checkSourceDatabase(ctx context.Context, d plan.Database, opts Options) ([]
 	role := ident(user)
 
 	sel := Check{Name: "source table privileges", Database: d.Name, Status: Pass,
-		Detail: fmt.Sprintf("%s may read all %d selected tables", user, len(tables))}
+		Detail: readableTables(user, len(tables))}
 	var noSelect, grants, notOwned, owns []string
 	for _, t := range tables {
 		if !t.exists {
@@ -405,7 +405,7 @@ func checkReplicaIdentity(ctx context.Context, conn *pgx.Conn, d plan.Database, 
 		u.Fix = fmt.Sprintf("ALTER TABLE … SET LOGGED on the source, or leave them out with --exclude-tables %s", strings.Join(unlogged, ","))
 	}
 	if len(bad) == 0 {
-		c.Detail = fmt.Sprintf("all %d tables have a primary key, an identity index or REPLICA IDENTITY FULL", n)
+		c.Detail = keyedTables(n)
 		return []Check{c, u}, nil
 	}
 	if identityFull {
@@ -418,4 +418,27 @@ func checkReplicaIdentity(ctx context.Context, conn *pgx.Conn, d plan.Database, 
 	c.Fix = fmt.Sprintf("add a primary key; or %s (init does this with --replica-identity-full); or leave them out with --exclude-tables %s",
 		strings.Join(fixes, " "), strings.Join(excludes, ","))
 	return []Check{c, u}, nil
+}
+
+// readableTables says that user may read all n selected tables.
+func readableTables(user string, n int) string {
+	switch n {
+	case 0:
+		return "no table is selected"
+	case 1:
+		return user + " may read the 1 selected table"
+	}
+	return fmt.Sprintf("%s may read all %d selected tables", user, n)
+}
+
+// keyedTables says that all n tables have a usable replica identity.
+func keyedTables(n int) string {
+	const has = "a primary key, an identity index or REPLICA IDENTITY FULL"
+	switch n {
+	case 0:
+		return "no table is selected"
+	case 1:
+		return "the 1 table has " + has
+	}
+	return fmt.Sprintf("all %d tables have %s", n, has)
 }
