@@ -4,11 +4,32 @@
 
 GO      ?= go
 PG_BINDIR ?= /usr/lib/postgresql/15/bin
-BIN     := bin/postgres-seren-replicator
-VERSION := $(shell git describe --always --dirty 2>/dev/null || echo dev)
+BIN     ?= bin/postgres-seren-replicator
 export PG_BINDIR
 
-.PHONY: all build deps test test-long test-versions soak lint demo bench fuzz clean
+# The version stamped into the binary (semantic versioning): the tag at HEAD
+# without its "v" (v1.2.3 -> 1.2.3); otherwise a pre-release of the next
+# version, the first "## [X.Y.Z]" heading of CHANGELOG.md, such as
+# 0.1.0-dev.gabc1234 (".dirty" when tracked files changed).
+GIT_COMMIT := $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
+GIT_SHORT  := $(shell git rev-parse --short=7 HEAD 2>/dev/null || echo unknown)
+GIT_TAG    := $(shell git describe --tags --exact-match --match 'v[0-9]*' 2>/dev/null)
+GIT_DIRTY  := $(shell git status --porcelain --untracked-files=no 2>/dev/null | grep -q . && echo .dirty)
+NEXT_VERSION := $(shell sed -n 's/^\#\# \[\([0-9][0-9.]*\)\].*/\1/p' CHANGELOG.md 2>/dev/null | head -1)
+VERSION    ?= $(if $(GIT_TAG),$(patsubst v%,%,$(GIT_TAG))$(if $(GIT_DIRTY),-dirty),$(or $(NEXT_VERSION),0.0.0)-dev.g$(GIT_SHORT)$(GIT_DIRTY))
+BUILD_DATE ?= $(shell date -u +%Y-%m-%dT%H:%M:%SZ)
+LDFLAGS    := -X main.version=$(VERSION) -X main.commit=$(GIT_COMMIT) -X main.date=$(BUILD_DATE)
+export VERSION
+
+# Release tooling lives in its own module (tools/release) so that its many
+# dependencies stay out of the product's go.mod; it is built once into .cache.
+GORELEASER := .cache/tools/goreleaser
+# Container builder for make image: the first of these found.
+CONTAINER_BUILDER ?= $(shell for b in docker podman buildah; do command -v $$b >/dev/null 2>&1 && { echo $$b; break; }; done)
+IMAGE      ?= postgres-seren-replicator
+PG_MAJOR   ?= 17
+
+.PHONY: all build deps test test-long test-versions soak lint demo bench fuzz clean release test-release image test-manifests version
 
 all: build
 
@@ -21,12 +42,55 @@ deps:
 	fi
 	@$(GO) mod download
 
+# build: a static binary (no cgo, so it runs on any Linux without a
+# matching libc) with the version stamped in.
 build: deps
-	$(GO) build -ldflags "-X main.version=$(VERSION)" -o $(BIN) ./cmd/postgres-seren-replicator
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/postgres-seren-replicator
 
-# test: unit and integration tests against throwaway clusters, with -race.
+version:
+	@echo $(VERSION)
+
+# test: unit and integration tests against throwaway clusters, with -race;
+# then the Kubernetes manifests (their own module, see test-manifests).
 test: deps
 	$(GO) test -race -count=1 -timeout 30m ./...
+	$(MAKE) --no-print-directory test-manifests
+
+# test-manifests: deploy/kubernetes parsed strictly with the Kubernetes API
+# types, and every flag and variable they use checked against the binary.
+# Its own module (tools/k8s), to keep k8s.io out of the product's go.mod.
+test-manifests:
+	cd tools/k8s && $(GO) test -count=1 ./...
+
+# release: static binaries for linux and darwin on amd64 and arm64, as
+# tar.gz archives (binary, LICENSE, README, CHANGELOG, deploy/) with a
+# SHA-256 checksums file, in dist/. Offline: goreleaser in snapshot mode
+# builds and packages, publishes nothing.
+release: $(GORELEASER)
+	$(GORELEASER) release --snapshot --clean
+
+$(GORELEASER): tools/release/go.mod tools/release/go.sum
+	cd tools/release && $(GO) build -o $(CURDIR)/$(GORELEASER) github.com/goreleaser/goreleaser/v2
+
+# test-release: make release, then checks of what it produced (archives,
+# checksums, static binaries that print this version, deploy/README.md
+# followed from the linux archive).
+test-release: release
+	SEREN_RELEASE_DIST=$(CURDIR)/dist $(GO) test -count=1 -timeout 20m -run 'TestRelease|TestDeployReadme' ./tests/
+
+# image: the container image (see Dockerfile): IMAGE:VERSION (binary only)
+# and IMAGE:VERSION-pgPG_MAJOR (with pg_dump/pg_restore, for init).
+image:
+	@if [ -z "$(CONTAINER_BUILDER)" ]; then \
+		echo "make image: no container builder found (docker, podman or buildah); install one, or set CONTAINER_BUILDER" >&2; exit 1; fi
+	@if [ "$(CONTAINER_BUILDER)" = docker ] && ! docker info >/dev/null 2>&1; then \
+		echo "make image: docker is installed but its daemon does not answer (docker info failed); start it, or use podman/buildah via CONTAINER_BUILDER" >&2; exit 1; fi
+	$(if $(filter buildah,$(notdir $(CONTAINER_BUILDER))),$(CONTAINER_BUILDER) bud,$(CONTAINER_BUILDER) build) --target minimal \
+		--build-arg VERSION=$(VERSION) --build-arg COMMIT=$(GIT_COMMIT) --build-arg BUILD_DATE=$(BUILD_DATE) \
+		-t $(IMAGE):$(VERSION) .
+	$(if $(filter buildah,$(notdir $(CONTAINER_BUILDER))),$(CONTAINER_BUILDER) bud,$(CONTAINER_BUILDER) build) --target pg \
+		--build-arg VERSION=$(VERSION) --build-arg COMMIT=$(GIT_COMMIT) --build-arg BUILD_DATE=$(BUILD_DATE) --build-arg PG_MAJOR=$(PG_MAJOR) \
+		-t $(IMAGE):$(VERSION)-pg$(PG_MAJOR) .
 
 # test-long: the heavy suites (kill -9 loops, multi-million-row transactions,
 # restarts under load) and the apply engine's property tests with many more
@@ -71,4 +135,4 @@ bench: build
 	$(GO) run ./tests/bench -bin $(BIN)
 
 clean:
-	rm -rf bin
+	rm -rf bin dist

@@ -13,6 +13,7 @@ import (
 	"os/signal"
 	"runtime/pprof"
 	"runtime/trace"
+	"strings"
 	"syscall"
 
 	"github.com/alecthomas/kong"
@@ -25,14 +26,16 @@ var version = "dev"
 type CLI struct {
 	Logging
 
-	Validate ValidateCmd      `cmd:"" help:"Check that source and target are ready for replication."`
-	Init     InitCmd          `cmd:"" help:"Copy schema and data from a consistent snapshot and prepare streaming."`
-	Sync     SyncCmd          `cmd:"" help:"Stream changes from the source and apply them to the target."`
-	Status   StatusCmd        `cmd:"" help:"Show replication state and lag per database."`
-	Verify   VerifyCmd        `cmd:"" help:"Compare source and target data with checksums."`
-	Cutover  CutoverCmd       `cmd:"" help:"Stop writes on the source, apply everything up to then, copy sequences, check, and hand over to the target."`
-	Cleanup  CleanupCmd       `cmd:"" help:"Drop the slots, publication and checkpoint schema the tool created."`
-	Version  kong.VersionFlag `help:"Print the version and exit."`
+	Validate ValidateCmd `cmd:"" help:"Check that source and target are ready for replication."`
+	Init     InitCmd     `cmd:"" help:"Copy schema and data from a consistent snapshot and prepare streaming."`
+	Sync     SyncCmd     `cmd:"" help:"Stream changes from the source and apply them to the target."`
+	Status   StatusCmd   `cmd:"" help:"Show replication state and lag per database."`
+	Verify   VerifyCmd   `cmd:"" help:"Compare source and target data with checksums."`
+	Cutover  CutoverCmd  `cmd:"" help:"Stop writes on the source, apply everything up to then, copy sequences, check, and hand over to the target."`
+	Cleanup  CleanupCmd  `cmd:"" help:"Drop the slots, publication and checkpoint schema the tool created."`
+	Version  VersionCmd  `cmd:"" help:"Print the version, commit, build date and Go version."`
+
+	VersionFlag kong.VersionFlag `name:"version" help:"Print the version, commit, build date and Go version, and exit."`
 }
 
 const description = `Zero-downtime PostgreSQL migration by logical replication, without subscriptions on the target.
@@ -82,7 +85,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	parser, err := kong.New(&cli,
 		kong.Name("postgres-seren-replicator"),
 		kong.Description(description),
-		kong.Vars{"version": version},
+		kong.Vars{"version": strings.TrimSuffix(buildInfo().String(), "\n")},
 		kong.Writers(stdout, stderr),
 		kong.Exit(func(code int) { exitCode = code }),
 		kong.ConfigureHelp(kong.HelpOptions{Compact: true}),
