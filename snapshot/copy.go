@@ -194,7 +194,7 @@ func (c *copier) copyPiece(ctx context.Context, s *session, p piece) error {
 	}
 	defer tx.Rollback(context.Background())
 	pr, pw := io.Pipe()
-	counted := &countingWriter{w: pw, add: func(n int64) { c.report.add(n) }}
+	counted := &countingWriter{w: pw, add: func(n int64) { c.report.add(p, n) }}
 	srcDone := make(chan error, 1)
 	go func() {
 		// COPY TO hands over one row per write: batching them keeps the

@@ -19,6 +19,9 @@ const DefaultProgressInterval = 10 * time.Second
 // finished table), periodic log lines otherwise. A nil *Progress reports
 // nothing.
 type Progress struct {
+	// Observer, when set, hears of the copy as it goes (for metrics).
+	Observer CopyObserver
+
 	mu       sync.Mutex
 	bar      *progressbar.ProgressBar
 	w        io.Writer
@@ -33,6 +36,19 @@ type Progress struct {
 	pieces, piecesDone int
 	active             map[string]time.Time
 	started            time.Time
+	left               map[*copyTable]int // pieces not finished, per table
+}
+
+// CopyObserver hears of init's data copy, one database at a time. Copied
+// and PieceCopied are called from several goroutines.
+type CopyObserver interface {
+	// CopyStarted reports that db's copy of tables tables begins.
+	CopyStarted(db string, tables int)
+	// Copied reports n bytes of table (schema.name) streamed to the target.
+	Copied(db, table string, n int64)
+	// PieceCopied reports rows of table committed on the target; tableDone
+	// is true when it was the table's last piece.
+	PieceCopied(db, table string, rows int64, tableDone bool)
 }
 
 // NewProgress makes a reporter. On a terminal it draws on w; otherwise it
@@ -49,13 +65,21 @@ func NewProgress(w io.Writer, terminal bool, log *slog.Logger, interval time.Dur
 }
 
 // begin starts reporting one database's copy of about total bytes.
-func (p *Progress) begin(db string, total int64, pieces int) {
+func (p *Progress) begin(db string, total int64, all []piece) {
 	if p == nil {
 		return
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	pieces := len(all)
 	p.db, p.total, p.done, p.rows, p.pieces, p.piecesDone = db, total, 0, 0, pieces, 0
+	p.left = map[*copyTable]int{}
+	for _, pc := range all {
+		p.left[pc.table]++
+	}
+	if p.Observer != nil {
+		p.Observer.CopyStarted(db, len(p.left))
+	}
 	p.active = map[string]time.Time{}
 	p.started = time.Now()
 	p.stop, p.stopped = make(chan struct{}), make(chan struct{})
@@ -118,13 +142,16 @@ func (p *Progress) end() {
 	p.stop = nil
 }
 
-func (p *Progress) add(n int64) {
+func (p *Progress) add(pc piece, n int64) {
 	if p == nil {
 		return
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.done += n
+	if p.Observer != nil {
+		p.Observer.Copied(p.db, pc.table.String(), n)
+	}
 	if p.bar != nil {
 		if p.done > p.total { // the stream is larger than the tables on disk
 			p.total = p.done + p.done/10
@@ -155,6 +182,10 @@ func (p *Progress) finish(pc piece, rows, bytes int64, took time.Duration) {
 	delete(p.active, pc.String())
 	p.rows += rows
 	p.piecesDone++
+	p.left[pc.table]--
+	if p.Observer != nil {
+		p.Observer.PieceCopied(p.db, pc.table.String(), rows, p.left[pc.table] == 0)
+	}
 	if p.bar != nil {
 		_ = p.bar.Clear()
 		fmt.Fprintf(p.w, "  done %-50s %12d rows %10s %8s %10s/s\n", pc.String(), rows, FormatBytes(bytes),

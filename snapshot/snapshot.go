@@ -210,7 +210,7 @@ func InitDatabase(ctx context.Context, db plan.Database, o Options) (res Result,
 		}
 		res.Tables, res.Pieces = len(tables), len(pieces)
 		log.Info("copying data", "tables", len(tables), "pieces", len(pieces), "bytes", total, "jobs", o.Jobs)
-		o.Progress.begin(db.Name, total, len(pieces))
+		o.Progress.begin(db.Name, total, pieces)
 		hold := make([]string, len(db.Tables))
 		for i, t := range db.Tables {
 			hold[i] = pgx.Identifier{t.Schema, t.Name}.Sanitize()

@@ -155,6 +155,12 @@ func TestGrafanaDashboardUsesDefinedMetrics(t *testing.T) {
 	m.SnapshotStarted("d", 1)
 	m.SnapshotCopied("d", 1)
 	m.SnapshotTableDone("d")
+	m.StartAtZero("d")
+	j := metrics.NewJobs(reg)
+	j.TableCopied("d", "public.t", 1)
+	j.TableRows("d", "public.t", 1)
+	j.VerifyPlanned("d", 1)
+	j.VerifyRange("d", 1, true)
 	families, err := reg.Gather()
 	if err != nil {
 		t.Fatal(err)

@@ -18,34 +18,35 @@ type chunkJob struct {
 const maxDepth = 12
 
 // examine compares one top-level range, narrows a difference down to rows
-// and records it. It returns the source rows counted.
-func (st *dbState) examine(ctx context.Context, w *worker, job chunkJob) (int64, error) {
+// and records it. It returns the source rows counted and whether the range
+// differs.
+func (st *dbState) examine(ctx context.Context, w *worker, job chunkJob) (int64, bool, error) {
 	t, r := job.table, job.r
 	src, dst, cut, err := compare(ctx, st, w, t, func(ctx context.Context, q querier) (rangeHash, error) {
 		return st.hashRange(ctx, q, t, r)
 	}, func(a, b rangeHash) bool { return a == b })
 	if err != nil {
-		return 0, err
+		return 0, false, err
 	}
 	t.counted(src.count, dst.count)
 	if src == dst {
-		return src.count, nil
+		return src.count, false, nil
 	}
 	d := RangeDiff{From: r.from, To: r.to, SourceRows: src.count, TargetRows: dst.count,
 		SourceHash: src.sum, TargetHash: dst.sum, Rows: []RowDiff{}, Unconfirmed: cut, order: job.order}
 	if len(t.key) > 0 {
 		if d.Rows, d.Complete, err = st.narrow(ctx, w, t, r, src, dst, 0); err != nil {
-			return src.count, err
+			return src.count, false, err
 		}
 		if len(d.Rows) == 0 && d.Complete {
 			// Every part matched on a closer look: the difference was
 			// replication in flight.
 			st.log.Debug("difference resolved on closer look", "table", t.ident, "range", FormatRange(t.rep.Key, r.from, r.to))
-			return src.count, nil
+			return src.count, false, nil
 		}
 	}
 	t.addRange(d)
-	return src.count, nil
+	return src.count, true, nil
 }
 
 // narrow finds the differing rows of a range whose hashes differ. complete

@@ -137,6 +137,8 @@ type Verifier struct {
 	Checkpoint checkpoint.Store
 	// Progress receives progress events; nil means none.
 	Progress Progress
+	// Observer hears of each top-level range, for metrics; nil means none.
+	Observer Observer
 	// Log receives warnings; default slog.Default().
 	Log *slog.Logger
 }
@@ -184,7 +186,25 @@ func (v *Verifier) defaults() {
 	if v.Progress == nil {
 		v.Progress = noProgress{}
 	}
+	if v.Observer == nil {
+		v.Observer = noObserver{}
+	}
 }
+
+// Observer hears of the key ranges verify compares. RangeCompared is
+// called from several goroutines.
+type Observer interface {
+	// RangesPlanned reports the top-level ranges db's tables were split into.
+	RangesPlanned(db string, n int)
+	// RangeCompared reports one top-level range compared: the source rows
+	// it held, and whether it differs (after any re-checks).
+	RangeCompared(db string, rows int64, differs bool)
+}
+
+type noObserver struct{}
+
+func (noObserver) RangesPlanned(string, int)         {}
+func (noObserver) RangeCompared(string, int64, bool) {}
 
 // Database compares every selected table of db. Differences are reported in
 // the result, not as an error; tables the target lacks (or whose columns it
@@ -207,7 +227,7 @@ func (v *Verifier) Database(ctx context.Context, db plan.Database) (DatabaseRepo
 		}
 	}()
 
-	st := &dbState{v: v, log: v.Log.With("db", db.Name), slot: v.Slot}
+	st := &dbState{v: v, db: db.Name, log: v.Log.With("db", db.Name), slot: v.Slot}
 	if st.slot == "" {
 		st.slot = stream.DefaultSlotName(db.Name)
 	}
@@ -266,6 +286,7 @@ func (v *Verifier) Database(ctx context.Context, db plan.Database) (DatabaseRepo
 			chunks = append(chunks, chunkJob{table: tj, r: r, order: i})
 		}
 	}
+	v.Observer.RangesPlanned(db.Name, len(chunks))
 	v.Progress.Start(db.Name, len(tables), estRows)
 	defer v.Progress.Finish()
 	for _, tj := range tables {
@@ -347,9 +368,11 @@ func (st *dbState) runChunk(ctx context.Context, w *worker, job chunkJob) error 
 	t := job.table
 	if t.failed() {
 		t.chunkDone(st.v.Progress, 0)
+		st.v.Observer.RangeCompared(st.db, 0, false)
 		return nil
 	}
-	rows, err := st.examine(ctx, w, job)
+	rows, differs, err := st.examine(ctx, w, job)
+	st.v.Observer.RangeCompared(st.db, rows, differs)
 	if err != nil {
 		if !tableLevel(err) {
 			return fmt.Errorf("verify %s: %w", t.rep.Schema+"."+t.rep.Name, err)
@@ -378,6 +401,7 @@ func tableLevel(err error) bool {
 // dbState is what the workers of one database share.
 type dbState struct {
 	v          *Verifier
+	db         string
 	log        *slog.Logger
 	slot       string
 	hash       hashFunc

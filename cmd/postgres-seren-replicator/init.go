@@ -42,6 +42,7 @@ type InitCmd struct {
 	KeepFailed   bool  `name:"keep-failed" env:"SEREN_KEEP_FAILED" help:"Keep what a failed init created (the target database it created, the publication) for inspection; by default it is removed."`
 	IdentityFull bool  `name:"replica-identity-full" env:"SEREN_REPLICA_IDENTITY_FULL" help:"Set REPLICA IDENTITY FULL on the source for selected tables that have no primary key or replica identity (without it, init refuses them: once published, the source would reject UPDATE and DELETE on them)."`
 	ChunkBytes   int64 `name:"chunk-bytes" env:"SEREN_CHUNK_BYTES" hidden:"" help:"Split tables into block ranges of about this many bytes."`
+	JobMetrics
 }
 
 // initTarget is what init does to one target database before copying.
@@ -67,6 +68,11 @@ func (c *InitCmd) Run(ctx context.Context, env *Env) error {
 	if c.CheckpointSchema == "" {
 		return usageError("--checkpoint-schema must not be empty")
 	}
+	jm, err := c.JobMetrics.serve(ctx, env)
+	if err != nil {
+		return err
+	}
+	defer jm.close(ctx, env)
 	p, err := c.ResolveInteractive(ctx, env, c.Interactive)
 	if err != nil {
 		return err
@@ -109,6 +115,7 @@ func (c *InitCmd) Run(ctx context.Context, env *Env) error {
 		rolesTook = time.Since(t)
 	}
 	progress := snapshot.NewProgress(env.Stderr, isTerminal(env.Stderr), env.Log, 0)
+	progress.Observer = copyObserver{jm}
 	var results []snapshot.Result
 	for _, a := range actions {
 		if err := c.prepareTarget(ctx, env, a); err != nil {

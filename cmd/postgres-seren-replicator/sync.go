@@ -135,6 +135,7 @@ func (c *SyncCmd) Run(ctx context.Context, env *Env) error {
 	if c.MetricsAddr != "" {
 		reg := metrics.NewRegistry()
 		m = metrics.New(reg)
+		m.StartAtZero(databaseNames(p)...)
 		mon := newMonitor(m, c.MaxLag, len(p.Databases))
 		c.mon = mon
 		// The metrics server is not part of the group: it must not keep the

@@ -20,6 +20,7 @@ type VerifyCmd struct {
 	CheckpointSchema string        `name:"checkpoint-schema" default:"seren_replicator" env:"SEREN_CHECKPOINT_SCHEMA" help:"Target schema holding the checkpoint table."`
 	Retries          int           `name:"retries" default:"3" env:"SEREN_VERIFY_RETRIES" help:"While sync runs: how often a differing range is compared again."`
 	RecheckTime      time.Duration `name:"recheck-time" default:"2m" env:"SEREN_VERIFY_RECHECK_TIME" help:"While sync runs: total time per database for comparing differences again; differences left unchecked are reported as unconfirmed (0: no re-checks)."`
+	JobMetrics
 }
 
 // Run compares the selected tables. Exit code 1 when any table differs.
@@ -38,6 +39,11 @@ func (c *VerifyCmd) Run(ctx context.Context, env *Env) error {
 	case c.RecheckTime < 0:
 		return usageError("--recheck-time must not be negative, got %s", c.RecheckTime)
 	}
+	jm, err := c.JobMetrics.serve(ctx, env)
+	if err != nil {
+		return err
+	}
+	defer jm.close(ctx, env)
 	p, err := c.Resolve(ctx)
 	if err != nil {
 		return err
@@ -50,6 +56,7 @@ func (c *VerifyCmd) Run(ctx context.Context, env *Env) error {
 	v.Slot, v.Wait, v.Retries, v.RecheckTime = c.Slot, c.Wait, c.Retries, c.RecheckTime
 	v.Checkpoint.Schema = c.CheckpointSchema
 	v.Log = env.Log
+	v.Observer = verifyObserver{jm}
 	if isTerminal(env.Stderr) {
 		v.Progress = verify.NewBarProgress(env.Stderr)
 	} else {
