@@ -130,10 +130,10 @@ func warnPasswordsInArgs(kctx *kong.Context, log *slog.Logger) {
 
 // Selection holds the database and table filters.
 type Selection struct {
-	IncludeDatabases []string `name:"include-databases" sep:"," env:"SEREN_INCLUDE_DATABASES" placeholder:"DB" help:"Replicate only these databases."`
-	ExcludeDatabases []string `name:"exclude-databases" sep:"," env:"SEREN_EXCLUDE_DATABASES" placeholder:"DB" help:"Replicate every database but these."`
-	IncludeTables    []string `name:"include-tables" sep:"," env:"SEREN_INCLUDE_TABLES" placeholder:"DB.[SCHEMA.]TABLE" help:"Replicate only these tables (of the databases they name; schema defaults to public)."`
-	ExcludeTables    []string `name:"exclude-tables" sep:"," env:"SEREN_EXCLUDE_TABLES" placeholder:"DB.[SCHEMA.]TABLE" help:"Replicate every table but these."`
+	IncludeDatabases []string `name:"include-databases" sep:"," env:"SEREN_INCLUDE_DATABASES" placeholder:"DB" help:"Replicate only these databases (names or patterns: * matches any characters, a part in double quotes is exact; postgres only by its exact name)."`
+	ExcludeDatabases []string `name:"exclude-databases" sep:"," env:"SEREN_EXCLUDE_DATABASES" placeholder:"DB" help:"Replicate every database but these (applied after --include-databases)."`
+	IncludeTables    []string `name:"include-tables" sep:"," env:"SEREN_INCLUDE_TABLES" placeholder:"DB.[SCHEMA.]TABLE" help:"Replicate only these tables of the databases they name (schema defaults to public; each part a name or a pattern, as app.log_*, app.staging.*, *.audit_*)."`
+	ExcludeTables    []string `name:"exclude-tables" sep:"," env:"SEREN_EXCLUDE_TABLES" placeholder:"DB.[SCHEMA.]TABLE" help:"Replicate every table but these (patterns as for --include-tables; applied after it)."`
 }
 
 // Filter builds the selection filter from the flags.
