@@ -284,8 +284,8 @@ func printInitEstimate(w io.Writer, actions []initTarget, jobs int, identityFull
 	}
 	fmt.Fprintf(tw, "total\t%s\t%s\t%s\t%d\t%s\t\n", snapshot.FormatBytes(size), snapshot.FormatBytes(copyBytes), snapshot.FormatBytes(idx), tables, initRound(took))
 	tw.Flush()
-	fmt.Fprintf(w, "(estimate at %s/s copy, %s/s index build, measured with 2 jobs; using %d jobs)\n",
-		snapshot.FormatBytes(snapshot.CopyBytesPerSecond), snapshot.FormatBytes(snapshot.IndexBytesPerSecond), jobs)
+	fmt.Fprintf(w, "(a rough guide: the estimate assumes %s/s copy and %s/s index build, rates of a 2-core test machine, not measured on these servers; the copy's progress shows the real rate. Using %s.)\n",
+		snapshot.FormatBytes(snapshot.CopyBytesPerSecond), snapshot.FormatBytes(snapshot.IndexBytesPerSecond), counted(jobs, "job"))
 	if identityFull {
 		for _, a := range actions {
 			for _, t := range a.est.NoKey {

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"golang.org/x/term"
 
 	"github.com/serenorg/postgres-seren-replicator/tests/pgtest"
 )
@@ -41,6 +42,9 @@ func main() {
 	source := fmt.Sprintf("postgres://postgres@127.0.0.1:%d/shop?sslmode=disable", src.Port)
 	target := fmt.Sprintf("postgres://postgres@127.0.0.1:%d/shop?sslmode=disable", dst.Port)
 	fmt.Printf("source %s\ntarget %s\n", source, target)
+	if os.Getenv("SEREN_LOG_LEVEL") == "" {
+		fmt.Println("(the commands log warnings and errors only here; SEREN_LOG_LEVEL=info make demo shows their log too)")
+	}
 	conn := []string{"--source", source, "--target", target}
 
 	step("validate: are both sides ready?")
@@ -68,7 +72,26 @@ func main() {
 }
 
 func step(title string) {
-	fmt.Printf("\n\033[1m== %s\033[0m\n", title)
+	if bold {
+		fmt.Printf("\n\033[1m== %s\033[0m\n", title)
+		return
+	}
+	fmt.Printf("\n== %s\n", title)
+}
+
+// bold is whether step titles are set in bold: only on a terminal, and not
+// with NO_COLOR set (https://no-color.org).
+var bold = term.IsTerminal(int(os.Stdout.Fd())) && os.Getenv("NO_COLOR") == ""
+
+// childEnv is the environment of the demonstrated commands: their
+// informational log lines (stderr) would break up the tables they print
+// (stdout), so the demo shows warnings and errors only, unless
+// SEREN_LOG_LEVEL says otherwise.
+func childEnv() []string {
+	if _, set := os.LookupEnv("SEREN_LOG_LEVEL"); set {
+		return os.Environ()
+	}
+	return append(os.Environ(), "SEREN_LOG_LEVEL=warn")
 }
 
 // run runs the binary and stops the demo unless it exits with want (-1: any).
@@ -76,6 +99,7 @@ func run(h *pgtest.Standalone, bin string, args []string, want int) {
 	fmt.Printf("$ postgres-seren-replicator %s\n", strings.Join(args, " "))
 	cmd := exec.Command(bin, args...)
 	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
+	cmd.Env = childEnv()
 	err := cmd.Run()
 	code := 0
 	if exit, ok := err.(*exec.ExitError); ok {
