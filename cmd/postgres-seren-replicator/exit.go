@@ -81,10 +81,20 @@ func usageError(format string, args ...any) error {
 // the classification prefixes that only pick the exit code.
 func redactError(err error) string {
 	msg := conninfo.Redact(err.Error())
-	for _, prefix := range []string{ErrUsage.Error() + ": ", conninfo.ErrConfig.Error() + ": ", selection.ErrInvalid.Error() + ": "} {
+	for _, prefix := range []string{ErrUsage.Error() + ": ", conninfo.ErrConfig.Error() + ": ", selection.ErrInvalid.Error() + ": ", ErrCheckFailed.Error() + ": "} {
 		if len(msg) > len(prefix) && msg[:len(prefix)] == prefix {
 			msg = msg[len(prefix):]
 		}
 	}
 	return msg
 }
+
+// classified is an error of a class (errors.Is finds class) whose message
+// leaves the class out, so it reads the same wherever a caller wraps it.
+type classified struct {
+	msg   string
+	class error
+}
+
+func (e *classified) Error() string        { return e.msg }
+func (e *classified) Is(target error) bool { return target == e.class }

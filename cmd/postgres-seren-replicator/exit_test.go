@@ -40,3 +40,19 @@ func TestExitCode(t *testing.T) {
 		})
 	}
 }
+
+// The user reads what to do, not the class that picks the exit code.
+func TestRedactErrorDropsClasses(t *testing.T) {
+	for _, c := range []struct {
+		err  error
+		want string
+	}{
+		{fmt.Errorf("database app: %w", setupError("replication slot s does not exist")), "database app: replication slot s does not exist"},
+		{fmt.Errorf("%w: source and target data differ", ErrCheckFailed), "source and target data differ"},
+		{usageError("--jobs must be at least 1"), "--jobs must be at least 1"},
+	} {
+		if got := redactError(c.err); got != c.want {
+			t.Errorf("redactError(%v) = %q, want %q", c.err, got, c.want)
+		}
+	}
+}

@@ -81,7 +81,7 @@ func (r *pipelineRunner) run(ctx context.Context) (pipelineResult, error) {
 var errSetup = errors.New("replication setup")
 
 func setupError(format string, args ...any) error {
-	return fmt.Errorf("%w: %s", errSetup, fmt.Sprintf(format, args...))
+	return &classified{msg: fmt.Sprintf(format, args...), class: errSetup}
 }
 
 // once runs one connection's worth of streaming.
