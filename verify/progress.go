@@ -102,6 +102,11 @@ func (p *BarProgress) Finish() {
 }
 
 // LogProgress logs a progress line every Interval, for runs without a terminal.
+// Its ETA divides the rows left by the rate of the last interval, not of
+// the whole run: rows are counted as whole ranges finish, so after a long
+// range or a wait for the sync, a rate since the start would promise an
+// end that has already passed. When no range finished in the last interval,
+// or more rows were compared than the estimate, the ETA is "unknown".
 type LogProgress struct {
 	log      *slog.Logger
 	interval time.Duration
@@ -127,22 +132,31 @@ func (p *LogProgress) Start(db string, tables int, rows int64) {
 		defer p.wg.Done()
 		tick := time.NewTicker(p.interval)
 		defer tick.Stop()
+		lastN, lastT := int64(0), started
 		for {
 			select {
 			case <-p.stop:
 				return
 			case <-tick.C:
 			}
-			n := p.rows.Load()
-			rate := float64(n) / time.Since(started).Seconds()
+			n, now := p.rows.Load(), time.Now()
+			rate := float64(n) / now.Sub(started).Seconds()
 			attrs := []any{"db", db, "tables_done", p.done.Load(), "tables", tables,
 				"rows", n, "rows_estimated", rows, "rows_per_second", int64(rate)}
-			if rate > 0 && rows > n {
-				attrs = append(attrs, "eta", time.Duration(float64(rows-n)/rate*float64(time.Second)).Round(time.Second).String())
-			}
+			attrs = append(attrs, "eta", eta(rows-n, float64(n-lastN)/now.Sub(lastT).Seconds()))
+			lastN, lastT = n, now
 			p.log.Info("verify progress", attrs...)
 		}
 	}()
+}
+
+// eta is the time left for left rows at rate rows per second, or "unknown"
+// when nothing moved or the estimate was exceeded.
+func eta(left int64, rate float64) string {
+	if left <= 0 || rate <= 0 {
+		return "unknown"
+	}
+	return time.Duration(float64(left) / rate * float64(time.Second)).Round(time.Second).String()
 }
 
 // Rows implements Progress.
