@@ -2,10 +2,12 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
+	"slices"
 	"strings"
 
 	"github.com/alecthomas/kong"
@@ -24,6 +26,9 @@ type Env struct {
 	Log    *slog.Logger
 	// Level is the logger's level, changeable while running (SIGHUP).
 	Level *slog.LevelVar
+	// Args are the command-line arguments, for printing the command that
+	// repeats an interactive choice.
+	Args []string
 }
 
 // Logging holds the global logging flags.
@@ -162,38 +167,129 @@ func (c Common) Resolve(ctx context.Context) (plan.Plan, error) {
 }
 
 // isTerminal reports whether w is an interactive terminal.
-func isTerminal(w io.Writer) bool {
+func isTerminal(w any) bool {
 	f, ok := w.(*os.File)
 	return ok && term.IsTerminal(int(f.Fd()))
 }
 
 // ResolveInteractive is Resolve, then, when enabled (the --interactive
-// flag), lets the user narrow the plan on the terminal. The prompts go to
-// stderr so stdout stays clean for --json. Without a terminal on stdin,
-// --interactive is a usage error.
-func (c Common) ResolveInteractive(ctx context.Context, env *Env, enabled bool) (plan.Plan, error) {
+// flag), lets the user narrow the plan on the terminal. The lists go to
+// stderr so stdout stays clean for --json. On confirmation c.Selection is
+// replaced by the flags that repeat the choice without --interactive, the
+// plan is resolved again from them (so what runs is what the printed
+// command would run), and that command is printed. Without a terminal on
+// stdin and stderr, --interactive is a usage error, before any connection.
+func (c *Common) ResolveInteractive(ctx context.Context, env *Env, enabled bool) (plan.Plan, error) {
 	if !enabled {
 		return c.Resolve(ctx)
 	}
-	if !term.IsTerminal(int(os.Stdin.Fd())) {
-		return plan.Plan{}, usageError("--interactive needs a terminal on standard input; without one, choose with --include-databases/--exclude-databases and --include-tables/--exclude-tables")
+	if !isTerminal(os.Stdin) || !isTerminal(env.Stderr) {
+		return plan.Plan{}, usageError("--interactive needs a terminal (standard input and standard error); without one, choose with --include-databases/--exclude-databases and --include-tables/--exclude-tables")
 	}
 	p, err := c.Resolve(ctx)
 	if err != nil {
 		return plan.Plan{}, err
 	}
-	f, err := interactive.Choose(os.Stdin, env.Stderr, p)
+	dbs, err := interactive.Load(ctx, p)
 	if err != nil {
 		return plan.Plan{}, err
 	}
-	if p, err = interactive.Narrow(p, f); err != nil {
+	choice, err := interactive.Run(ctx, dbs, interactive.Options{Multi: p.Multi, In: os.Stdin, Out: env.Stderr})
+	switch {
+	case errors.Is(err, interactive.ErrCanceled):
+		return plan.Plan{}, ErrInterrupted
+	case errors.Is(err, interactive.ErrDeclined):
+		return plan.Plan{}, ErrCancelled
+	case err != nil:
 		return plan.Plan{}, err
 	}
-	if len(c.IncludeTables)+len(c.ExcludeTables) > 0 {
-		// The choice was made from an already filtered list: only a full
-		// list repeats it, since include and exclude flags do not combine.
-		f = interactive.Explicit(p)
+	given := interactive.Flags{IncludeDatabases: c.IncludeDatabases, ExcludeDatabases: c.ExcludeDatabases,
+		IncludeTables: c.IncludeTables, ExcludeTables: c.ExcludeTables}
+	multi := p.Multi
+	if p, err = c.resolveWith(ctx, interactive.Repeat(choice, multi, given)); err != nil || sameAsChoice(p, choice, dbs) != nil {
+		// A pattern kept from the flags matched only tables of databases
+		// left out: name every table instead.
+		dbsOnly := interactive.Flags{IncludeDatabases: given.IncludeDatabases, ExcludeDatabases: given.ExcludeDatabases}
+		all, err := c.resolveWith(ctx, interactive.Repeat(interactive.Choice{Databases: choice.Databases}, multi, dbsOnly))
+		if err != nil {
+			return plan.Plan{}, err
+		}
+		if p, err = c.resolveWith(ctx, interactive.Explicit(choice, dbs, all, multi, given)); err != nil {
+			return plan.Plan{}, fmt.Errorf("the flags that repeat the choice fail: %w", err)
+		}
+		if err := sameAsChoice(p, choice, dbs); err != nil {
+			return plan.Plan{}, err
+		}
 	}
-	fmt.Fprintf(env.Stderr, "To make this choice without --interactive, use: %s\n", interactive.Flags(f))
+	fmt.Fprintf(env.Stderr, "\nTo make this choice without --interactive:\n\n  %s\n\n", equivalentCommand(env.Args, c.Selection))
 	return p, nil
+}
+
+// resolveWith sets the selection flags to f and resolves the plan they
+// select.
+func (c *Common) resolveWith(ctx context.Context, f interactive.Flags) (plan.Plan, error) {
+	c.Selection = Selection{IncludeDatabases: f.IncludeDatabases, ExcludeDatabases: f.ExcludeDatabases,
+		IncludeTables: f.IncludeTables, ExcludeTables: f.ExcludeTables}
+	return c.Resolve(ctx)
+}
+
+// sameAsChoice checks that p, resolved from the flags that are to repeat
+// the choice, selects exactly the chosen databases and tables.
+func sameAsChoice(p plan.Plan, c interactive.Choice, dbs []interactive.Database) error {
+	var got, want []string
+	for _, d := range p.Databases {
+		for _, t := range d.Tables {
+			got = append(got, t.String())
+		}
+		got = append(got, d.Name)
+	}
+	for _, d := range dbs {
+		if !slices.Contains(c.Databases, d.Name) {
+			continue
+		}
+		for _, t := range d.Tables {
+			if !slices.Contains(c.Excluded[d.Name], t.Table) {
+				want = append(want, t.String())
+			}
+		}
+		want = append(want, d.Name)
+	}
+	if !slices.Equal(got, want) {
+		return fmt.Errorf("the flags that repeat the choice select %v, not the choice %v", got, want)
+	}
+	return nil
+}
+
+// selectionFlags are the flags equivalentCommand replaces.
+var selectionFlags = []string{"--include-databases", "--exclude-databases", "--include-tables", "--exclude-tables"}
+
+// equivalentCommand is the command line that repeats this run without
+// --interactive: the arguments given, less --interactive and the selection
+// flags, then sel's flags; passwords masked, quoted for a POSIX shell.
+func equivalentCommand(args []string, sel Selection) string {
+	out := []string{"postgres-seren-replicator"}
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		name, _, hasValue := strings.Cut(a, "=")
+		switch {
+		case name == "--interactive":
+			continue
+		case slices.Contains(selectionFlags, name):
+			if !hasValue {
+				i++ // the value is the next argument
+			}
+			continue
+		}
+		out = append(out, initShellQuote(conninfo.Redact(a)))
+	}
+	for _, f := range []struct {
+		flag string
+		vals []string
+	}{{"--include-databases", sel.IncludeDatabases}, {"--exclude-databases", sel.ExcludeDatabases},
+		{"--include-tables", sel.IncludeTables}, {"--exclude-tables", sel.ExcludeTables}} {
+		if len(f.vals) > 0 {
+			out = append(out, f.flag, initShellQuote(conninfo.Redact(strings.Join(f.vals, ","))))
+		}
+	}
+	return strings.Join(out, " ")
 }

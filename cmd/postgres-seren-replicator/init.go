@@ -17,7 +17,6 @@ import (
 	"github.com/serenorg/postgres-seren-replicator/apply"
 	"github.com/serenorg/postgres-seren-replicator/checkpoint"
 	"github.com/serenorg/postgres-seren-replicator/internal/conninfo"
-	"github.com/serenorg/postgres-seren-replicator/internal/interactive"
 	"github.com/serenorg/postgres-seren-replicator/internal/pgtools"
 	"github.com/serenorg/postgres-seren-replicator/internal/plan"
 	"github.com/serenorg/postgres-seren-replicator/internal/preflight"
@@ -98,7 +97,7 @@ func (c *InitCmd) Run(ctx context.Context, env *Env) error {
 	if err := c.checkPublishable(actions); err != nil {
 		return err
 	}
-	if err := c.confirm(env, actions); err != nil {
+	if err := c.confirm(ctx, env, actions); err != nil {
 		return err
 	}
 
@@ -157,10 +156,7 @@ func (c *InitCmd) Run(ctx context.Context, env *Env) error {
 		results = append(results, res)
 	}
 	printInitSummary(env.Stdout, results, rolesTook, time.Since(start))
-	next := c.syncCommand(!c.Interactive)
-	if c.Interactive { // repeat the choice made on the terminal
-		next += " " + interactive.Flags(interactive.Explicit(p))
-	}
+	next := c.syncCommand(true)
 	fmt.Fprintf(env.Stdout, "\nInit is complete. Start streaming changes with:\n\n  %s\n", next)
 	return nil
 }
@@ -295,8 +291,11 @@ func printInitEstimate(w io.Writer, actions []initTarget, jobs int, identityFull
 	}
 }
 
-// confirm asks before anything is changed, unless --yes.
-func (c *InitCmd) confirm(env *Env, actions []initTarget) error {
+// confirm asks before anything is changed, unless --yes. After
+// --interactive, whose summary was confirmed already, it asks only before
+// dropping target databases (--drop-existing). Ctrl-C at the question
+// cancels (exit code 130); anything but y or yes declines.
+func (c *InitCmd) confirm(ctx context.Context, env *Env, actions []initTarget) error {
 	if c.Yes {
 		return nil
 	}
@@ -306,6 +305,9 @@ func (c *InitCmd) confirm(env *Env, actions []initTarget) error {
 			drops++
 		}
 	}
+	if c.Interactive && drops == 0 {
+		return nil
+	}
 	if !isTerminal(os.Stdin) {
 		return usageError("init needs confirmation but stdin is not a terminal: pass --yes to proceed without asking")
 	}
@@ -313,7 +315,11 @@ func (c *InitCmd) confirm(env *Env, actions []initTarget) error {
 		fmt.Fprintf(env.Stdout, "--drop-existing: %d target database(s) above will be emptied or dropped.\n", drops)
 	}
 	fmt.Fprint(env.Stdout, "Proceed with replication? [y/N] ")
-	answer, _ := bufio.NewReader(os.Stdin).ReadString('\n')
+	answer, err := readLine(ctx, os.Stdin)
+	if err != nil {
+		fmt.Fprintln(env.Stdout)
+		return err
+	}
 	switch strings.ToLower(strings.TrimSpace(answer)) {
 	case "y", "yes":
 		return nil

@@ -49,6 +49,8 @@ Exit codes:
   4  sync stopped on a state only a person can change (diverged target, schema
      change on the source, lost slot or publication, undecodable stream): the
      error says what to do; restarting without doing it stops again
+  130  Ctrl-C at a prompt (the --interactive screens, init's [y/N]): nothing
+       was created
 
 Every flag can also be set by the environment variable shown beside it.
 Connection strings are libpq URLs or keyword/value strings; PG* variables
@@ -105,13 +107,17 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	level := new(slog.LevelVar)
-	env := &Env{Stdout: stdout, Stderr: stderr, Log: cli.Logging.Logger(stderr, level), Level: level}
+	env := &Env{Stdout: stdout, Stderr: stderr, Log: cli.Logging.Logger(stderr, level), Level: level, Args: args}
 	kctx.BindTo(ctx, (*context.Context)(nil))
 	warnPasswordsInArgs(kctx, env.Log)
 	if err := kctx.Run(env); err != nil {
 		code := ExitCode(err)
 		if errors.Is(err, ErrCancelled) {
 			fmt.Fprintln(stderr, ErrCancelled)
+			return code
+		}
+		if errors.Is(err, ErrInterrupted) {
+			fmt.Fprintln(stderr, ErrInterrupted)
 			return code
 		}
 		fmt.Fprintf(stderr, "error: %s\n", redactError(err))

@@ -1,218 +1,171 @@
-// Package interactive lets a user narrow a plan on a terminal: numbered
-// lists of the databases and tables, answered with comma-separated numbers
-// (enter for all). The choice comes back as include filters, so the same
-// selection can be repeated with --include-databases and --include-tables.
+// Package interactive lets a user narrow a plan on a terminal: a checklist
+// of the databases, then for each chosen database a checklist of the tables
+// to leave out, a summary and a confirmation. The choice comes back as the
+// include/exclude flag values that select it, so the same run can be
+// repeated without a terminal.
+//
+// The screens are a bubbletea program (model.go); what it shows is read
+// from the source catalog by Load, and the flags that repeat a choice are
+// worked out by Repeat, both apart from the terminal so they are tested
+// on their own.
 package interactive
 
 import (
-	"bufio"
+	"context"
+	"errors"
 	"fmt"
 	"io"
-	"slices"
-	"strconv"
-	"strings"
+
+	tea "charm.land/bubbletea/v2"
 
 	"github.com/serenorg/postgres-seren-replicator/internal/plan"
 	"github.com/serenorg/postgres-seren-replicator/internal/selection"
 )
 
-// Choose shows p's databases and tables on out and reads the user's picks
-// from in, one answer per line. It returns include filters that select
-// exactly the choice out of p: every chosen database by name, and the chosen
-// tables of each database where not all of them were picked. An invalid
-// answer is explained and asked again; running out of input is an error.
-func Choose(in io.Reader, out io.Writer, p plan.Plan) (selection.Filter, error) {
-	var f selection.Filter
-	if len(p.Databases) == 0 {
-		return f, fmt.Errorf("%w: nothing to choose from: the plan selects no database", selection.ErrInvalid)
-	}
-	sc := bufio.NewScanner(in)
-	dbs := p.Databases
-	if len(dbs) > 1 {
-		items := make([]string, len(dbs))
-		for i, d := range dbs {
-			items[i] = fmt.Sprintf("%s (%d tables)", d.Name, len(d.Tables))
-		}
-		picked, err := ask(sc, out, "Databases on the source:", "Replicate which databases?", items)
-		if err != nil {
-			return f, err
-		}
-		var chosen []plan.Database
-		for _, i := range picked {
-			chosen = append(chosen, dbs[i])
-		}
-		dbs = chosen
-	} else {
-		fmt.Fprintf(out, "Database: %s\n", dbs[0].Name)
-	}
-	for _, d := range dbs {
-		f.IncludeDatabases = append(f.IncludeDatabases, d.Name)
-		if len(d.Tables) == 0 {
-			fmt.Fprintf(out, "Database %s has no tables.\n", d.Name)
-			continue
-		}
-		items := make([]string, len(d.Tables))
-		for i, t := range d.Tables {
-			items[i] = t.Qualified()
-		}
-		picked, err := ask(sc, out, "Tables of "+d.Name+":", "Replicate which tables of "+d.Name+"?", items)
-		if err != nil {
-			return f, err
-		}
-		if len(picked) == len(d.Tables) {
-			continue // all of them: the database filter alone says so
-		}
-		for _, i := range picked {
-			f.IncludeTables = append(f.IncludeTables, d.Tables[i])
-		}
-	}
-	return f, nil
+// ErrCanceled is returned when the user pressed Ctrl-C (or the process was
+// interrupted) before confirming: nothing was chosen.
+var ErrCanceled = errors.New("canceled")
+
+// ErrDeclined is returned when the user answered n to the summary's
+// confirmation.
+var ErrDeclined = errors.New("not confirmed")
+
+// Database is one database offered for selection, with what the lists
+// show about it.
+type Database struct {
+	Name string
+	// Bytes is the database's size on disk (pg_database_size).
+	Bytes int64
+	// Tables are the database's selectable tables, in plan order.
+	Tables []Table
 }
 
-// ask prints a numbered list and reads answers until one is valid. It
-// returns the chosen indexes in list order, without duplicates.
-func ask(sc *bufio.Scanner, out io.Writer, title, question string, items []string) ([]int, error) {
-	fmt.Fprintln(out, title)
-	width := len(strconv.Itoa(len(items)))
-	for i, item := range items {
-		fmt.Fprintf(out, "  %*d) %s\n", width, i+1, item)
-	}
-	for {
-		fmt.Fprintf(out, "%s Numbers separated by commas (ranges like 2-4 allowed); enter for all: ", question)
-		if !sc.Scan() {
-			fmt.Fprintln(out)
-			if err := sc.Err(); err != nil {
-				return nil, fmt.Errorf("read answer: %w", err)
-			}
-			return nil, fmt.Errorf("%w: no answer on standard input (use --include-databases/--include-tables to choose without --interactive)", selection.ErrInvalid)
-		}
-		picked, err := ParseAnswer(sc.Text(), len(items))
-		if err != nil {
-			fmt.Fprintf(out, "  %v; try again.\n", err)
-			continue
-		}
-		return picked, nil
-	}
+// Table is one selectable table.
+type Table struct {
+	selection.Table
+	// Bytes is the table's total size: heap, indexes and TOAST, summed over
+	// the partitions of a partitioned table.
+	Bytes int64
+	// Rows is the planner's row estimate (reltuples), or -1 when the table
+	// was never vacuumed or analysed.
+	Rows int64
 }
 
-// ParseAnswer reads an answer such as "1,3,5-7" for a list of n items and
-// returns the zero-based indexes it names, in ascending order without
-// duplicates. An empty answer (or "all") means every item.
-func ParseAnswer(answer string, n int) ([]int, error) {
-	answer = strings.TrimSpace(answer)
-	if answer == "" || strings.EqualFold(answer, "all") || answer == "*" {
-		all := make([]int, n)
-		for i := range all {
-			all[i] = i
-		}
-		return all, nil
+// Choice is what the user confirmed.
+type Choice struct {
+	// Databases are the chosen databases, in list order.
+	Databases []string
+	// Excluded are, for each chosen database, the tables to leave out.
+	Excluded map[string][]selection.Table
+}
+
+// Options are the settings of one Run.
+type Options struct {
+	// Multi shows the database checklist. Without it the only database is
+	// taken as chosen (the source URL named it).
+	Multi bool
+	// In and Out are the terminal: keys are read from In, screens drawn on
+	// Out.
+	In  io.Reader
+	Out io.Writer
+}
+
+// Run shows the checklists on the terminal and returns the confirmed
+// choice. It returns ErrCanceled on Ctrl-C or when ctx ends, and
+// ErrDeclined when the user answers n to the summary.
+func Run(ctx context.Context, dbs []Database, opts Options) (Choice, error) {
+	if len(dbs) == 0 {
+		return Choice{}, fmt.Errorf("%w: nothing to choose from: the selection holds no database", selection.ErrInvalid)
 	}
-	seen := make([]bool, n)
-	for _, part := range strings.Split(answer, ",") {
-		part = strings.TrimSpace(part)
-		if part == "" {
-			continue
+	m := newModel(dbs, opts.Multi)
+	prog := tea.NewProgram(m,
+		tea.WithContext(ctx),
+		tea.WithInput(opts.In),
+		tea.WithOutput(opts.Out),
+		// Ctrl-C arrives as a key in raw mode; a SIGINT from elsewhere
+		// reaches the caller's signal context, which ends the program.
+		tea.WithoutSignalHandler(),
+	)
+	final, err := prog.Run()
+	if err != nil {
+		if errors.Is(err, tea.ErrProgramKilled) || errors.Is(err, tea.ErrInterrupted) {
+			return Choice{}, ErrCanceled
 		}
-		lo, hi, isRange := strings.Cut(part, "-")
-		from, err := number(lo, n)
+		return Choice{}, fmt.Errorf("terminal: %w", err)
+	}
+	fm := final.(*model)
+	switch {
+	case fm.canceled:
+		return Choice{}, ErrCanceled
+	case !fm.confirmed:
+		return Choice{}, ErrDeclined
+	}
+	return fm.choice(), nil
+}
+
+// Load reads, for each database of p, its size and the size and row
+// estimate of each of its selected tables. It connects to every database of
+// the plan once.
+func Load(ctx context.Context, p plan.Plan) ([]Database, error) {
+	var out []Database
+	for _, d := range p.Databases {
+		db, err := loadDatabase(ctx, d)
 		if err != nil {
 			return nil, err
 		}
-		to := from
-		if isRange {
-			if to, err = number(hi, n); err != nil {
-				return nil, err
-			}
-			if to < from {
-				return nil, fmt.Errorf("range %q runs backwards", part)
-			}
-		}
-		for i := from; i <= to; i++ {
-			seen[i-1] = true
-		}
-	}
-	var out []int
-	for i, ok := range seen {
-		if ok {
-			out = append(out, i)
-		}
-	}
-	if len(out) == 0 {
-		return nil, fmt.Errorf("no number in %q", answer)
+		out = append(out, db)
 	}
 	return out, nil
 }
 
-func number(s string, n int) (int, error) {
-	v, err := strconv.Atoi(strings.TrimSpace(s))
+// tableStatsSQL lists the size and row estimate of every table the plan can
+// select: a partitioned table counts its leaf partitions; reltuples is
+// negative for a table never vacuumed or analysed (PostgreSQL 14 and later).
+const tableStatsSQL = `SELECT n.nspname, c.relname, s.bytes, s.rows
+	FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+	CROSS JOIN LATERAL (
+		SELECT coalesce(sum(pg_total_relation_size(l.oid)), 0)::bigint AS bytes,
+		       coalesce(sum(l.reltuples) FILTER (WHERE l.reltuples >= 0), -1)::bigint AS rows
+		FROM pg_class l
+		WHERE (c.relkind = 'r' AND l.oid = c.oid)
+		   OR (c.relkind = 'p' AND l.oid IN (SELECT relid FROM pg_partition_tree(c.oid) WHERE isleaf))
+	) s
+	WHERE c.relkind IN ('r','p') AND NOT c.relispartition`
+
+func loadDatabase(ctx context.Context, d plan.Database) (Database, error) {
+	out := Database{Name: d.Name}
+	conn, err := d.Source.Connect(ctx)
 	if err != nil {
-		return 0, fmt.Errorf("%q is not a number", strings.TrimSpace(s))
+		return out, err
 	}
-	if v < 1 || v > n {
-		return 0, fmt.Errorf("%d is not between 1 and %d", v, n)
+	defer conn.Close(context.WithoutCancel(ctx))
+	if err := conn.QueryRow(ctx, `SELECT pg_database_size(current_database())`).Scan(&out.Bytes); err != nil {
+		return out, fmt.Errorf("size of database %s: %w", d.Name, err)
 	}
-	return v, nil
-}
-
-// Narrow returns the part of p that f selects: p's databases that f
-// includes, each with its tables narrowed by f.
-func Narrow(p plan.Plan, f selection.Filter) (plan.Plan, error) {
-	out := plan.Plan{Multi: p.Multi}
-	for _, d := range p.Databases {
-		if len(f.IncludeDatabases) > 0 && !slices.Contains(f.IncludeDatabases, d.Name) {
-			continue
-		}
-		if slices.Contains(f.ExcludeDatabases, d.Name) {
-			continue
-		}
-		tables, err := f.Tables(d.Name, d.Tables)
-		if err != nil {
-			return plan.Plan{}, err
-		}
-		d.Tables = tables
-		out.Databases = append(out.Databases, d)
+	rows, err := conn.Query(ctx, tableStatsSQL)
+	if err != nil {
+		return out, fmt.Errorf("table sizes of %s: %w", d.Name, err)
 	}
-	if len(out.Databases) == 0 {
-		return plan.Plan{}, fmt.Errorf("%w: the choice selects no database", selection.ErrInvalid)
+	defer rows.Close()
+	type stats struct{ bytes, rows int64 }
+	byName := map[selection.Table]stats{}
+	for rows.Next() {
+		t := selection.Table{Database: d.Name}
+		var s stats
+		if err := rows.Scan(&t.Schema, &t.Name, &s.bytes, &s.rows); err != nil {
+			return out, fmt.Errorf("table sizes of %s: %w", d.Name, err)
+		}
+		byName[t] = s
+	}
+	if err := rows.Err(); err != nil {
+		return out, fmt.Errorf("table sizes of %s: %w", d.Name, err)
+	}
+	for _, t := range d.Tables {
+		s, ok := byName[t]
+		if !ok {
+			s.rows = -1 // dropped since the plan listed it: init will say so
+		}
+		out.Tables = append(out.Tables, Table{Table: t, Bytes: s.bytes, Rows: s.rows})
 	}
 	return out, nil
-}
-
-// Explicit is the include filter that names every database and table of p,
-// for repeating a selection whose original flags cannot be combined with
-// an include list.
-func Explicit(p plan.Plan) selection.Filter {
-	var f selection.Filter
-	for _, d := range p.Databases {
-		f.IncludeDatabases = append(f.IncludeDatabases, d.Name)
-		f.IncludeTables = append(f.IncludeTables, d.Tables...)
-	}
-	return f
-}
-
-// Flags renders f's include lists as command-line flags, quoted for a POSIX
-// shell.
-func Flags(f selection.Filter) string {
-	var parts []string
-	if len(f.IncludeDatabases) > 0 {
-		parts = append(parts, "--include-databases="+shellQuote(strings.Join(f.IncludeDatabases, ",")))
-	}
-	if len(f.IncludeTables) > 0 {
-		names := make([]string, len(f.IncludeTables))
-		for i, t := range f.IncludeTables {
-			names[i] = t.String()
-		}
-		parts = append(parts, "--include-tables="+shellQuote(strings.Join(names, ",")))
-	}
-	return strings.Join(parts, " ")
-}
-
-func shellQuote(s string) string {
-	safe := strings.IndexFunc(s, func(r rune) bool {
-		return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("_.,-/", r))
-	}) < 0
-	if safe && s != "" {
-		return s
-	}
-	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }

@@ -1,0 +1,497 @@
+package interactive
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+
+	"charm.land/bubbles/v2/help"
+	"charm.land/bubbles/v2/key"
+	tea "charm.land/bubbletea/v2"
+	"charm.land/lipgloss/v2"
+
+	"github.com/serenorg/postgres-seren-replicator/internal/health"
+	"github.com/serenorg/postgres-seren-replicator/internal/selection"
+)
+
+// The screens of the flow, in order.
+type stage int
+
+const (
+	stageDatabases stage = iota // which databases to replicate
+	stageTables                 // per chosen database: which tables to leave out
+	stageSummary                // what will and will not be replicated, [Y/n]
+)
+
+const (
+	// defaultHeight is the terminal height assumed until the terminal
+	// reports its size.
+	defaultHeight = 24
+	// chromeLines are the lines of a list screen around its rows: title,
+	// filter, the two scroll markers, footer, note and help.
+	chromeLines = 7
+	// maxNameWidth caps the name column; longer names are cut with "…".
+	maxNameWidth = 48
+	// maxLeftOut is how many databases and tables the summary lists as not
+	// replicated before it only counts the rest.
+	maxLeftOut = 10
+)
+
+type keyMap struct {
+	move, toggle, all, filter, back, confirm, cancel key.Binding
+	up, down, pageUp, pageDown, home, end, clear     key.Binding
+	yes, no                                          key.Binding
+}
+
+func newKeyMap() keyMap {
+	return keyMap{
+		move:   key.NewBinding(key.WithKeys("up", "down"), key.WithHelp("↑/↓", "move")),
+		toggle: key.NewBinding(key.WithKeys("space"), key.WithHelp("space", "select")),
+		all:    key.NewBinding(key.WithKeys("ctrl+a"), key.WithHelp("ctrl+a", "all shown")),
+		// Typing is read as text, not matched: the binding is for the help.
+		filter:   key.NewBinding(key.WithKeys(""), key.WithHelp("type", "filter")),
+		back:     key.NewBinding(key.WithKeys("esc"), key.WithHelp("esc", "back")),
+		confirm:  key.NewBinding(key.WithKeys("enter"), key.WithHelp("enter", "confirm")),
+		cancel:   key.NewBinding(key.WithKeys("ctrl+c"), key.WithHelp("ctrl+c", "cancel")),
+		up:       key.NewBinding(key.WithKeys("up", "ctrl+p")),
+		down:     key.NewBinding(key.WithKeys("down", "ctrl+n")),
+		pageUp:   key.NewBinding(key.WithKeys("pgup")),
+		pageDown: key.NewBinding(key.WithKeys("pgdown")),
+		home:     key.NewBinding(key.WithKeys("home")),
+		end:      key.NewBinding(key.WithKeys("end")),
+		clear:    key.NewBinding(key.WithKeys("backspace", "ctrl+h")),
+		yes:      key.NewBinding(key.WithKeys("y", "Y", "enter"), key.WithHelp("y/enter", "proceed")),
+		no:       key.NewBinding(key.WithKeys("n", "N"), key.WithHelp("n", "stop")),
+	}
+}
+
+type styles struct {
+	title, faint, cursor, checked, note lipgloss.Style
+}
+
+// newStyles are the few attributes the screens use: the terminal's own
+// green and yellow, so they read on dark and light backgrounds alike
+// (bubbletea drops them on a terminal without colours, or with NO_COLOR).
+func newStyles() styles {
+	return styles{
+		title:   lipgloss.NewStyle().Bold(true),
+		faint:   lipgloss.NewStyle().Faint(true),
+		cursor:  lipgloss.NewStyle().Bold(true),
+		checked: lipgloss.NewStyle().Foreground(lipgloss.Green),
+		note:    lipgloss.NewStyle().Foreground(lipgloss.Yellow),
+	}
+}
+
+// model is the whole interactive flow as one bubbletea model.
+type model struct {
+	dbs   []Database
+	multi bool
+	stage stage
+
+	databases *checklist   // the database list (multi only)
+	tables    []*checklist // per database (index as dbs), made when first shown
+	chosen    []int        // indexes into dbs of the chosen databases
+	current   int          // position in chosen of the table list shown
+
+	note          string // why the last enter was refused
+	width, height int
+	canceled      bool
+	confirmed     bool
+	answered      string // the summary's answer, shown after the prompt
+
+	keys  keyMap
+	help  help.Model
+	style styles
+}
+
+func newModel(dbs []Database, multi bool) *model {
+	m := &model{dbs: dbs, multi: multi, tables: make([]*checklist, len(dbs)), keys: newKeyMap(), help: help.New()}
+	m.style = newStyles()
+	m.help.Styles = help.Styles{
+		ShortKey: m.style.faint, ShortDesc: m.style.faint, ShortSeparator: m.style.faint, Ellipsis: m.style.faint,
+	}
+	if multi {
+		names := make([]string, len(dbs))
+		rows := make([]string, len(dbs))
+		width := nameWidth(len(dbs), func(i int) string { return dbs[i].Name })
+		for i, d := range dbs {
+			names[i] = d.Name
+			rows[i] = fmt.Sprintf("%s  %10s  %s", pad(d.Name, width), health.FormatBytes(d.Bytes), countTables(len(d.Tables)))
+		}
+		m.databases = newChecklist(names, rows)
+		m.stage = stageDatabases
+	} else {
+		m.chosen = []int{0}
+		m.current = -1
+		m.nextTables()
+	}
+	return m
+}
+
+// Init implements tea.Model.
+func (m *model) Init() tea.Cmd { return nil }
+
+// Update implements tea.Model.
+func (m *model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
+	switch msg := msg.(type) {
+	case tea.WindowSizeMsg:
+		m.width, m.height = msg.Width, msg.Height
+		m.help.SetWidth(msg.Width)
+	case tea.KeyPressMsg:
+		if key.Matches(msg, m.keys.cancel) {
+			m.canceled = true
+			return m, tea.Quit
+		}
+		if m.stage == stageSummary {
+			return m, m.updateSummary(msg)
+		}
+		return m, m.updateList(msg)
+	}
+	return m, nil
+}
+
+func (m *model) list() *checklist {
+	if m.stage == stageDatabases {
+		return m.databases
+	}
+	return m.tables[m.chosen[m.current]]
+}
+
+func (m *model) updateList(msg tea.KeyPressMsg) tea.Cmd {
+	l := m.list()
+	switch {
+	case key.Matches(msg, m.keys.up):
+		l.move(-1)
+	case key.Matches(msg, m.keys.down):
+		l.move(1)
+	case key.Matches(msg, m.keys.pageUp):
+		l.move(-m.listHeight())
+	case key.Matches(msg, m.keys.pageDown):
+		l.move(m.listHeight())
+	case key.Matches(msg, m.keys.home):
+		l.move(-len(l.shown))
+	case key.Matches(msg, m.keys.end):
+		l.move(len(l.shown))
+	case key.Matches(msg, m.keys.toggle):
+		l.toggle()
+		m.note = ""
+	case key.Matches(msg, m.keys.all):
+		l.toggleShown()
+		m.note = ""
+	case key.Matches(msg, m.keys.clear):
+		l.backspace()
+	case key.Matches(msg, m.keys.back):
+		if l.filter != "" {
+			l.clearFilter()
+		} else {
+			m.back()
+		}
+	case key.Matches(msg, m.keys.confirm):
+		m.confirmList()
+	case msg.Text != "" && msg.Mod&^tea.ModShift == 0:
+		l.typed(msg.Text)
+	}
+	return nil
+}
+
+// confirmList accepts the list shown (enter) and goes to the next screen,
+// or says why it cannot.
+func (m *model) confirmList() {
+	m.note = ""
+	switch m.stage {
+	case stageDatabases:
+		if m.databases.count() == 0 {
+			m.note = "Select at least one database with space (ctrl+a selects all shown)."
+			return
+		}
+		m.chosen = m.chosen[:0]
+		for i, c := range m.databases.checked {
+			if c {
+				m.chosen = append(m.chosen, i)
+			}
+		}
+		m.current = -1
+		m.nextTables()
+	case stageTables:
+		d := m.dbs[m.chosen[m.current]]
+		if n := m.list().count(); n == len(d.Tables) {
+			m.note = fmt.Sprintf("All %d tables of %s are excluded: keep at least one, or go back (esc) and leave the database out.", n, d.Name)
+			return
+		}
+		m.nextTables()
+	}
+}
+
+// nextTables shows the table list of the next chosen database that has
+// tables, or the summary after the last.
+func (m *model) nextTables() {
+	for m.current++; m.current < len(m.chosen); m.current++ {
+		i := m.chosen[m.current]
+		if len(m.dbs[i].Tables) == 0 {
+			continue
+		}
+		if m.tables[i] == nil {
+			m.tables[i] = tableList(m.dbs[i])
+		}
+		m.stage = stageTables
+		return
+	}
+	m.stage = stageSummary
+}
+
+// back returns to the previous screen (esc), keeping what was checked there.
+func (m *model) back() {
+	m.note = ""
+	if m.stage == stageDatabases {
+		return
+	}
+	if m.stage == stageSummary {
+		m.current = len(m.chosen)
+	}
+	for m.current--; m.current >= 0; m.current-- {
+		if len(m.dbs[m.chosen[m.current]].Tables) > 0 {
+			m.stage = stageTables
+			return
+		}
+	}
+	if m.multi {
+		m.stage = stageDatabases
+		return
+	}
+	m.current = -1 // nothing before: stay where we were
+	m.nextTables()
+}
+
+func (m *model) updateSummary(msg tea.KeyPressMsg) tea.Cmd {
+	switch {
+	case key.Matches(msg, m.keys.yes):
+		m.confirmed, m.answered = true, "y"
+		return tea.Quit
+	case key.Matches(msg, m.keys.no):
+		m.answered = "n"
+		return tea.Quit
+	case key.Matches(msg, m.keys.back):
+		m.back()
+	}
+	return nil
+}
+
+func tableList(d Database) *checklist {
+	names := make([]string, len(d.Tables))
+	rows := make([]string, len(d.Tables))
+	width := nameWidth(len(d.Tables), func(i int) string { return d.Tables[i].Qualified() })
+	for i, t := range d.Tables {
+		names[i] = t.Qualified()
+		rows[i] = fmt.Sprintf("%s  %10s  %s", pad(names[i], width), health.FormatBytes(t.Bytes), countRows(t.Rows))
+	}
+	return newChecklist(names, rows)
+}
+
+// choice is what the checklists hold.
+func (m *model) choice() Choice {
+	c := Choice{Excluded: map[string][]selection.Table{}}
+	for _, i := range m.chosen {
+		d := m.dbs[i]
+		c.Databases = append(c.Databases, d.Name)
+		if l := m.tables[i]; l != nil {
+			for j, t := range d.Tables {
+				if l.checked[j] {
+					c.Excluded[d.Name] = append(c.Excluded[d.Name], t.Table)
+				}
+			}
+		}
+	}
+	return c
+}
+
+func (m *model) listHeight() int {
+	h := m.height
+	if h <= 0 {
+		h = defaultHeight
+	}
+	return max(3, h-chromeLines)
+}
+
+// View implements tea.Model.
+func (m *model) View() tea.View { return tea.NewView(m.render()) }
+
+// render is the screen: the list or the summary shown now; nothing once
+// canceled.
+func (m *model) render() string {
+	if m.canceled {
+		return ""
+	}
+	if m.stage == stageSummary {
+		return m.summaryView()
+	}
+	l := m.list()
+	var b strings.Builder
+	var footer string
+	bindings := []key.Binding{m.keys.move, m.keys.toggle, m.keys.all, m.keys.filter}
+	if m.stage == stageDatabases {
+		b.WriteString(m.style.title.Render("Databases to replicate") + m.style.faint.Render(fmt.Sprintf("  (%d on the source)", len(m.dbs))))
+		var size int64
+		for i, c := range l.checked {
+			if c {
+				size += m.dbs[i].Bytes
+			}
+		}
+		footer = fmt.Sprintf("%d of %d selected · %s", l.count(), len(m.dbs), health.FormatBytes(size))
+	} else {
+		d := m.dbs[m.chosen[m.current]]
+		where := ""
+		if len(m.chosen) > 1 {
+			where = fmt.Sprintf(" (database %d of %d)", m.current+1, len(m.chosen))
+		}
+		b.WriteString(m.style.title.Render("Tables of "+d.Name+" to EXCLUDE") + m.style.faint.Render(where+" · enter with none keeps all"))
+		var size, kept int64
+		for i, t := range d.Tables {
+			size += t.Bytes
+			if !l.checked[i] {
+				kept += t.Bytes
+			}
+		}
+		footer = fmt.Sprintf("excluding %d of %d tables · replicating %s of %s", l.count(), len(d.Tables), health.FormatBytes(kept), health.FormatBytes(size))
+		bindings[1] = key.NewBinding(key.WithKeys("space"), key.WithHelp("space", "exclude"))
+	}
+	if m.stage == stageTables && (m.multi || m.current > 0) {
+		bindings = append(bindings, m.keys.back)
+	}
+	bindings = append(bindings, m.keys.confirm, m.keys.cancel)
+	b.WriteByte('\n')
+	if l.filter == "" {
+		b.WriteString(m.style.faint.Render("  type to filter"))
+	} else {
+		b.WriteString(fmt.Sprintf("  filter: %s▏ %s", l.filter, m.style.faint.Render(fmt.Sprintf("(%d of %d shown; esc clears)", len(l.shown), len(l.rows)))))
+	}
+	b.WriteByte('\n')
+	from, to := l.window(m.listHeight())
+	if from > 0 {
+		b.WriteString(m.style.faint.Render(fmt.Sprintf("  ↑ %d more", from)))
+	}
+	b.WriteByte('\n')
+	if len(l.shown) == 0 {
+		b.WriteString(m.style.faint.Render("  nothing matches the filter") + "\n")
+	}
+	for pos := from; pos < to; pos++ {
+		i := l.shown[pos]
+		box := "[ ]"
+		if l.checked[i] {
+			box = m.style.checked.Render("[x]")
+		}
+		if pos == l.cursor {
+			b.WriteString(m.style.cursor.Render("> ") + box + " " + m.style.cursor.Render(l.rows[i]))
+		} else {
+			b.WriteString("  " + box + " " + l.rows[i])
+		}
+		b.WriteByte('\n')
+	}
+	if rest := len(l.shown) - to; rest > 0 {
+		b.WriteString(m.style.faint.Render(fmt.Sprintf("  ↓ %d more", rest)))
+	}
+	b.WriteByte('\n')
+	b.WriteString(footer + "\n")
+	if m.note != "" {
+		b.WriteString(m.style.note.Render(m.note) + "\n")
+	}
+	b.WriteString(m.help.ShortHelpView(bindings))
+	return b.String()
+}
+
+func (m *model) summaryView() string {
+	var b strings.Builder
+	b.WriteString(m.style.title.Render("Summary") + "\n")
+	b.WriteString("  Will be replicated:\n")
+	c := m.choice()
+	width := nameWidth(len(m.chosen), func(i int) string { return m.dbs[m.chosen[i]].Name })
+	var leftOut []string
+	if m.multi {
+		for i, d := range m.dbs {
+			if m.databases.checked[i] {
+				continue
+			}
+			leftOut = append(leftOut, fmt.Sprintf("%s  (database, %s)", d.Name, health.FormatBytes(d.Bytes)))
+		}
+	}
+	for _, i := range m.chosen {
+		d := m.dbs[i]
+		excluded := c.Excluded[d.Name]
+		var kept int64
+		for _, t := range d.Tables {
+			kept += t.Bytes
+		}
+		for _, t := range excluded {
+			for _, dt := range d.Tables {
+				if dt.Table == t {
+					kept -= dt.Bytes
+					leftOut = append(leftOut, fmt.Sprintf("%s  (table, %s)", t, health.FormatBytes(dt.Bytes)))
+				}
+			}
+		}
+		what := fmt.Sprintf("all %s", countTables(len(d.Tables)))
+		if len(excluded) > 0 {
+			what = fmt.Sprintf("%d of %d tables (%d excluded)", len(d.Tables)-len(excluded), len(d.Tables), len(excluded))
+		}
+		fmt.Fprintf(&b, "    %s  %s, %s\n", pad(d.Name, width), what, health.FormatBytes(kept))
+	}
+	b.WriteString("  Will not be replicated:")
+	if len(leftOut) == 0 {
+		b.WriteString(" nothing")
+	}
+	b.WriteByte('\n')
+	for i, s := range leftOut {
+		if i == maxLeftOut && len(leftOut) > maxLeftOut+1 {
+			fmt.Fprintf(&b, "    … and %d more\n", len(leftOut)-maxLeftOut)
+			break
+		}
+		b.WriteString("    " + s + "\n")
+	}
+	b.WriteString(m.style.title.Render("Proceed with this configuration? [Y/n]") + " ")
+	if m.answered != "" {
+		b.WriteString(m.answered)
+		return b.String()
+	}
+	b.WriteString("\n" + m.help.ShortHelpView([]key.Binding{m.keys.yes, m.keys.no, m.keys.back, m.keys.cancel}))
+	return b.String()
+}
+
+// nameWidth is the width of a name column of n names.
+func nameWidth(n int, name func(int) string) int {
+	w := 0
+	for i := range n {
+		w = max(w, len([]rune(name(i))))
+	}
+	return min(w, maxNameWidth)
+}
+
+// pad cuts or pads s to width runes.
+func pad(s string, width int) string {
+	r := []rune(s)
+	if len(r) > width {
+		return string(r[:width-1]) + "…"
+	}
+	return s + strings.Repeat(" ", width-len(r))
+}
+
+func countTables(n int) string {
+	if n == 1 {
+		return "1 table"
+	}
+	return strconv.Itoa(n) + " tables"
+}
+
+// countRows renders a row estimate: ~1,234 rows, or "? rows" for a table
+// never analysed.
+func countRows(n int64) string {
+	if n < 0 {
+		return "? rows"
+	}
+	s := strconv.FormatInt(n, 10)
+	for i := len(s) - 3; i > 0; i -= 3 {
+		s = s[:i] + "," + s[i:]
+	}
+	if n == 1 {
+		return "~1 row"
+	}
+	return "~" + s + " rows"
+}
