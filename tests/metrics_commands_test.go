@@ -123,8 +123,8 @@ func TestDashboardQueriesMatchServedSeries(t *testing.T) {
 	served["init"] = runServing(t, "Init is complete", append([]string{"init", "--yes"}, conn...)...)
 	copied := served["init"]
 	for series, want := range map[string]float64{
-		`seren_replicator_snapshot_tables{database="dash"}`:                                     2,
-		`seren_replicator_snapshot_tables_done{database="dash"}`:                                2,
+		`seren_replicator_snapshot_tables{database="dash"}`:                                   2,
+		`seren_replicator_snapshot_tables_done{database="dash"}`:                              2,
 		`seren_replicator_snapshot_table_copied_rows_total{database="dash",table="public.a"}`: 3000,
 		`seren_replicator_snapshot_table_copied_rows_total{database="dash",table="public.b"}`: 7,
 	} {
