@@ -71,7 +71,7 @@ func TestInteractive(t *testing.T) {
 		}
 		term.send(keySpace, keyCtrlC)
 		code, out := term.wait()
-		if code != 130 || !strings.Contains(out, "interrupted; nothing was created") {
+		if code != 130 || !strings.Contains(out, "interrupted; nothing was changed") {
 			t.Errorf("exit %d, want 130; output:\n%s", code, out)
 		}
 		nothingCreated(t)
@@ -93,7 +93,7 @@ func TestInteractive(t *testing.T) {
 		term.waitFor("Proceed with replication? [y/N]")
 		term.send(keyCtrlC)
 		code, out := term.wait()
-		if code != 130 || !strings.Contains(out, "interrupted; nothing was created") {
+		if code != 130 || !strings.Contains(out, "interrupted; nothing was changed") {
 			t.Errorf("exit %d, want 130; output:\n%s", code, out)
 		}
 		nothingCreated(t)
@@ -209,6 +209,17 @@ func TestInteractive(t *testing.T) {
 		}
 		if n := src.QueryString("legacy", `SELECT count(*) FROM pg_replication_slots WHERE database = 'legacy'`); n != "0" {
 			t.Errorf("a slot was created for the database left out")
+		}
+
+		// cleanup's [y/N] takes Ctrl-C the same way, and drops nothing.
+		term = startTerminal(t, "cleanup", "--source", source, "--target", target, "--include-databases", "app")
+		term.waitFor("Continue? [y/N]")
+		term.send(keyCtrlC)
+		if code, out := term.wait(); code != 130 || !strings.Contains(out, "interrupted; nothing was changed") {
+			t.Errorf("cleanup: exit %d, want 130; output:\n%s", code, out)
+		}
+		if n := src.QueryString("app", `SELECT count(*) FROM pg_replication_slots WHERE database = 'app'`); n != "1" {
+			t.Errorf("cleanup interrupted at its question left %s slots of app, want 1", n)
 		}
 	})
 }

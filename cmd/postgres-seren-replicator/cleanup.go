@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -73,7 +72,7 @@ func (c *CleanupCmd) Run(ctx context.Context, env *Env) error {
 			ErrCheckFailed, strings.Join(active, ", "))
 	}
 	if present > 0 && !c.Yes {
-		if err := c.confirm(env, states); err != nil {
+		if err := c.confirm(ctx, env, states); err != nil {
 			return err
 		}
 	}
@@ -135,7 +134,7 @@ func (c *CleanupCmd) inspect(ctx context.Context, db plan.Database) (cleanupStat
 }
 
 // confirm lists what will be dropped and asks on the terminal.
-func (c *CleanupCmd) confirm(env *Env, states []cleanupState) error {
+func (c *CleanupCmd) confirm(ctx context.Context, env *Env, states []cleanupState) error {
 	if !term.IsTerminal(int(os.Stdin.Fd())) {
 		return usageError("cleanup drops replication state and needs confirmation: run it on a terminal, or pass --yes")
 	}
@@ -152,7 +151,11 @@ func (c *CleanupCmd) confirm(env *Env, states []cleanupState) error {
 		}
 	}
 	fmt.Fprint(env.Stderr, "Streaming cannot resume afterwards without a new init. Continue? [y/N] ")
-	answer, _ := bufio.NewReader(os.Stdin).ReadString('\n')
+	answer, err := readLine(ctx, os.Stdin) // Ctrl-C: ErrInterrupted, exit 130
+	if err != nil {
+		fmt.Fprintln(env.Stderr)
+		return err
+	}
 	switch strings.ToLower(strings.TrimSpace(answer)) {
 	case "y", "yes":
 		return nil

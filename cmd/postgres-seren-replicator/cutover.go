@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -69,7 +68,7 @@ func (c *CutoverCmd) Run(ctx context.Context, env *Env) error {
 	if err := c.Replication.Check(p); err != nil {
 		return err
 	}
-	if err := c.confirm(env, p); err != nil {
+	if err := c.confirm(ctx, env, p); err != nil {
 		return err
 	}
 	rep := &cutoverReport{Fence: c.Fence}
@@ -177,7 +176,7 @@ func (c *CutoverCmd) Run(ctx context.Context, env *Env) error {
 }
 
 // confirm asks before fencing, unless --yes.
-func (c *CutoverCmd) confirm(env *Env, p plan.Plan) error {
+func (c *CutoverCmd) confirm(ctx context.Context, env *Env, p plan.Plan) error {
 	if c.Yes {
 		return nil
 	}
@@ -190,7 +189,11 @@ func (c *CutoverCmd) confirm(env *Env, p plan.Plan) error {
 	}
 	fmt.Fprintf(env.Stderr, "Cutover stops writes on the source database(s) %s (--fence %s) and hands them over to the target. Continue? [y/N] ",
 		strings.Join(names, ", "), c.Fence)
-	answer, _ := bufio.NewReader(os.Stdin).ReadString('\n')
+	answer, err := readLine(ctx, os.Stdin) // Ctrl-C: ErrInterrupted, exit 130
+	if err != nil {
+		fmt.Fprintln(env.Stderr)
+		return err
+	}
 	switch strings.ToLower(strings.TrimSpace(answer)) {
 	case "y", "yes":
 		return nil

@@ -24,9 +24,9 @@ const (
 	// a stream it cannot decode.
 	ExitNeedsAction = 4
 	// ExitInterrupted means the user pressed Ctrl-C at a prompt (the
-	// --interactive lists, init's confirmation) before anything was
-	// created: 128 + SIGINT, what a shell reports for a command ended by
-	// Ctrl-C.
+	// --interactive screens, the [y/N] of init, cleanup and cutover)
+	// before anything was changed: 128 + SIGINT, what a shell reports for
+	// a command ended by Ctrl-C.
 	ExitInterrupted = 130
 )
 
@@ -43,9 +43,9 @@ var ErrCancelled = errors.New("cancelled; nothing was changed")
 var ErrUsage = errors.New("usage")
 
 // ErrInterrupted reports that the user pressed Ctrl-C at a prompt, before
-// anything was created. It exits with ExitInterrupted and is printed as a
+// anything was changed. It exits with ExitInterrupted and is printed as a
 // plain notice, not as an error.
-var ErrInterrupted = errors.New("interrupted; nothing was created")
+var ErrInterrupted = errors.New("interrupted; nothing was changed")
 
 // ExitCode maps an error to the process exit code.
 func ExitCode(err error) int {

@@ -32,6 +32,8 @@ func TestExitCode(t *testing.T) {
 		{"lost slot", setupError("replication slot seren_app was invalidated"), ExitNeedsAction},
 		{"undecodable stream", fmt.Errorf("slot seren_app: decode pgoutput: %w", stream.ErrProtocol), ExitNeedsAction},
 		{"one database diverged, another lost its connection", errors.Join(diverged, lost), ExitNeedsAction},
+		{"Ctrl-C at a prompt", ErrInterrupted, ExitInterrupted},
+		{"no at a prompt", ErrCancelled, ExitFailed},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			if got := ExitCode(c.err); got != c.want {

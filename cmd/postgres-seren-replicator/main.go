@@ -49,8 +49,8 @@ Exit codes:
   4  sync stopped on a state only a person can change (diverged target, schema
      change on the source, lost slot or publication, undecodable stream): the
      error says what to do; restarting without doing it stops again
-  130  Ctrl-C at a prompt (the --interactive screens, init's [y/N]): nothing
-       was created
+  130  Ctrl-C at a prompt (the --interactive screens, a [y/N] question):
+       nothing was changed
 
 Every flag can also be set by the environment variable shown beside it.
 Connection strings are libpq URLs or keyword/value strings; PG* variables
