@@ -19,7 +19,7 @@ NEXT_VERSION := $(shell sed -n 's/^\#\# \[\([0-9][0-9.]*\)\].*/\1/p' CHANGELOG.m
 VERSION    ?= $(if $(GIT_TAG),$(patsubst v%,%,$(GIT_TAG))$(if $(GIT_DIRTY),-dirty),$(or $(NEXT_VERSION),0.0.0)-dev.g$(GIT_SHORT)$(GIT_DIRTY))
 BUILD_DATE ?= $(shell date -u +%Y-%m-%dT%H:%M:%SZ)
 LDFLAGS    := -X main.version=$(VERSION) -X main.commit=$(GIT_COMMIT) -X main.date=$(BUILD_DATE)
-export VERSION
+export VERSION GIT_COMMIT
 
 # Release tooling lives in its own module (tools/release) so that its many
 # dependencies stay out of the product's go.mod; it is built once into .cache.
@@ -76,7 +76,8 @@ $(GORELEASER): tools/release/go.mod tools/release/go.sum
 # checksums, static binaries that print this version, deploy/README.md
 # followed from the linux archive).
 test-release: release
-	SEREN_RELEASE_DIST=$(CURDIR)/dist $(GO) test -count=1 -timeout 20m -run 'TestRelease|TestDeployReadme' ./tests/
+	SEREN_RELEASE_DIST=$(CURDIR)/dist SEREN_RELEASE_ARCHIVE=$(CURDIR)/dist/postgres-seren-replicator_$(VERSION)_linux_amd64.tar.gz \
+		$(GO) test -count=1 -timeout 20m -run 'TestRelease|TestDeployReadme' ./tests/
 
 # image: the container image (see Dockerfile): IMAGE:VERSION (binary only)
 # and IMAGE:VERSION-pgPG_MAJOR (with pg_dump/pg_restore, for init).

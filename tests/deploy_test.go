@@ -31,28 +31,46 @@ func readDeploy(t *testing.T, name string) string {
 	return string(b)
 }
 
-// TestSystemdUnitsVerify runs systemd-analyze verify on the units, with
-// ExecStart pointed at the binary under test (verify checks it exists).
+// TestSystemdUnitsVerify runs systemd-analyze verify on the shipped units
+// as installed: in a throwaway root standing for /, with the binary at
+// /usr/local/bin where deploy/README.md installs it and ExecStart= names it
+// (verify checks that the command exists), and without the binary, which
+// must fail.
 func TestSystemdUnitsVerify(t *testing.T) {
 	analyze, err := exec.LookPath("systemd-analyze")
 	if err != nil {
 		t.Skip("systemd-analyze not installed")
 	}
-	dir := t.TempDir()
+	root := newRoot(t)
 	for _, name := range unitFiles {
-		text := strings.ReplaceAll(readDeploy(t, name), "/usr/local/bin/postgres-seren-replicator", binary)
-		if err := os.WriteFile(filepath.Join(dir, name), []byte(text), 0o644); err != nil {
+		if err := os.WriteFile(filepath.Join(root, "etc/systemd/system", name), []byte(readDeploy(t, name)), 0o644); err != nil {
 			t.Fatal(err)
 		}
 	}
-	cmd := exec.Command(analyze, append([]string{"verify", "--man=no"}, unitFiles...)...)
-	cmd.Dir = dir
-	out, err := cmd.CombinedOutput()
+	if out, err := analyzeVerify(analyze, root, unitFiles); err == nil && !strings.Contains(out, "/usr/local/bin/postgres-seren-replicator") {
+		t.Errorf("systemd-analyze verify passed without the binary installed:\n%s", out)
+	}
+	if out, err := exec.Command("install", "-m", "0755", binary, filepath.Join(root, "usr/local/bin/")).CombinedOutput(); err != nil {
+		t.Fatalf("install: %v\n%s", err, out)
+	}
+	verifyUnitsIn(t, analyze, root, unitFiles)
+}
+
+// verifyUnitsIn runs systemd-analyze verify --root=root on units installed
+// in root's /etc/systemd/system and fails on any finding.
+func verifyUnitsIn(t *testing.T, analyze, root string, units []string) {
+	t.Helper()
+	out, err := analyzeVerify(analyze, root, units)
 	// verify exits 0 on unknown keys and misplaced settings but prints them:
 	// any output is a finding.
-	if err != nil || len(strings.TrimSpace(string(out))) > 0 {
-		t.Errorf("systemd-analyze verify: %v\n%s", err, out)
+	if err != nil || len(strings.TrimSpace(out)) > 0 {
+		t.Errorf("systemd-analyze verify --root %s %v: %v\n%s", root, units, err, out)
 	}
+}
+
+func analyzeVerify(analyze, root string, units []string) (string, error) {
+	out, err := exec.Command(analyze, append([]string{"verify", "--man=no", "--root=" + root}, units...)...).CombinedOutput()
+	return string(out), err
 }
 
 // TestSystemdUnitSettings checks the settings the daemon depends on, on
