@@ -155,7 +155,7 @@ func (f *follower) do(step string) {
 	w := strings.Fields(step)
 	switch {
 	case w[0] == "tar" && len(w) == 3 && w[1] == "-xzf":
-		run(t, f.cwd, "tar", "-xzf", f.glob(w[2]))
+		runIn(t, f.cwd, "tar", "-xzf", f.glob(w[2]))
 	case w[0] == "cd" && len(w) == 2:
 		f.cwd = f.glob(w[1])
 	case w[0] == "install":
@@ -202,7 +202,7 @@ func (f *follower) do(step string) {
 	}
 }
 
-func run(t *testing.T, dir, name string, args ...string) string {
+func runIn(t *testing.T, dir, name string, args ...string) string {
 	t.Helper()
 	cmd := exec.Command(name, args...)
 	cmd.Dir = dir
@@ -240,7 +240,7 @@ func (f *follower) install(args []string) {
 			out = append(out, p)
 		}
 	}
-	run(f.t, f.cwd, "install", out...)
+	runIn(f.t, f.cwd, "install", out...)
 }
 
 // edit fills in the environment file as the doc asks: the connections, and

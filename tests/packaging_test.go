@@ -83,7 +83,7 @@ func checkStaticELF(t *testing.T, path string, machine elf.Machine) {
 // they print version, commit, a build date and the Go version.
 func checkVersionOutput(t *testing.T, path, version string) {
 	t.Helper()
-	commit := strings.TrimSpace(run(t, "..", "git", "rev-parse", "HEAD"))
+	commit := strings.TrimSpace(runIn(t, "..", "git", "rev-parse", "HEAD"))
 	for _, args := range [][]string{{"--version"}, {"version"}} {
 		out, err := exec.Command(path, args...).CombinedOutput()
 		if err != nil {
@@ -123,7 +123,7 @@ func TestStaticBuildPrintsVersion(t *testing.T) {
 // next release named by CHANGELOG.md's first heading, as a pre-release
 // with the commit, between tags.
 func TestMakeVersionIsSemantic(t *testing.T) {
-	v := strings.TrimSpace(run(t, "..", "make", "--no-print-directory", "-s", "version"))
+	v := strings.TrimSpace(runIn(t, "..", "make", "--no-print-directory", "-s", "version"))
 	semver := regexp.MustCompile(`^(\d+)\.(\d+)\.(\d+)(-[0-9A-Za-z.-]+)?(\+[0-9A-Za-z.-]+)?$`)
 	if !semver.MatchString(v) {
 		t.Fatalf("make version = %q, not a semantic version", v)

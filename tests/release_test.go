@@ -27,7 +27,7 @@ func TestRelease(t *testing.T) {
 	}
 	version := os.Getenv("VERSION")
 	if version == "" {
-		version = strings.TrimSpace(run(t, "..", "make", "--no-print-directory", "-s", "version"))
+		version = strings.TrimSpace(runIn(t, "..", "make", "--no-print-directory", "-s", "version"))
 	}
 	prefix := "postgres-seren-replicator_" + version
 
