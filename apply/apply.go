@@ -413,6 +413,9 @@ func (a *Applier) handle(ctx context.Context, ev stream.Event) error {
 			return a.commit(ctx)
 		}
 	case *stream.Relation:
+		if err := a.checkCopied(m.Namespace + "." + m.Name); err != nil {
+			return err
+		}
 		if a.inCopy(m.Namespace + "." + m.Name) {
 			// Compared with the target before the table's first applied change.
 			r := newRelation(m)

@@ -21,8 +21,9 @@ import (
 // shape the copy no longer has.
 
 // loadJoins reads the copy LSNs of the tables added after init that the
-// checkpoint has not passed yet. A table still being copied means the add
-// did not finish: streaming now would apply its changes to a partial copy.
+// checkpoint has not passed yet, and the tables whose add has not finished:
+// a change to one of those stops the applier (its copy is partial; the
+// caller completes the add before it streams).
 func (a *Applier) loadJoins(ctx context.Context, db *pgx.Conn, from pglogrepl.LSN) error {
 	tables, err := a.cfg.Store.LoadTables(ctx, db, a.cfg.Slot)
 	if err != nil {
@@ -32,10 +33,21 @@ func (a *Applier) loadJoins(ctx context.Context, db *pgx.Conn, from pglogrepl.LS
 	for _, t := range tables {
 		switch {
 		case t.State == checkpoint.TableCopying:
-			return fmt.Errorf("table %s.%s is being added to the migration and its copy is not complete: the next start copies it again", t.Schema, t.Name)
+			a.joins[t.Schema+"."+t.Name] = copyUnfinished
 		case t.CopyLSN > from:
 			a.joins[t.Schema+"."+t.Name] = t.CopyLSN
 		}
+	}
+	return nil
+}
+
+// copyUnfinished marks a table whose add has not finished.
+const copyUnfinished = pglogrepl.LSN(1<<64 - 1)
+
+// checkCopied fails for a table whose add has not finished.
+func (a *Applier) checkCopied(name string) error {
+	if a.joins[name] == copyUnfinished {
+		return fmt.Errorf("apply %s: a change to table %s, whose copy is not complete (the next start copies it again)", a.cfg.Database, name)
 	}
 	return nil
 }
@@ -70,6 +82,9 @@ func (a *Applier) admit(ctx context.Context, msg stream.Message) (stream.Message
 	for _, id := range ids {
 		r, err := a.relation(id)
 		if err != nil {
+			return nil, err
+		}
+		if err := a.checkCopied(r.name); err != nil {
 			return nil, err
 		}
 		if a.inCopy(r.name) {

@@ -115,8 +115,10 @@ func TestValidateFailsOnBrokenSlotOfMigration(t *testing.T) {
 }
 
 // A table created on the source after init is selected but was never
-// copied: sync stops with the exit code that tells systemd not to restart
-// it, for good in daemon mode too, and both ways out in its message work.
+// copied: with --schema-changes=stop, sync stops with the exit code that
+// tells systemd not to restart it, for good in daemon mode too, and the ways
+// out in its message work. (By default the table joins the migration:
+// new_tables_test.go.)
 func TestSyncNewSourceTableNeedsAction(t *testing.T) {
 	src, dst := pgtestPair(t)
 	src.Exec("postgres", "CREATE DATABASE grow")
@@ -127,18 +129,22 @@ func TestSyncNewSourceTableNeedsAction(t *testing.T) {
 	src.Exec("grow", `CREATE TABLE u (id int PRIMARY KEY, v text); INSERT INTO u SELECT g, 'u' FROM generate_series(1, 20) g;
 		INSERT INTO t VALUES (51, 'after u')`)
 	// The daemon, not --catch-up: it must stop, not retry.
-	res := runCLIContext(t, context.Background(), time.Minute, nil, syncArgs(src, dst, "grow")...)
-	if res.Code != exitNeedsAction || !strings.Contains(res.Stderr, "grow.public.u is selected but not in publication") {
+	res := runCLIContext(t, context.Background(), time.Minute, nil, syncArgs(src, dst, "grow", "--schema-changes", "stop")...)
+	if res.Code != exitNeedsAction || !strings.Contains(res.Stderr, "grow.public.u is selected but not replicated yet") {
 		t.Fatalf("sync after a table was added on the source: exit %d, want %d naming the table\n%s", res.Code, exitNeedsAction, res.Stderr)
 	}
 	// Way out 1: leave the new table out.
 	catchUp(t, src, dst, "grow", "--exclude-tables", "grow.public.u")
 	assertSameTables(t, src, dst, "grow", "t")
-	// Way out 2: copy everything again, the new table with it.
+	// Way out 2: let it join the migration.
+	src.Exec("grow", `INSERT INTO u VALUES (21, 'while excluded')`)
+	catchUp(t, src, dst, "grow")
+	assertSameTables(t, src, dst, "grow", "t", "u")
+	// Way out 3: copy everything again, the new table with it.
 	if res := runCLI(t, nil, initArgs(src, dst, "grow", "grow", "--drop-existing")...); res.Code != 0 {
 		t.Fatalf("init --drop-existing: exit %d\n%s", res.Code, res.Stderr)
 	}
-	src.Exec("grow", `INSERT INTO u VALUES (21, 'after the new init'); INSERT INTO t VALUES (52, 'after the new init')`)
+	src.Exec("grow", `INSERT INTO u VALUES (22, 'after the new init'); INSERT INTO t VALUES (52, 'after the new init')`)
 	catchUp(t, src, dst, "grow")
 	assertSameTables(t, src, dst, "grow", "t", "u")
 }

@@ -89,7 +89,7 @@ func (r *pipelineRunner) joinNewTables(ctx context.Context, src *pgx.Conn) (bool
 	}
 	names := make([]string, len(tables))
 	for i, t := range tables {
-		names[i] = t.Qualified()
+		names[i] = t.String()
 	}
 	list := strings.Join(names, ", ")
 	if r.cmd.SchemaChanges == string(apply.SchemaChangesStop) {

@@ -136,9 +136,6 @@ func (r *pipelineRunner) once(ctx context.Context) (pipelineResult, error) {
 		return pipelineResult{position: pos}, setupError("replication slot %s is at %s but the target checkpoint is at %s: the changes in between are gone from the source; copy the data again with init --drop-existing",
 			r.slot, slot.ConfirmedFlush, pos.EndLSN)
 	}
-	if r.stopAt != 0 && pos.EndLSN >= r.stopAt {
-		return pipelineResult{position: pos}, nil
-	}
 	if joined, err := r.joinNewTables(ctx, src); err != nil || joined {
 		if err == nil {
 			err = errTablesJoined
@@ -147,6 +144,9 @@ func (r *pipelineRunner) once(ctx context.Context) (pipelineResult, error) {
 	}
 	if err := r.checkPublication(ctx, src); err != nil {
 		return pipelineResult{position: pos}, err
+	}
+	if r.stopAt != 0 && pos.EndLSN >= r.stopAt {
+		return pipelineResult{position: pos}, nil
 	}
 	mode := "ordered (target triggers fire; source commit order keeps foreign keys valid)"
 	if applier.ReplicaMode() {
