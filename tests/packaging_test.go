@@ -287,3 +287,33 @@ func readTarGz(t *testing.T, path string) map[string][]byte {
 		}
 	}
 }
+
+// TestReadmeInstallSection: the README's install section comes before its
+// usage, starts from a release archive named as make release names it (the
+// next version of CHANGELOG.md), then the image, then make build.
+func TestReadmeInstallSection(t *testing.T) {
+	readme := repoFile(t, "README.md")
+	i, j := strings.Index(readme, "\n## Install\n"), strings.Index(readme, "\n## Using it\n")
+	if i < 0 || j < i {
+		t.Fatal("README.md has no ## Install section before ## Using it")
+	}
+	section := readme[i:j]
+	archive, image, source := strings.Index(section, "release archive"), strings.Index(section, "make image"), strings.Index(section, "make build")
+	if archive < 0 || image < archive || source < image {
+		t.Errorf("## Install should start from a release archive, then the image, then make build (at %d, %d, %d)", archive, image, source)
+	}
+	next := regexp.MustCompile(`(?m)^## \[(\d+\.\d+\.\d+)\]`).FindStringSubmatch(repoFile(t, "CHANGELOG.md"))
+	if next == nil {
+		t.Fatal("CHANGELOG.md has no ## [X.Y.Z] heading")
+	}
+	for _, name := range []string{
+		"postgres-seren-replicator_" + next[1] + "_checksums.txt",
+		"postgres-seren-replicator_" + next[1] + "_linux_amd64.tar.gz",
+		"postgres-seren-replicator_" + next[1] + "_linux_amd64/postgres-seren-replicator",
+		"postgres-seren-replicator:" + next[1] + "-pg" + regexp.MustCompile(`(?m)^ARG PG_MAJOR=(\d+)$`).FindStringSubmatch(repoFile(t, "Dockerfile"))[1],
+	} {
+		if !strings.Contains(section, name) {
+			t.Errorf("## Install does not name %s as make release and make image produce it", name)
+		}
+	}
+}
