@@ -3,9 +3,12 @@ package tests
 import (
 	"context"
 	"os/exec"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/serenorg/postgres-seren-replicator/tests/pgtest"
 )
 
 // assertStreams checks one run's output as an operator reads it piped into
@@ -135,4 +138,48 @@ func TestDemoReadsAsAWalkthrough(t *testing.T) {
 			t.Errorf("demo output lacks %q:\n%s", want, text)
 		}
 	}
+}
+
+// TestStatusWarningWithoutStatsRole runs status as a role that may read the
+// data but not other sessions' replication statistics, while the daemon
+// streams and a batch waits on a lock on the target: status cannot tell
+// whether changes are pending, and says so in one plain sentence with the
+// grant that fixes it, not in parentheses nested in parentheses.
+func TestStatusWarningWithoutStatsRole(t *testing.T) {
+	src, dst := pgtestPair(t)
+	const db = "watch"
+	prepareStreaming(t, src, dst, db, `CREATE TABLE t (id int PRIMARY KEY);`, "public.t")
+	const pw = "Watch-Pw-31"
+	for _, c := range []*pgtest.Cluster{src, dst} {
+		c.CreateRole("watcher", pw)
+		c.Exec("postgres", "GRANT pg_read_all_data TO watcher")
+	}
+	startSync(t, nil, syncArgs(src, dst, db)...)
+	eventually(t, 30*time.Second, "the daemon streaming", func() bool {
+		return src.QueryString(db, "SELECT count(*) FROM pg_replication_slots WHERE active") == "1"
+	})
+	lock := dst.Connect(db)
+	tx, err := lock.Begin(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(context.Background())
+	if _, err := tx.Exec(t.Context(), "LOCK TABLE t IN ACCESS EXCLUSIVE MODE"); err != nil {
+		t.Fatal(err)
+	}
+	src.Exec(db, "INSERT INTO t VALUES (1)")
+	var res Result
+	eventually(t, 30*time.Second, "status seeing the pending change", func() bool {
+		res = runCLI(t, []string{"PGPASSWORD=" + pw}, "status", "--source", src.URL("watcher", "", db), "--target", dst.URL("watcher", "", db))
+		return strings.Contains(res.Stdout+res.Stderr, "could not tell whether changes are pending")
+	})
+	out := res.Stdout + res.Stderr
+	t.Log(out)
+	if !strings.Contains(out, "not visible to this role: grant it pg_read_all_stats") {
+		t.Errorf("status does not name the grant:\n%s", out)
+	}
+	if regexp.MustCompile(`\([^()]*\(`).MatchString(out) {
+		t.Errorf("status nests parentheses:\n%s", out)
+	}
+	assertNoSecret(t, res, pw)
 }
