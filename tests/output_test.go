@@ -37,7 +37,7 @@ func assertStreams(t *testing.T, what string, res Result) {
 // script or a CI job runs them, and reads their output: streams kept apart
 // and free of escape codes, counts in the right number, the estimate's
 // rates labelled as an assumption, cleanup naming the target database by
-// its own name (here not the source's).
+// its own name (here not the source's), a warning of status in one sentence.
 func TestOutputForOperators(t *testing.T) {
 	src, dst := pgtestPair(t)
 	src.Exec("postgres", "CREATE DATABASE one")
@@ -112,6 +112,8 @@ func TestOutputForOperators(t *testing.T) {
 			t.Errorf("cleanup labels the target with the source's database name:\n%s", res.Stdout)
 		}
 	})
+
+	t.Run("status warning without pg_read_all_stats", func(t *testing.T) { statusWithoutStatsRole(t, src, dst) })
 }
 
 // TestDemoReadsAsAWalkthrough runs make demo's program piped: it succeeds,
@@ -140,13 +142,12 @@ func TestDemoReadsAsAWalkthrough(t *testing.T) {
 	}
 }
 
-// TestStatusWarningWithoutStatsRole runs status as a role that may read the
-// data but not other sessions' replication statistics, while the daemon
-// streams and a batch waits on a lock on the target: status cannot tell
-// whether changes are pending, and says so in one plain sentence with the
-// grant that fixes it, not in parentheses nested in parentheses.
-func TestStatusWarningWithoutStatsRole(t *testing.T) {
-	src, dst := pgtestPair(t)
+// statusWithoutStatsRole runs status as a role that may read the data but
+// not other sessions' replication statistics, while the daemon streams and
+// a batch waits on a lock on the target: status cannot tell whether changes
+// are pending, and says so in one plain sentence with the grant that fixes
+// it, not in parentheses nested in parentheses.
+func statusWithoutStatsRole(t *testing.T, src, dst *pgtest.Cluster) {
 	const db = "watch"
 	prepareStreaming(t, src, dst, db, `CREATE TABLE t (id int PRIMARY KEY);`, "public.t")
 	const pw = "Watch-Pw-31"
@@ -174,7 +175,6 @@ func TestStatusWarningWithoutStatsRole(t *testing.T) {
 		return strings.Contains(res.Stdout+res.Stderr, "could not tell whether changes are pending")
 	})
 	out := res.Stdout + res.Stderr
-	t.Log(out)
 	if !strings.Contains(out, "not visible to this role: grant it pg_read_all_stats") {
 		t.Errorf("status does not name the grant:\n%s", out)
 	}
