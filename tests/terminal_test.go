@@ -148,22 +148,37 @@ func (term *terminal) wait() (int, string) {
 }
 
 // screen is a minimal terminal emulator: printable characters, CR, LF,
-// backspace, tab, and the CSI sequences that move the cursor (A B C D E F
-// G H f) and erase (J K). Everything else (colours, modes, OSC strings) is
-// read and dropped.
+// backspace, tab, reverse index, the alternate screen (mode 1049), a
+// scrolling region, and the CSI sequences that move the cursor (A B C D E
+// F G H d f), erase (J K X), insert and delete characters and lines (@ P L
+// M), scroll (S T) and repeat (b). Everything else (colours, other modes,
+// OSC strings, queries) is read and dropped.
 type screen struct {
-	rows, cols int
-	cells      [][]rune
-	row, col   int
-	pending    []byte // an incomplete escape sequence or UTF-8 character
+	rows, cols  int
+	cells       [][]rune
+	row, col    int
+	top, bottom int // the scrolling region, rows inclusive
+	last        rune
+	savedRow    int
+	savedCol    int
+	main        [][]rune // the main screen while the alternate one shows
+	mainRow     int
+	mainCol     int
+	pending     []byte // an incomplete escape sequence or UTF-8 character
 }
 
 func newScreen(rows, cols int) *screen {
-	s := &screen{rows: rows, cols: cols}
-	for range rows {
-		s.cells = append(s.cells, blankLine(cols))
-	}
+	s := &screen{rows: rows, cols: cols, bottom: rows - 1}
+	s.cells = s.blank()
 	return s
+}
+
+func (s *screen) blank() [][]rune {
+	out := make([][]rune, s.rows)
+	for i := range out {
+		out[i] = blankLine(s.cols)
+	}
+	return out
 }
 
 func blankLine(cols int) []rune {
@@ -212,22 +227,45 @@ func (s *screen) write(p []byte, stream *strings.Builder) {
 			if r < 0x20 || r == 0x7f {
 				continue
 			}
-			if s.col >= s.cols { // deferred wrap, as xterm does
-				s.col = 0
-				s.lineFeed()
-			}
-			s.cells[s.row][s.col] = r
-			s.col++
+			s.put(r)
 		}
 	}
 }
 
-func (s *screen) lineFeed() {
-	if s.row < s.rows-1 {
-		s.row++
-		return
+func (s *screen) put(r rune) {
+	if s.col >= s.cols { // deferred wrap, as xterm does
+		s.col = 0
+		s.lineFeed()
 	}
-	s.cells = append(s.cells[1:], blankLine(s.cols))
+	s.cells[s.row][s.col] = r
+	s.col++
+	s.last = r
+}
+
+func (s *screen) lineFeed() {
+	switch {
+	case s.row == s.bottom:
+		s.scrollUp(1)
+	case s.row < s.rows-1:
+		s.row++
+	}
+}
+
+// scrollUp moves the lines of the scrolling region up by n, blank lines
+// coming in at its bottom (and a full-screen scroll of the main screen
+// drops the top line, as into a history).
+func (s *screen) scrollUp(n int) {
+	for range n {
+		copy(s.cells[s.top:s.bottom], s.cells[s.top+1:s.bottom+1])
+		s.cells[s.bottom] = blankLine(s.cols)
+	}
+}
+
+func (s *screen) scrollDown(n int) {
+	for range n {
+		copy(s.cells[s.top+1:s.bottom+1], s.cells[s.top:s.bottom])
+		s.cells[s.top] = blankLine(s.cols)
+	}
 }
 
 // escapeLength is the length of the escape sequence b starts with, or 0
@@ -264,13 +302,36 @@ func escapeLength(b []byte) int {
 }
 
 func (s *screen) escape(seq []byte) {
-	if len(seq) < 3 || seq[1] != '[' {
+	if len(seq) == 2 {
+		switch seq[1] {
+		case 'M': // reverse index
+			if s.row == s.top {
+				s.scrollDown(1)
+			} else {
+				s.row = max(0, s.row-1)
+			}
+		case 'D':
+			s.lineFeed()
+		case '7':
+			s.savedRow, s.savedCol = s.row, s.col
+		case '8':
+			s.row, s.col = s.savedRow, s.savedCol
+		}
+		return
+	}
+	if seq[1] != '[' {
 		return
 	}
 	final := seq[len(seq)-1]
 	params := string(seq[2 : len(seq)-1])
-	if strings.HasPrefix(params, "?") || strings.HasPrefix(params, ">") {
-		return // private modes: cursor visibility, bracketed paste, ...
+	if strings.HasPrefix(params, "?") {
+		if final == 'h' || final == 'l' {
+			s.privateMode(strings.TrimPrefix(params, "?"), final == 'h')
+		}
+		return // other modes: cursor visibility, bracketed paste, queries
+	}
+	if strings.ContainsAny(params, "<>=") {
+		return // keyboard protocol and other queries
 	}
 	var nums []int
 	for _, p := range strings.Split(params, ";") {
@@ -285,6 +346,7 @@ func (s *screen) escape(seq []byte) {
 	}
 	clampRow := func(r int) int { return max(0, min(s.rows-1, r)) }
 	clampCol := func(c int) int { return max(0, min(s.cols-1, c)) }
+	line := s.cells[s.row]
 	switch final {
 	case 'A':
 		s.row = clampRow(s.row - arg(0, 1))
@@ -293,13 +355,15 @@ func (s *screen) escape(seq []byte) {
 	case 'C':
 		s.col = clampCol(s.col + arg(0, 1))
 	case 'D':
-		s.col = clampCol(s.col - arg(0, 1))
+		s.col = clampCol(min(s.col, s.cols-1) - arg(0, 1))
 	case 'E':
 		s.row, s.col = clampRow(s.row+arg(0, 1)), 0
 	case 'F':
 		s.row, s.col = clampRow(s.row-arg(0, 1)), 0
 	case 'G':
 		s.col = clampCol(arg(0, 1) - 1)
+	case 'd':
+		s.row = clampRow(arg(0, 1) - 1)
 	case 'H', 'f':
 		s.row, s.col = clampRow(arg(0, 1)-1), clampCol(arg(1, 1)-1)
 	case 'J':
@@ -315,9 +379,7 @@ func (s *screen) escape(seq []byte) {
 			}
 			s.eraseLine(s.row, 0, min(s.col+1, s.cols))
 		default:
-			for r := range s.cells {
-				s.cells[r] = blankLine(s.cols)
-			}
+			s.cells = s.blank()
 		}
 	case 'K':
 		switch arg(0, 0) {
@@ -328,7 +390,65 @@ func (s *screen) escape(seq []byte) {
 		default:
 			s.eraseLine(s.row, 0, s.cols)
 		}
+	case 'X':
+		s.eraseLine(s.row, min(s.col, s.cols), min(s.cols, s.col+arg(0, 1)))
+	case 'P': // delete characters: the rest of the line moves left
+		at, n := min(s.col, s.cols), arg(0, 1)
+		copy(line[at:], line[min(s.cols, at+n):])
+		s.eraseLine(s.row, max(at, s.cols-n), s.cols)
+	case '@': // insert blanks: the rest of the line moves right
+		at, n := min(s.col, s.cols), arg(0, 1)
+		copy(line[min(s.cols, at+n):], line[at:])
+		s.eraseLine(s.row, at, min(s.cols, at+n))
+	case 'M', 'L': // delete or insert lines within the scrolling region
+		if s.row < s.top || s.row > s.bottom {
+			return
+		}
+		top := s.top
+		s.top = s.row
+		if final == 'M' {
+			s.scrollUp(min(arg(0, 1), s.bottom-s.row+1))
+		} else {
+			s.scrollDown(min(arg(0, 1), s.bottom-s.row+1))
+		}
+		s.top = top
+		s.col = 0
+	case 'S':
+		s.scrollUp(arg(0, 1))
+	case 'T':
+		s.scrollDown(arg(0, 1))
+	case 'r':
+		s.top, s.bottom = clampRow(arg(0, 1)-1), clampRow(arg(1, s.rows)-1)
+		if s.top >= s.bottom {
+			s.top, s.bottom = 0, s.rows-1
+		}
+		s.row, s.col = 0, 0
+	case 'b':
+		for range arg(0, 1) {
+			s.put(s.last)
+		}
+	case 's':
+		s.savedRow, s.savedCol = s.row, s.col
+	case 'u':
+		s.row, s.col = s.savedRow, s.savedCol
 	}
+}
+
+// privateMode switches the alternate screen (1049, with the cursor saved
+// and restored, as xterm does); other modes change nothing shown.
+func (s *screen) privateMode(mode string, on bool) {
+	if mode != "1049" {
+		return
+	}
+	switch {
+	case on && s.main == nil:
+		s.main, s.mainRow, s.mainCol = s.cells, s.row, s.col
+		s.cells = s.blank()
+	case !on && s.main != nil:
+		s.cells, s.row, s.col = s.main, s.mainRow, s.mainCol
+		s.main = nil
+	}
+	s.top, s.bottom = 0, s.rows-1
 }
 
 func (s *screen) eraseLine(row, from, to int) {
@@ -365,5 +485,15 @@ func TestScreen(t *testing.T) {
 	feed("\r\n\r\n\r\nlast")
 	if got, want := s.text(), "ab\n\n\n\nlast"; got != want {
 		t.Fatalf("after scrolling %q, want %q", got, want)
+	}
+	// The alternate screen: drawn with absolute moves, a scrolling region,
+	// deleted lines and characters, a repeat; gone when left.
+	feed("\x1b[?1049h\x1b[Hone\r\ntwo\r\nthree\x1b[2;4r\x1b[2d\x1b[1M\x1b[r\x1b[1;2H\x1b[1P\x1b[3;1Hx\x1b[2b\x1bM\x1bM")
+	if got, want := s.text(), "oe\nthree\nxxx"; got != want {
+		t.Fatalf("alternate screen %q, want %q", got, want)
+	}
+	feed("\x1b[?1049l!")
+	if got, want := s.text(), "ab\n\n\n\nlast!"; got != want {
+		t.Fatalf("back from the alternate screen %q, want %q", got, want)
 	}
 }

@@ -17,6 +17,7 @@ import (
 	"io"
 
 	tea "charm.land/bubbletea/v2"
+	"github.com/charmbracelet/x/ansi"
 
 	"github.com/serenorg/postgres-seren-replicator/internal/plan"
 	"github.com/serenorg/postgres-seren-replicator/internal/selection"
@@ -94,10 +95,13 @@ func Run(ctx context.Context, dbs []Database, opts Options) (Choice, error) {
 		return Choice{}, fmt.Errorf("terminal: %w", err)
 	}
 	fm := final.(*model)
-	switch {
-	case fm.canceled:
+	if fm.canceled {
 		return Choice{}, ErrCanceled
-	case !fm.confirmed:
+	}
+	// The screens are gone with the alternate screen: what was answered
+	// stays in the terminal's history.
+	fmt.Fprintln(opts.Out, ansi.Strip(fm.render()))
+	if !fm.confirmed {
 		return Choice{}, ErrDeclined
 	}
 	return fm.choice(), nil

@@ -2,6 +2,7 @@ package interactive
 
 import (
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -32,9 +33,9 @@ const (
 	chromeLines = 7
 	// maxNameWidth caps the name column; longer names are cut with "…".
 	maxNameWidth = 48
-	// maxLeftOut is how many databases and tables the summary lists as not
-	// replicated before it only counts the rest.
-	maxLeftOut = 10
+	// maxListed is how many lines each of the summary's two lists takes at
+	// most (fewer on a short terminal) before it only counts the rest.
+	maxListed = 10
 )
 
 type keyMap struct {
@@ -304,16 +305,26 @@ func (m *model) choice() Choice {
 	return c
 }
 
-func (m *model) listHeight() int {
-	h := m.height
-	if h <= 0 {
-		h = defaultHeight
+// screenHeight is the terminal's height, or a usual one until it is known.
+func (m *model) screenHeight() int {
+	if m.height <= 0 {
+		return defaultHeight
 	}
-	return max(3, h-chromeLines)
+	return m.height
 }
 
-// View implements tea.Model.
-func (m *model) View() tea.View { return tea.NewView(m.render()) }
+func (m *model) listHeight() int {
+	return max(3, m.screenHeight()-chromeLines)
+}
+
+// View implements tea.Model. The screens take the alternate screen, as a
+// full-screen program does: the terminal's history keeps none of them, and
+// Run prints the answered summary once they are gone.
+func (m *model) View() tea.View {
+	v := tea.NewView(m.render())
+	v.AltScreen = true
+	return v
+}
 
 // render is the screen: the list or the summary shown now; nothing once
 // canceled.
@@ -404,48 +415,40 @@ func (m *model) summaryView() string {
 	b.WriteString("  Will be replicated:\n")
 	c := m.choice()
 	width := nameWidth(len(m.chosen), func(i int) string { return m.dbs[m.chosen[i]].Name })
-	var leftOut []string
+	var kept, leftOut []string
 	if m.multi {
 		for i, d := range m.dbs {
-			if m.databases.checked[i] {
-				continue
+			if !m.databases.checked[i] {
+				leftOut = append(leftOut, fmt.Sprintf("%s  (database, %s)", d.Name, health.FormatBytes(d.Bytes)))
 			}
-			leftOut = append(leftOut, fmt.Sprintf("%s  (database, %s)", d.Name, health.FormatBytes(d.Bytes)))
 		}
 	}
 	for _, i := range m.chosen {
 		d := m.dbs[i]
 		excluded := c.Excluded[d.Name]
-		var kept int64
+		var bytes int64
 		for _, t := range d.Tables {
-			kept += t.Bytes
-		}
-		for _, t := range excluded {
-			for _, dt := range d.Tables {
-				if dt.Table == t {
-					kept -= dt.Bytes
-					leftOut = append(leftOut, fmt.Sprintf("%s  (table, %s)", t, health.FormatBytes(dt.Bytes)))
-				}
+			if slices.Contains(excluded, t.Table) {
+				leftOut = append(leftOut, fmt.Sprintf("%s  (table, %s)", t.Table, health.FormatBytes(t.Bytes)))
+			} else {
+				bytes += t.Bytes
 			}
 		}
 		what := fmt.Sprintf("all %s", countTables(len(d.Tables)))
 		if len(excluded) > 0 {
 			what = fmt.Sprintf("%d of %d tables (%d excluded)", len(d.Tables)-len(excluded), len(d.Tables), len(excluded))
 		}
-		fmt.Fprintf(&b, "    %s  %s, %s\n", pad(d.Name, width), what, health.FormatBytes(kept))
+		kept = append(kept, fmt.Sprintf("%s  %s, %s", pad(d.Name, width), what, health.FormatBytes(bytes)))
 	}
+	// Both lists and the five other lines fit on the terminal.
+	most := min(maxListed, max(2, (m.screenHeight()-7)/2))
+	writeList(&b, kept, most)
 	b.WriteString("  Will not be replicated:")
 	if len(leftOut) == 0 {
 		b.WriteString(" nothing")
 	}
 	b.WriteByte('\n')
-	for i, s := range leftOut {
-		if i == maxLeftOut && len(leftOut) > maxLeftOut+1 {
-			fmt.Fprintf(&b, "    … and %d more\n", len(leftOut)-maxLeftOut)
-			break
-		}
-		b.WriteString("    " + s + "\n")
-	}
+	writeList(&b, leftOut, most)
 	b.WriteString(m.style.title.Render("Proceed with this configuration? [Y/n]") + " ")
 	if m.answered != "" {
 		b.WriteString(m.answered)
@@ -453,6 +456,18 @@ func (m *model) summaryView() string {
 	}
 	b.WriteString("\n" + m.help.ShortHelpView([]key.Binding{m.keys.yes, m.keys.no, m.keys.back, m.keys.cancel}))
 	return b.String()
+}
+
+// writeList writes lines, indented, at most most of them: past that the
+// last line counts the rest.
+func writeList(b *strings.Builder, lines []string, most int) {
+	for i, s := range lines {
+		if i == most-1 && len(lines) > most {
+			fmt.Fprintf(b, "    … and %d more\n", len(lines)-i)
+			return
+		}
+		b.WriteString("    " + s + "\n")
+	}
 }
 
 // nameWidth is the width of a name column of n names.
