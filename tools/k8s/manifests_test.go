@@ -436,8 +436,9 @@ func help(t *testing.T, cmd string) string {
 			return
 		}
 		built = filepath.Join(dir, "postgres-seren-replicator")
-		b := exec.Command("go", "build", "-o", built, "./cmd/postgres-seren-replicator")
-		b.Dir = repo
+		// As make build builds it (and so from the same build cache).
+		b := exec.Command("go", "build", "-trimpath", "-o", built, "./cmd/postgres-seren-replicator")
+		b.Dir, b.Env = repo, append(os.Environ(), "CGO_ENABLED=0")
 		if out, err := b.CombinedOutput(); err != nil {
 			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
 		}
