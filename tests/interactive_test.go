@@ -1,6 +1,8 @@
 package tests
 
 import (
+	"bytes"
+	"encoding/json"
 	"fmt"
 	"strings"
 	"testing"
@@ -139,6 +141,28 @@ func TestInteractive(t *testing.T) {
 				tc.unwanted != "" && strings.Contains(out, tc.unwanted+"'") {
 				t.Errorf("--exclude-tables %s: exit %d, want the checks and %q; output:\n%s", tc.exclude, code, tc.want, out)
 			}
+		}
+	})
+
+	t.Run("validate --json: the screens on stderr, stdout is the report alone", func(t *testing.T) {
+		var stdout bytes.Buffer
+		term := startTerminalStdout(t, &stdout, "validate", "--interactive", "--json", "--source", source, "--target", target)
+		term.waitFor("Databases to replicate")
+		term.send(keyDown, keySpace, keyEnter)
+		term.waitFor("Tables of legacy to EXCLUDE")
+		term.send(keyEnter)
+		term.waitFor("Proceed with this configuration? [Y/n]")
+		term.send("y")
+		code, out := term.wait()
+		var report struct {
+			OK     bool              `json:"ok"`
+			Checks []json.RawMessage `json:"checks"`
+		}
+		if err := json.Unmarshal(stdout.Bytes(), &report); err != nil || len(report.Checks) == 0 {
+			t.Errorf("stdout is not the JSON report (%v):\n%s", err, stdout.String())
+		}
+		if code != 0 && code != 1 || !strings.Contains(out, "--include-databases legacy") || strings.Contains(out, `"checks"`) {
+			t.Errorf("exit %d; terminal:\n%s", code, out)
 		}
 	})
 

@@ -37,10 +37,18 @@ type terminal struct {
 // (stdin, stdout and stderr), with the clean test environment.
 func startTerminal(t *testing.T, args ...string) *terminal {
 	t.Helper()
+	return startTerminalStdout(t, nil, args...)
+}
+
+// startTerminalStdout is startTerminal with stdout going to w instead of
+// the terminal (nil: the terminal).
+func startTerminalStdout(t *testing.T, w io.Writer, args ...string) *terminal {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	t.Cleanup(cancel)
 	cmd := exec.CommandContext(ctx, binary, args...)
 	cmd.Env = append(cleanEnv(), "TERM=xterm-256color")
+	cmd.Stdout = w // pty.Start gives the terminal to what is left nil
 	f, err := pty.StartWithSize(cmd, &pty.Winsize{Rows: 40, Cols: 160})
 	if err != nil {
 		t.Fatalf("start on a pty: %v", err)
