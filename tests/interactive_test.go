@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"os"
 	"strings"
 	"testing"
 
@@ -76,6 +77,7 @@ func TestInteractive(t *testing.T) {
 		if code != 130 || !strings.Contains(out, "interrupted; nothing was changed") {
 			t.Errorf("exit %d, want 130; output:\n%s", code, out)
 		}
+		term.restored()
 		nothingCreated(t)
 	})
 
@@ -88,6 +90,20 @@ func TestInteractive(t *testing.T) {
 		if code, out := term.wait(); code != 130 || strings.Contains(out, "STATUS") {
 			t.Errorf("exit %d, want 130 before any check; output:\n%s", code, out)
 		}
+	})
+
+	t.Run("SIGINT from elsewhere while the lists show", func(t *testing.T) {
+		term := startTerminal(t, "init", "--interactive", "--source", source, "--target", target)
+		term.waitFor("Databases to replicate")
+		if err := term.cmd.Process.Signal(os.Interrupt); err != nil {
+			t.Fatal(err)
+		}
+		code, out := term.wait()
+		if code != 130 || !strings.Contains(out, "interrupted; nothing was changed") {
+			t.Errorf("exit %d, want 130; output:\n%s", code, out)
+		}
+		term.restored()
+		nothingCreated(t)
 	})
 
 	t.Run("Ctrl-C at init's confirmation", func(t *testing.T) {

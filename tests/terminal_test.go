@@ -14,6 +14,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/creack/pty"
+	"golang.org/x/sys/unix"
 )
 
 // terminal runs the binary on a pseudo-terminal and keeps what a terminal
@@ -153,6 +154,20 @@ func (term *terminal) wait() (int, string) {
 	}
 	term.t.Fatalf("wait: %v", term.err)
 	return 0, out
+}
+
+// restored checks that the process left the terminal in line mode with
+// echo, as it found it: a program that ends while the lists show must
+// not leave the user's shell in raw mode.
+func (term *terminal) restored() {
+	term.t.Helper()
+	tios, err := unix.IoctlGetTermios(int(term.pty.Fd()), unix.TCGETS)
+	if err != nil {
+		term.t.Fatalf("read the terminal's mode: %v", err)
+	}
+	if tios.Lflag&unix.ICANON == 0 || tios.Lflag&unix.ECHO == 0 || tios.Lflag&unix.ISIG == 0 {
+		term.t.Errorf("the terminal is left in raw mode (lflag %#x)", tios.Lflag)
+	}
 }
 
 // screen is a minimal terminal emulator: printable characters, CR, LF,

@@ -188,11 +188,11 @@ func (c *Common) ResolveInteractive(ctx context.Context, env *Env, enabled bool)
 	}
 	p, err := c.Resolve(ctx)
 	if err != nil {
-		return plan.Plan{}, err
+		return plan.Plan{}, interrupted(ctx, err)
 	}
 	dbs, err := interactive.Load(ctx, p)
 	if err != nil {
-		return plan.Plan{}, err
+		return plan.Plan{}, interrupted(ctx, err)
 	}
 	choice, err := interactive.Run(ctx, dbs, interactive.Options{Multi: p.Multi, In: os.Stdin, Out: env.Stderr})
 	switch {
@@ -212,10 +212,10 @@ func (c *Common) ResolveInteractive(ctx context.Context, env *Env, enabled bool)
 		dbsOnly := interactive.Flags{IncludeDatabases: given.IncludeDatabases, ExcludeDatabases: given.ExcludeDatabases}
 		all, err := c.resolveWith(ctx, interactive.Repeat(interactive.Choice{Databases: choice.Databases}, multi, dbsOnly))
 		if err != nil {
-			return plan.Plan{}, err
+			return plan.Plan{}, interrupted(ctx, err)
 		}
 		if p, err = c.resolveWith(ctx, interactive.Explicit(choice, dbs, all, multi, given)); err != nil {
-			return plan.Plan{}, fmt.Errorf("the flags that repeat the choice fail: %w", err)
+			return plan.Plan{}, interrupted(ctx, fmt.Errorf("the flags that repeat the choice fail: %w", err))
 		}
 		if err := sameAsChoice(p, choice, dbs); err != nil {
 			return plan.Plan{}, err
@@ -223,6 +223,15 @@ func (c *Common) ResolveInteractive(ctx context.Context, env *Env, enabled bool)
 	}
 	fmt.Fprintf(env.Stderr, "\nTo make this choice without --interactive:\n\n  %s\n\n", equivalentCommand(env.Args, c.Selection))
 	return p, nil
+}
+
+// interrupted is err, or ErrInterrupted when ctx ended (Ctrl-C while the
+// lists were being read).
+func interrupted(ctx context.Context, err error) error {
+	if ctx.Err() != nil {
+		return ErrInterrupted
+	}
+	return err
 }
 
 // resolveWith sets the selection flags to f and resolves the plan they
