@@ -4,10 +4,10 @@
 // include/exclude flag values that select it, so the same run can be
 // repeated without a terminal.
 //
-// The screens are a bubbletea program (model.go); what it shows is read
-// from the source catalog by Load, and the flags that repeat a choice are
-// worked out by Repeat, both apart from the terminal so they are tested
-// on their own.
+// The screens are a bubbletea program (model.go, view.go); what they show
+// is read from the source catalog by Load, and the flags that repeat a
+// choice are worked out by Repeat, both apart from the terminal so they
+// are tested on their own.
 package interactive
 
 import (
