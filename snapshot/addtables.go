@@ -71,7 +71,7 @@ func AddTables(ctx context.Context, db plan.Database, tables []selection.Table, 
 	}
 	log := o.Log.With("db", db.Name)
 	store := checkpoint.Store{Schema: o.CheckpointSchema}
-	if err := checkPublishable(ctx, db, tables); err != nil {
+	if err := CheckAddable(ctx, db, tables); err != nil {
 		return res, err
 	}
 	dst, err := db.Target.Connect(ctx)
@@ -300,11 +300,30 @@ func addSlotName(slot string) string {
 	return slot + suffix
 }
 
-// checkPublishable refuses tables the stream cannot carry, like init does.
-func checkPublishable(ctx context.Context, db plan.Database, tables []selection.Table) error {
+// CheckAddable refuses, with ErrNotPublishable, tables the stream cannot
+// carry, like init does: unlogged tables, tables without a key, and
+// partitioned tables on a source older than PostgreSQL 13, which cannot
+// publish them.
+func CheckAddable(ctx context.Context, db plan.Database, tables []selection.Table) error {
 	est, err := EstimateDatabase(ctx, plan.Database{Name: db.Name, Source: db.Source, Target: db.Target, Tables: tables})
 	if err != nil {
 		return err
+	}
+	if est.SourceMajor < 13 {
+		conn, err := db.Source.Connect(ctx)
+		if err != nil {
+			return err
+		}
+		defer conn.Close(context.Background())
+		for _, t := range tables {
+			var partitioned bool
+			if err := conn.QueryRow(ctx, `SELECT relkind = 'p' FROM pg_class WHERE oid = to_regclass($1)`, pgx.Identifier{t.Schema, t.Name}.Sanitize()).Scan(&partitioned); err != nil && !errors.Is(err, pgx.ErrNoRows) {
+				return fmt.Errorf("look up %s on the source: %w", t.Qualified(), err)
+			}
+			if partitioned {
+				return fmt.Errorf("%w: %s is a partitioned table, which PostgreSQL %d cannot publish (13 and later can): leave it out with --exclude-tables", ErrNotPublishable, t.Qualified(), est.SourceMajor)
+			}
+		}
 	}
 	if len(est.Unlogged) > 0 {
 		return fmt.Errorf("%w: %s is unlogged, and logical decoding never sees its changes: run ALTER TABLE … SET LOGGED on the source, or leave it out with --exclude-tables",
@@ -341,8 +360,18 @@ func publish(ctx context.Context, src *pgx.Conn, publication string, tables []se
 	if len(missing) == 0 {
 		return nil
 	}
-	if _, err := src.Exec(ctx, "ALTER PUBLICATION "+pgx.Identifier{publication}.Sanitize()+" ADD TABLE "+strings.Join(missing, ", ")); err != nil {
+	pub := pgx.Identifier{publication}.Sanitize()
+	if _, err := src.Exec(ctx, "ALTER PUBLICATION "+pub+" ADD TABLE "+strings.Join(missing, ", ")); err != nil {
 		return fmt.Errorf("add %s to publication %s: %w", strings.Join(missing, ", "), publication, err)
+	}
+	// A walsender that decoded a change to one of these tables before they
+	// were published keeps it marked unpublished until the publication
+	// itself changes (PostgreSQL before 15 ignores the table's own
+	// invalidation there), and would then leave out its later changes.
+	// Rewriting the publication's options, unchanged, marks every table
+	// for a new look, in the WAL before the copy's snapshot.
+	if _, err := src.Exec(ctx, "ALTER PUBLICATION "+pub+" SET (publish = 'insert, update, delete, truncate')"); err != nil {
+		return fmt.Errorf("publication %s: %w", publication, err)
 	}
 	return nil
 }

@@ -95,6 +95,12 @@ func (r *pipelineRunner) joinNewTables(ctx context.Context, src *pgx.Conn) (bool
 	if r.cmd.SchemaChanges == string(apply.SchemaChangesStop) {
 		return false, setupError("%s is selected but not replicated yet (created on the source after init?), and --schema-changes=stop: run sync with --schema-changes=apply to copy it and stream it, or leave it out with --exclude-tables %s", list, strings.Join(names, ","))
 	}
+	if err := snapshot.CheckAddable(ctx, r.db, tables); err != nil {
+		if errors.Is(err, snapshot.ErrNotPublishable) {
+			return false, setupError("%v", err)
+		}
+		return false, err
+	}
 	var major int
 	fmt.Sscanf(src.PgConn().ParameterStatus("server_version"), "%d", &major)
 	tools, err := pgtools.Find(ctx, major)
