@@ -11,8 +11,8 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 )
 
-// TableState is where a table that joined the migration after init stands
-// (the tables init copied have none: they stream from the checkpoint on).
+// TableState is where a table of the migration stands, like the native
+// subscription's pg_subscription_rel.
 type TableState string
 
 // Values of TableState.
@@ -24,12 +24,20 @@ const (
 	// TableCopied: the copy holds every source transaction that committed
 	// before CopyLSN; the stream applies the table's changes from there.
 	TableCopied TableState = "copied"
+	// TableStreaming: init copied the table; it streams from the checkpoint.
+	TableStreaming TableState = "streaming"
+	// TableDropped: the table was dropped on the source; its copy on the
+	// target is kept and no longer changes.
+	TableDropped TableState = "dropped"
 )
 
-// Table is the state of one table added after init.
+// Table is the state of one table of a migration.
 type Table struct {
 	Schema, Name string
-	State        TableState
+	// RelID is the table's OID on the source, which follows it through a
+	// rename (0 when not known).
+	RelID uint32
+	State TableState
 	// CopyLSN is the consistent point of the snapshot the table was copied
 	// at (zero while copying): the table's changes in source transactions
 	// that committed before it are already in the copy.
@@ -48,7 +56,8 @@ CREATE TABLE IF NOT EXISTS %s (
 	slot_name   text NOT NULL,
 	schema_name text NOT NULL,
 	table_name  text NOT NULL,
-	state       text NOT NULL CHECK (state IN ('copying', 'copied')),
+	state       text NOT NULL CHECK (state IN ('copying', 'copied', 'streaming', 'dropped')),
+	source_relid oid,
 	copy_lsn    pg_lsn,
 	since       timestamptz NOT NULL DEFAULT now(),
 	PRIMARY KEY (slot_name, schema_name, table_name)
@@ -66,10 +75,15 @@ func (s Store) SetTable(ctx context.Context, q Querier, slot string, t Table) er
 	if t.State == TableCopied {
 		lsn = t.CopyLSN.String()
 	}
-	_, err := q.Exec(ctx, fmt.Sprintf(`INSERT INTO %s (slot_name, schema_name, table_name, state, copy_lsn, since)
-VALUES ($1, $2, $3, $4, $5::text::pg_lsn, now())
-ON CONFLICT (slot_name, schema_name, table_name) DO UPDATE SET state = EXCLUDED.state, copy_lsn = EXCLUDED.copy_lsn, since = now()`,
-		s.tablesTable()), slot, t.Schema, t.Name, string(t.State), lsn)
+	var relid any
+	if t.RelID != 0 {
+		relid = t.RelID
+	}
+	_, err := q.Exec(ctx, fmt.Sprintf(`INSERT INTO %s (slot_name, schema_name, table_name, state, source_relid, copy_lsn, since)
+VALUES ($1, $2, $3, $4, $5, $6::text::pg_lsn, now())
+ON CONFLICT (slot_name, schema_name, table_name) DO UPDATE SET state = EXCLUDED.state,
+	source_relid = COALESCE(EXCLUDED.source_relid, %[1]s.source_relid), copy_lsn = EXCLUDED.copy_lsn, since = now()`,
+		s.tablesTable()), slot, t.Schema, t.Name, string(t.State), relid, lsn)
 	if err != nil {
 		return fmt.Errorf("record state of table %s.%s: %w", t.Schema, t.Name, err)
 	}
@@ -86,15 +100,25 @@ func (s Store) ForgetTable(ctx context.Context, q Querier, slot, schema, name st
 	return nil
 }
 
+// RenameTable moves a table's state to its new name (renamed on the source).
+func (s Store) RenameTable(ctx context.Context, q Querier, slot string, from, to Table) error {
+	_, err := q.Exec(ctx, fmt.Sprintf(`UPDATE %s SET schema_name = $4, table_name = $5, since = now()
+WHERE slot_name = $1 AND schema_name = $2 AND table_name = $3`, s.tablesTable()), slot, from.Schema, from.Name, to.Schema, to.Name)
+	if err != nil {
+		return fmt.Errorf("record rename of table %s.%s: %w", from.Schema, from.Name, err)
+	}
+	return nil
+}
+
 // Rows is what LoadTables needs of a session.
 type Rows interface {
 	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
 }
 
-// LoadTables returns the states of the slot's tables added after init, in
-// schema and name order; none when the table of states does not exist.
+// LoadTables returns the states of the slot's tables, in schema and name
+// order; none when the table of states does not exist.
 func (s Store) LoadTables(ctx context.Context, q Rows, slot string) ([]Table, error) {
-	rows, err := q.Query(ctx, fmt.Sprintf(`SELECT schema_name, table_name, state, COALESCE(copy_lsn::text, ''), since
+	rows, err := q.Query(ctx, fmt.Sprintf(`SELECT schema_name, table_name, state, COALESCE(source_relid, 0), COALESCE(copy_lsn::text, ''), since
 FROM %s WHERE slot_name = $1 ORDER BY 1, 2`, s.tablesTable()), slot)
 	if isUndefinedTable(err) {
 		return nil, nil
@@ -107,7 +131,7 @@ FROM %s WHERE slot_name = $1 ORDER BY 1, 2`, s.tablesTable()), slot)
 	for rows.Next() {
 		var t Table
 		var state, lsn string
-		if err := rows.Scan(&t.Schema, &t.Name, &state, &lsn, &t.Since); err != nil {
+		if err := rows.Scan(&t.Schema, &t.Name, &state, &t.RelID, &lsn, &t.Since); err != nil {
 			return nil, fmt.Errorf("load table states of slot %s: %w", slot, err)
 		}
 		t.State = TableState(state)

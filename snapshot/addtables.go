@@ -97,16 +97,30 @@ func AddTables(ctx context.Context, db plan.Database, tables []selection.Table, 
 			unfinished[t.Schema+"."+t.Name] = true
 		}
 	}
-	refill, err := checkTargetTables(ctx, dst, tables, unfinished)
+	dropped := map[string]bool{}
+	for _, t := range earlier {
+		dropped[t.Schema+"."+t.Name] = t.State == checkpoint.TableDropped
+	}
+	refill, err := checkTargetTables(ctx, dst, tables, unfinished, dropped)
 	if err != nil {
 		return res, err
+	}
+	relids := make([]uint32, len(tables))
+	for i, t := range tables {
+		var relid *uint32
+		if err := src.QueryRow(ctx, `SELECT to_regclass($1)::oid`, pgx.Identifier{t.Schema, t.Name}.Sanitize()).Scan(&relid); err != nil {
+			return res, fmt.Errorf("look up %s on the source: %w", t.Qualified(), err)
+		}
+		if relid != nil {
+			relids[i] = *relid
+		}
 	}
 	if err := pgx.BeginFunc(ctx, dst, func(tx pgx.Tx) error {
 		if err := store.EnsureTables(ctx, tx); err != nil {
 			return err
 		}
-		for _, t := range tables {
-			if err := store.SetTable(ctx, tx, o.Slot, checkpoint.Table{Schema: t.Schema, Name: t.Name, State: checkpoint.TableCopying}); err != nil {
+		for i, t := range tables {
+			if err := store.SetTable(ctx, tx, o.Slot, checkpoint.Table{Schema: t.Schema, Name: t.Name, RelID: relids[i], State: checkpoint.TableCopying}); err != nil {
 				return err
 			}
 		}
@@ -265,7 +279,7 @@ const (
 // checkTargetTables finds the tables that already exist on the target. One
 // holding rows that no unfinished add put there is refused before anything
 // changes: the copy would have to delete them.
-func checkTargetTables(ctx context.Context, dst *pgx.Conn, tables []selection.Table, unfinished map[string]bool) (map[selection.Table]targetTable, error) {
+func checkTargetTables(ctx context.Context, dst *pgx.Conn, tables []selection.Table, unfinished, dropped map[string]bool) (map[selection.Table]targetTable, error) {
 	out := map[selection.Table]targetTable{}
 	for _, t := range tables {
 		ident := pgx.Identifier{t.Schema, t.Name}.Sanitize()
@@ -280,6 +294,8 @@ func checkTargetTables(ctx context.Context, dst *pgx.Conn, tables []selection.Ta
 			return nil, fmt.Errorf("read %s on the target: %w", t.Qualified(), err)
 		}
 		switch {
+		case hasRows && dropped[t.Schema+"."+t.Name]:
+			return nil, fmt.Errorf("%w: %s was dropped on the source and created again, and the copy of the old table is still on the target: drop or rename it there (DROP TABLE %s), then sync copies the new one", ErrNotPublishable, t.Qualified(), ident)
 		case hasRows && !unfinished[t.Schema+"."+t.Name]:
 			return nil, fmt.Errorf("%w: %s already exists on the target and holds rows that no copy put there: empty or drop it on the target, or leave it out with --exclude-tables", ErrNotPublishable, t.Qualified())
 		case hasRows:

@@ -220,14 +220,73 @@ func TestSyncNewTablesRefusalsAndRestarts(t *testing.T) {
 		dst.Exec("shop", `DELETE FROM notes`)
 	})
 
+	t.Run("dropped, then created again", func(t *testing.T) {
+		src.Exec("shop", `DROP TABLE orders`)
+		res := catchUp(t, src, dst, "shop")
+		if !strings.Contains(res.Stderr, "table dropped on the source") {
+			t.Errorf("no word of the dropped table:\n%s", res.Stderr)
+		}
+		if got := dst.QueryString("shop", `SELECT count(*) FROM orders`); got != "500" {
+			t.Errorf("target orders holds %s rows, want its 500 kept", got)
+		}
+		src.Exec("shop", `CREATE TABLE orders (id int PRIMARY KEY, total int, note text); INSERT INTO orders VALUES (1, 1, 'new')`)
+		res = runCLI(t, nil, syncArgs(src, dst, "shop", "--catch-up")...)
+		if res.Code != 4 || !strings.Contains(res.Stderr, "public.orders was dropped on the source and created again") {
+			t.Fatalf("exit %d, want 4: the kept copy is in the way\n%s", res.Code, res.Stderr)
+		}
+		dst.Exec("shop", `DROP TABLE orders`)
+		catchUp(t, src, dst, "shop")
+		assertSameTables(t, src, dst, "shop", "orders")
+	})
+
+	t.Run("renamed", func(t *testing.T) {
+		src.Exec("shop", `CREATE SCHEMA archive; ALTER TABLE imports RENAME TO imported; INSERT INTO imported VALUES (3, 'after');
+			ALTER TABLE items SET SCHEMA archive; UPDATE archive.items SET v = 'moved' WHERE id < 5`)
+		res := runCLI(t, nil, syncArgs(src, dst, "shop", "--catch-up", "--schema-changes", "stop")...)
+		if res.Code != 4 || !strings.Contains(res.Stderr, "renamed on the source") {
+			t.Fatalf("--schema-changes=stop: exit %d, want 4 naming the rename\n%s", res.Code, res.Stderr)
+		}
+		res = catchUp(t, src, dst, "shop")
+		if strings.Count(res.Stderr, "renamed on the target too") != 2 {
+			t.Errorf("want two renames followed:\n%s", res.Stderr)
+		}
+		assertSameTables(t, src, dst, "shop", "imported", "archive.items")
+		if got := dst.QueryString("shop", `SELECT to_regclass('imports') IS NULL AND to_regclass('public.items') IS NULL`); got != "true" {
+			t.Errorf("old names still on the target")
+		}
+	})
+
+	t.Run("renamed while streaming", func(t *testing.T) {
+		daemon := startSync(t, nil, syncArgs(src, dst, "shop", "--table-check-interval", "1h")...)
+		src.Exec("shop", `INSERT INTO imported VALUES (4, 'before')`)
+		eventually(t, 30*time.Second, "the row before the rename", func() bool {
+			return dst.QueryString("shop", `SELECT count(*) FROM imported WHERE a = 4`) == "1"
+		})
+		src.Exec("shop", `ALTER TABLE imported RENAME TO imports; INSERT INTO imports VALUES (5, 'after')`)
+		eventually(t, 30*time.Second, "the row after the rename", func() bool {
+			return dst.QueryString("shop", `SELECT count(*) FROM pg_class WHERE relname = 'imports'`) == "1" &&
+				dst.QueryString("shop", `SELECT count(*) FROM imports WHERE a = 5`) == "1"
+		})
+		daemon.Process.Signal(syscall.SIGTERM)
+		if err := daemon.Wait(); err != nil {
+			t.Fatalf("sync: %v\n%s", err, syncLog(daemon))
+		}
+		assertSameTables(t, src, dst, "shop", "imports")
+	})
+
 	t.Run("schema-changes stop", func(t *testing.T) {
 		src.Exec("shop", `CREATE TABLE later (id int PRIMARY KEY)`)
 		res := runCLI(t, nil, syncArgs(src, dst, "shop", "--catch-up", "--schema-changes", "stop")...)
 		if res.Code != 4 || !strings.Contains(res.Stderr, "public.later") || !strings.Contains(res.Stderr, "--schema-changes=apply") {
 			t.Fatalf("exit %d, want 4 naming the table\n%s", res.Code, res.Stderr)
 		}
+		st := runCLI(t, nil, "status", "--source", src.URL("postgres", "", "shop"), "--target", dst.URL("postgres", "", "shop"))
+		if !strings.Contains(st.Stdout, "not ready for cutover: 1 selected table is not replicated yet") || !strings.Contains(st.Stdout, "public.later") ||
+			!strings.Contains(st.Stdout, "table public.orders joined after init: copied at") || !strings.Contains(st.Stdout, ", streaming") {
+			t.Errorf("status does not show the table states:\n%s", st.Stdout)
+		}
 		catchUp(t, src, dst, "shop")
-		assertSameTables(t, src, dst, "shop", "items", "imports", "orders", "notes", "later")
+		assertSameTables(t, src, dst, "shop", "archive.items", "imports", "orders", "notes", "later")
 	})
 }
 

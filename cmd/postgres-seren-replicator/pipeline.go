@@ -15,6 +15,7 @@ import (
 	"github.com/serenorg/postgres-seren-replicator/internal/conninfo"
 	"github.com/serenorg/postgres-seren-replicator/internal/metrics"
 	"github.com/serenorg/postgres-seren-replicator/internal/plan"
+	"github.com/serenorg/postgres-seren-replicator/internal/selection"
 	"github.com/serenorg/postgres-seren-replicator/stream"
 )
 
@@ -28,6 +29,12 @@ type pipelineRunner struct {
 	mon  *monitor
 
 	stopAt pglogrepl.LSN // --catch-up target, fixed at the first attempt
+	// gone are selected tables the catalog poll found gone from the source
+	// (said once).
+	gone map[selection.Table]bool
+	// lookedForRenames is set while a table missing on the target has sent
+	// one attempt looking for a rename; a rename followed clears it.
+	lookedForRenames bool
 }
 
 // run streams until ctx ends (nil), the catch-up target is reached (nil) or
@@ -49,6 +56,14 @@ func (r *pipelineRunner) run(ctx context.Context) (pipelineResult, error) {
 		}
 		if errors.Is(err, errTablesJoined) {
 			attempt = 0 // not a failure: stream again at once, with them
+			continue
+		}
+		if errors.Is(err, apply.ErrTableMissing) && !r.lookedForRenames {
+			// A table renamed on the source while streaming: the next
+			// attempt finds the rename by the table's OID and follows it.
+			r.lookedForRenames = true
+			r.log.Info("a published table is missing on the target: looking for a rename on the source", "error", err)
+			attempt = 0
 			continue
 		}
 		r.mon.stopped(r.db.Name, err)

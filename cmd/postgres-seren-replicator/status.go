@@ -177,15 +177,19 @@ func (c *StatusCmd) print(w io.Writer, reports []health.Report, roundErr error) 
 		if len(r.Held) > 0 {
 			fmt.Fprintf(w, "%s: held on the target for the migration (cleanup restores them): %s\n", r.Database, strings.Join(r.Held, ", "))
 		}
-		for _, t := range r.Joined {
-			state := string(t.State)
-			if t.State == checkpoint.TableCopied {
-				state = "copied at " + t.CopyLSN.String()
+		for _, t := range r.Tables {
+			switch t.State {
+			case checkpoint.TableCopying:
+				fmt.Fprintf(w, "%s: table %s.%s is being added: its copy is not complete (sync completes it when it runs)\n", r.Database, t.Schema, t.Name)
+			case checkpoint.TableCopied:
+				state := "copied at " + t.CopyLSN.String()
 				if r.HasCheckpoint && r.Checkpoint >= t.CopyLSN {
 					state += ", streaming"
 				}
+				fmt.Fprintf(w, "%s: table %s.%s joined after init: %s\n", r.Database, t.Schema, t.Name, state)
+			case checkpoint.TableDropped:
+				fmt.Fprintf(w, "%s: table %s.%s was dropped on the source: its copy on the target is kept\n", r.Database, t.Schema, t.Name)
 			}
-			fmt.Fprintf(w, "%s: table %s.%s joined after init: %s\n", r.Database, t.Schema, t.Name, state)
 		}
 	}
 	if roundErr != nil {

@@ -150,9 +150,9 @@ type Report struct {
 	// (disabled triggers, deferrable foreign keys, identity columns), which
 	// cleanup restores.
 	Held []string
-	// Joined are the tables that joined the migration after init (created
-	// on the source later), with their state.
-	Joined []checkpoint.Table
+	// Tables are the states of the migration's tables (once a sync has
+	// started): streaming, copying or copied (joined after init), dropped.
+	Tables []checkpoint.Table
 	// NotReplicated are selected tables the migration does not carry yet:
 	// created on the source since sync last looked, or an unfinished add.
 	NotReplicated []string
@@ -181,54 +181,54 @@ func (r Report) MarshalJSON() ([]byte, error) {
 	if held == nil {
 		held = []string{}
 	}
-	type joined struct {
+	type tableState struct {
 		Table   string    `json:"table"`
 		State   string    `json:"state"`
 		CopyLSN *string   `json:"copy_lsn"`
 		Since   time.Time `json:"since"`
 	}
-	joins := []joined{}
-	for _, t := range r.Joined {
+	tables := []tableState{}
+	for _, t := range r.Tables {
 		state := string(t.State)
 		if t.State == checkpoint.TableCopied && r.HasCheckpoint && r.Checkpoint >= t.CopyLSN {
 			state = "streaming"
 		}
-		joins = append(joins, joined{t.Schema + "." + t.Name, state, lsn(t.State == checkpoint.TableCopied, t.CopyLSN), t.Since})
+		tables = append(tables, tableState{t.Schema + "." + t.Name, state, lsn(t.State == checkpoint.TableCopied, t.CopyLSN), t.Since})
 	}
 	notRepl := r.NotReplicated
 	if notRepl == nil {
 		notRepl = []string{}
 	}
 	return json.Marshal(struct {
-		Database          string     `json:"database"`
-		Slot              string     `json:"slot"`
-		SlotExists        bool       `json:"slot_exists"`
-		SlotActive        bool       `json:"slot_active"`
-		WALStatus         string     `json:"wal_status,omitempty"`
-		ConfirmedFlush    *string    `json:"confirmed_flush_lsn"`
-		RetainedBytes     int64      `json:"retained_wal_bytes"`
-		PublicationExists bool       `json:"publication_exists"`
-		SourceLSN         string     `json:"source_lsn"`
-		Checkpoint        *string    `json:"checkpoint_lsn"`
-		CommitTime        *time.Time `json:"commit_time"`
-		AppliedAt         *time.Time `json:"applied_at"`
-		LagBytes          int64      `json:"lag_bytes"`
-		LagSeconds        float64    `json:"lag_seconds"`
-		Pending           *bool      `json:"pending_changes"`
-		SequencesBehind   []string   `json:"sequences_behind"`
-		ReadyForCutover   bool       `json:"ready_for_cutover"`
-		NotReadyBecause   string     `json:"not_ready_for_cutover_because,omitempty"`
-		Verdict           Verdict    `json:"verdict"`
-		Reason            string     `json:"reason"`
-		Warnings          []string   `json:"warnings,omitempty"`
-		Held              []string   `json:"held_on_target"`
-		Joined            []joined   `json:"joined_tables"`
-		NotReplicated     []string   `json:"not_replicated_tables"`
+		Database          string       `json:"database"`
+		Slot              string       `json:"slot"`
+		SlotExists        bool         `json:"slot_exists"`
+		SlotActive        bool         `json:"slot_active"`
+		WALStatus         string       `json:"wal_status,omitempty"`
+		ConfirmedFlush    *string      `json:"confirmed_flush_lsn"`
+		RetainedBytes     int64        `json:"retained_wal_bytes"`
+		PublicationExists bool         `json:"publication_exists"`
+		SourceLSN         string       `json:"source_lsn"`
+		Checkpoint        *string      `json:"checkpoint_lsn"`
+		CommitTime        *time.Time   `json:"commit_time"`
+		AppliedAt         *time.Time   `json:"applied_at"`
+		LagBytes          int64        `json:"lag_bytes"`
+		LagSeconds        float64      `json:"lag_seconds"`
+		Pending           *bool        `json:"pending_changes"`
+		SequencesBehind   []string     `json:"sequences_behind"`
+		ReadyForCutover   bool         `json:"ready_for_cutover"`
+		NotReadyBecause   string       `json:"not_ready_for_cutover_because,omitempty"`
+		Verdict           Verdict      `json:"verdict"`
+		Reason            string       `json:"reason"`
+		Warnings          []string     `json:"warnings,omitempty"`
+		Held              []string     `json:"held_on_target"`
+		Tables            []tableState `json:"tables"`
+		NotReplicated     []string     `json:"not_replicated_tables"`
 	}{
 		r.Database, r.Slot, r.SlotExists, r.SlotActive, r.WALStatus,
 		lsn(r.SlotExists, r.ConfirmedFlush), r.RetainedBytes, r.PublicationExists,
 		r.SourceLSN.String(), lsn(r.HasCheckpoint, r.Checkpoint), ts(r.CommitTime), ts(r.AppliedAt),
-		r.LagBytes, r.Lag.Seconds(), r.Pending, seqs, r.ReadyForCutover, r.NotReadyBecause, r.Verdict, r.Reason, r.Warnings, held, joins, notRepl,
+		r.LagBytes, r.Lag.Seconds(), r.Pending, seqs, r.ReadyForCutover, r.NotReadyBecause, r.Verdict, r.Reason, r.Warnings, held, tables, notRepl,
 	})
 }
 
@@ -293,7 +293,7 @@ func Check(ctx context.Context, db plan.Database, opts Options) (Report, error) 
 	if r.Held, err = apply.Holds(ctx, dst, checkpoint.Store{Schema: opts.CheckpointSchema}); err != nil {
 		return r, err
 	}
-	if r.Joined, r.NotReplicated, err = tableStates(ctx, src, dst, db, opts); err != nil {
+	if r.Tables, r.NotReplicated, err = tableStates(ctx, src, dst, db, opts); err != nil {
 		return r, err
 	}
 	if r.SequencesBehind, err = sequencesBehind(ctx, src, dst, db); err != nil {
@@ -409,8 +409,8 @@ func judge(r *Report, slot stream.SlotState, opts Options) {
 	case r.SlotActive && !r.confirmedAtStart:
 		r.NotReadyBecause = fmt.Sprintf("the running sync has not yet confirmed the source's position %s (it may still be reading the stream)", r.SourceLSN)
 	case len(r.NotReplicated) > 0:
-		r.NotReadyBecause = fmt.Sprintf("%s not replicated yet (created on the source after init: a running sync copies %s, then streams %s): %s",
-			plural(len(r.NotReplicated), "selected table is", "selected tables are"), plural(len(r.NotReplicated), "it", "them"), plural(len(r.NotReplicated), "it", "them"), strings.Join(r.NotReplicated, ", "))
+		r.NotReadyBecause = fmt.Sprintf("%d %s not replicated yet (created on the source after init: a running sync copies %s, then streams %s): %s",
+			len(r.NotReplicated), plural(len(r.NotReplicated), "selected table is", "selected tables are"), plural(len(r.NotReplicated), "it", "them"), plural(len(r.NotReplicated), "it", "them"), strings.Join(r.NotReplicated, ", "))
 	case len(r.SequencesBehind) > 0:
 		r.NotReadyBecause = fmt.Sprintf("%d %s behind on the target (sync copies them every --sequence-interval, after --catch-up and when it stops)",
 			len(r.SequencesBehind), plural(len(r.SequencesBehind), "sequence is", "sequences are"))
@@ -517,9 +517,9 @@ func FormatBytes(n int64) string {
 	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }
 
-// tableStates reads the tables that joined the migration after init, and
-// the selected tables it does not carry yet: outside the publication, or
-// still being copied.
+// tableStates reads the states of the migration's tables, and the selected
+// tables it does not carry yet: outside the publication, or still being
+// copied.
 func tableStates(ctx context.Context, src, dst *pgx.Conn, db plan.Database, opts Options) ([]checkpoint.Table, []string, error) {
 	joined, err := checkpoint.Store{Schema: opts.CheckpointSchema}.LoadTables(ctx, dst, opts.Slot)
 	if err != nil {
