@@ -109,9 +109,11 @@ type Applier struct {
 	replicaMode bool
 
 	rels      map[uint32]*relation
-	joins     map[string]pglogrepl.LSN // copy LSN of tables added after init (join.go)
-	txnFinal  pglogrepl.LSN            // commit LSN of the source transaction being read
-	skipped   int                      // changes skipped because a table's copy holds them
+	joins     map[string]pglogrepl.LSN    // copy LSN of tables added after init (join.go)
+	txnFinal  pglogrepl.LSN               // commit LSN of the source transaction being read
+	skipped   int                         // changes skipped because a table's copy holds them
+	byOID     map[uint32]checkpoint.Table // table states by source OID (follow.go)
+	byName    map[string]uint32           // source OID by target table name
 	typeNames map[[2]int64]string
 	source    *pgx.Conn // opened on first use, to describe column types
 	seq       int       // names prepared statements
@@ -214,6 +216,9 @@ func (a *Applier) setUp(ctx context.Context, db *pgx.Conn) (checkpoint.Position,
 	pos, err := a.cfg.Store.Load(ctx, db, a.cfg.Slot)
 	if err != nil {
 		return pos, err
+	}
+	if err := a.cfg.Store.EnsureTables(ctx, db); err != nil {
+		return pos, classify(err)
 	}
 	if err := a.loadJoins(ctx, db, pos.EndLSN); err != nil {
 		return pos, err
@@ -431,7 +436,7 @@ func (a *Applier) handle(ctx context.Context, ev stream.Event) error {
 		if err := a.flush(ctx); err != nil {
 			return err
 		}
-		r, err := a.reconcile(ctx, m)
+		r, err := a.relate(ctx, m)
 		if err != nil {
 			return err
 		}

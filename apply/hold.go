@@ -224,18 +224,3 @@ func RestoreHolds(ctx context.Context, conn *pgx.Conn, s checkpoint.Store) ([]st
 	}
 	return done, tx.Commit(ctx)
 }
-
-// RenameHolds moves what is held for a table to its new name, in the
-// caller's transaction (the table was renamed on the source and then on the
-// target).
-func RenameHolds(ctx context.Context, q checkpoint.Querier, s checkpoint.Store, fromSchema, fromName, toSchema, toName string) error {
-	if _, err := q.Exec(ctx, ensureHeldSQL(s)); err != nil {
-		return fmt.Errorf("create the table of holds on the target: %w", err)
-	}
-	_, err := q.Exec(ctx, `UPDATE `+heldTable(s)+` SET schema_name = $3, table_name = $4 WHERE schema_name = $1 AND table_name = $2`,
-		fromSchema, fromName, toSchema, toName)
-	if err != nil {
-		return fmt.Errorf("record the rename of %s.%s in the table of holds: %w", fromSchema, fromName, err)
-	}
-	return nil
-}

@@ -29,6 +29,7 @@ func (a *Applier) loadJoins(ctx context.Context, db *pgx.Conn, from pglogrepl.LS
 	if err != nil {
 		return err
 	}
+	a.loadTables(tables)
 	a.joins = map[string]pglogrepl.LSN{}
 	for _, t := range tables {
 		switch {
@@ -118,7 +119,7 @@ func (a *Applier) reconcileNow(ctx context.Context, id uint32, r *relation) erro
 	if err := a.flush(ctx); err != nil {
 		return err
 	}
-	nr, err := a.reconcile(ctx, r.msg)
+	nr, err := a.relate(ctx, r.msg)
 	if err != nil {
 		return err
 	}

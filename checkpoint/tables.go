@@ -44,6 +44,11 @@ type Table struct {
 	CopyLSN pglogrepl.LSN
 	// Since is when the state was last set.
 	Since time.Time
+	// Pending are statements to run once the checkpoint passes CopyLSN:
+	// the table's foreign keys, which the target could not check against
+	// tables still behind the copy, and which would carry the effects of
+	// those tables' older changes (cascades) into the copy.
+	Pending []string
 }
 
 func (s Store) tablesTable() string { return s.Ident("tables") }
@@ -59,6 +64,7 @@ CREATE TABLE IF NOT EXISTS %s (
 	state       text NOT NULL CHECK (state IN ('copying', 'copied', 'streaming', 'dropped')),
 	source_relid oid,
 	copy_lsn    pg_lsn,
+	pending     text[],
 	since       timestamptz NOT NULL DEFAULT now(),
 	PRIMARY KEY (slot_name, schema_name, table_name)
 )`, s.schema(), s.tablesTable()))
@@ -79,11 +85,11 @@ func (s Store) SetTable(ctx context.Context, q Querier, slot string, t Table) er
 	if t.RelID != 0 {
 		relid = t.RelID
 	}
-	_, err := q.Exec(ctx, fmt.Sprintf(`INSERT INTO %s (slot_name, schema_name, table_name, state, source_relid, copy_lsn, since)
-VALUES ($1, $2, $3, $4, $5, $6::text::pg_lsn, now())
+	_, err := q.Exec(ctx, fmt.Sprintf(`INSERT INTO %s (slot_name, schema_name, table_name, state, source_relid, copy_lsn, pending, since)
+VALUES ($1, $2, $3, $4, $5, $6::text::pg_lsn, $7, now())
 ON CONFLICT (slot_name, schema_name, table_name) DO UPDATE SET state = EXCLUDED.state,
-	source_relid = COALESCE(EXCLUDED.source_relid, %[1]s.source_relid), copy_lsn = EXCLUDED.copy_lsn, since = now()`,
-		s.tablesTable()), slot, t.Schema, t.Name, string(t.State), relid, lsn)
+	source_relid = COALESCE(EXCLUDED.source_relid, %[1]s.source_relid), copy_lsn = EXCLUDED.copy_lsn, pending = EXCLUDED.pending, since = now()`,
+		s.tablesTable()), slot, t.Schema, t.Name, string(t.State), relid, lsn, t.Pending)
 	if err != nil {
 		return fmt.Errorf("record state of table %s.%s: %w", t.Schema, t.Name, err)
 	}
@@ -100,14 +106,18 @@ func (s Store) ForgetTable(ctx context.Context, q Querier, slot, schema, name st
 	return nil
 }
 
-// RenameTable moves a table's state to its new name (renamed on the source).
-func (s Store) RenameTable(ctx context.Context, q Querier, slot string, from, to Table) error {
-	_, err := q.Exec(ctx, fmt.Sprintf(`UPDATE %s SET schema_name = $4, table_name = $5, since = now()
-WHERE slot_name = $1 AND schema_name = $2 AND table_name = $3`, s.tablesTable()), slot, from.Schema, from.Name, to.Schema, to.Name)
-	if err != nil {
-		return fmt.Errorf("record rename of table %s.%s: %w", from.Schema, from.Name, err)
-	}
-	return nil
+// RecordTableSQL records a table's state unless it has one (parameters in
+// text form: slot, schema, name, state, source OID).
+func (s Store) RecordTableSQL() string {
+	return fmt.Sprintf(`INSERT INTO %s (slot_name, schema_name, table_name, state, source_relid)
+VALUES ($1::text, $2::text, $3::text, $4::text, $5::text::oid) ON CONFLICT (slot_name, schema_name, table_name) DO NOTHING`, s.tablesTable())
+}
+
+// RenameTableSQL moves a table's state to a new name (parameters in text
+// form: slot, old schema, old name, new schema, new name).
+func (s Store) RenameTableSQL() string {
+	return fmt.Sprintf(`UPDATE %s SET schema_name = $4::text, table_name = $5::text, since = now()
+WHERE slot_name = $1::text AND schema_name = $2::text AND table_name = $3::text`, s.tablesTable())
 }
 
 // Rows is what LoadTables needs of a session.
@@ -118,7 +128,7 @@ type Rows interface {
 // LoadTables returns the states of the slot's tables, in schema and name
 // order; none when the table of states does not exist.
 func (s Store) LoadTables(ctx context.Context, q Rows, slot string) ([]Table, error) {
-	rows, err := q.Query(ctx, fmt.Sprintf(`SELECT schema_name, table_name, state, COALESCE(source_relid, 0), COALESCE(copy_lsn::text, ''), since
+	rows, err := q.Query(ctx, fmt.Sprintf(`SELECT schema_name, table_name, state, COALESCE(source_relid, 0), COALESCE(copy_lsn::text, ''), since, COALESCE(pending, '{}')
 FROM %s WHERE slot_name = $1 ORDER BY 1, 2`, s.tablesTable()), slot)
 	if isUndefinedTable(err) {
 		return nil, nil
@@ -131,7 +141,7 @@ FROM %s WHERE slot_name = $1 ORDER BY 1, 2`, s.tablesTable()), slot)
 	for rows.Next() {
 		var t Table
 		var state, lsn string
-		if err := rows.Scan(&t.Schema, &t.Name, &state, &t.RelID, &lsn, &t.Since); err != nil {
+		if err := rows.Scan(&t.Schema, &t.Name, &state, &t.RelID, &lsn, &t.Since, &t.Pending); err != nil {
 			return nil, fmt.Errorf("load table states of slot %s: %w", slot, err)
 		}
 		t.State = TableState(state)

@@ -62,9 +62,10 @@ var ErrNotPublishable = errors.New("table cannot be replicated as it is")
 // then skips their changes in transactions that committed before that point
 // (apply does), so each change reaches the target exactly once.
 //
-// A table that already exists on the target keeps its definition there; it
-// is emptied first only when an earlier, unfinished add left rows in it. A
-// table with rows that no add put there is refused.
+// A table that already exists on the target keeps its definition there when
+// it is empty; one an unfinished add made, or the kept copy of a table the
+// source dropped and has now created again, is made again. A table with
+// rows that no copy put there is refused.
 func AddTables(ctx context.Context, db plan.Database, tables []selection.Table, o AddOptions) (res AddResult, err error) {
 	if len(tables) == 0 {
 		return res, nil
@@ -168,9 +169,14 @@ func AddTables(ctx context.Context, db plan.Database, tables []selection.Table, 
 		case !ok:
 			create = append(create, t)
 		case state == targetPartial:
-			if _, err := dst.Exec(ctx, "TRUNCATE "+ident); err != nil {
-				return res, fmt.Errorf("empty %s on the target for a new copy: %w", t.Qualified(), err)
+			// Made by an add that did not finish (perhaps without its
+			// indexes and constraints), or the copy of a table the source
+			// dropped and created again: made again.
+			if _, err := dst.Exec(ctx, "DROP TABLE "+ident); err != nil {
+				return res, fmt.Errorf("drop %s on the target (left by an add that did not finish, or the copy of a table the source dropped and created again) to copy it again: %w", t.Qualified(), err)
 			}
+			log.Info("replacing the target's copy of the table: it is the old one of a table the source dropped and created again, or an unfinished add", "table", t.Qualified())
+			create = append(create, t)
 		}
 	}
 	if len(present) == 0 {
@@ -184,6 +190,7 @@ func AddTables(ctx context.Context, db plan.Database, tables []selection.Table, 
 	defer os.RemoveAll(dir)
 	var dump *schemaDump
 	var ropts restoreOptions
+	foreignKeys := map[selection.Table][]string{}
 	if len(create) > 0 {
 		args, err := tableDumpArgs(ctx, snap, create)
 		if err != nil {
@@ -194,6 +201,10 @@ func AddTables(ctx context.Context, db plan.Database, tables []selection.Table, 
 		}
 		var notices []string
 		if ropts, notices, err = restorePlan(ctx, dst, dump, o.Target, o.Jobs); err != nil {
+			return res, err
+		}
+		ropts.skipForeignKeys = true
+		if foreignKeys, err = foreignKeysOf(ctx, snap, create); err != nil {
 			return res, err
 		}
 		res.Notices = append(res.Notices, notices...)
@@ -254,7 +265,7 @@ func AddTables(ctx context.Context, db plan.Database, tables []selection.Table, 
 	}
 	if err := pgx.BeginFunc(ctx, dst, func(tx pgx.Tx) error {
 		for _, t := range present {
-			if err := store.SetTable(ctx, tx, o.Slot, checkpoint.Table{Schema: t.Schema, Name: t.Name, State: checkpoint.TableCopied, CopyLSN: slot.ConsistentPoint}); err != nil {
+			if err := store.SetTable(ctx, tx, o.Slot, checkpoint.Table{Schema: t.Schema, Name: t.Name, State: checkpoint.TableCopied, CopyLSN: slot.ConsistentPoint, Pending: foreignKeys[t]}); err != nil {
 				return err
 			}
 		}
@@ -272,8 +283,8 @@ func AddTables(ctx context.Context, db plan.Database, tables []selection.Table, 
 type targetTable int
 
 const (
-	targetEmpty   targetTable = iota // created beforehand, by the user or an earlier add
-	targetPartial                    // rows of an add that did not finish
+	targetEmpty   targetTable = iota // created beforehand by the user, empty
+	targetPartial                    // made by an add that did not finish
 )
 
 // checkTargetTables finds the tables that already exist on the target. One
@@ -294,17 +305,77 @@ func checkTargetTables(ctx context.Context, dst *pgx.Conn, tables []selection.Ta
 			return nil, fmt.Errorf("read %s on the target: %w", t.Qualified(), err)
 		}
 		switch {
-		case hasRows && dropped[t.Schema+"."+t.Name]:
-			return nil, fmt.Errorf("%w: %s was dropped on the source and created again, and the copy of the old table is still on the target: drop or rename it there (DROP TABLE %s), then sync copies the new one", ErrNotPublishable, t.Qualified(), ident)
-		case hasRows && !unfinished[t.Schema+"."+t.Name]:
-			return nil, fmt.Errorf("%w: %s already exists on the target and holds rows that no copy put there: empty or drop it on the target, or leave it out with --exclude-tables", ErrNotPublishable, t.Qualified())
-		case hasRows:
+		case unfinished[t.Schema+"."+t.Name], dropped[t.Schema+"."+t.Name]:
+			// Made by an add that did not finish, or the kept copy of a
+			// table dropped on the source that is now created again there.
 			out[t] = targetPartial
+		case hasRows:
+			return nil, fmt.Errorf("%w: %s already exists on the target and holds rows that no copy put there: empty or drop it on the target, or leave it out with --exclude-tables", ErrNotPublishable, t.Qualified())
 		default:
 			out[t] = targetEmpty
 		}
 	}
 	return out, nil
+}
+
+// foreignKeysOf reads, in the snapshot, the foreign keys of tables (and of
+// their partitions, declared there): the statements that make them on the
+// target once the stream has passed the copy (FinishTables). Made with the
+// copy, they would be checked against tables still behind it, and their
+// cascades would carry those tables' older changes into the copy.
+func foreignKeysOf(ctx context.Context, snap pgx.Tx, tables []selection.Table) (map[selection.Table][]string, error) {
+	if _, err := snap.Exec(ctx, "SET LOCAL search_path = pg_catalog"); err != nil {
+		return nil, fmt.Errorf("read foreign keys: %w", err)
+	}
+	out := map[selection.Table][]string{}
+	for _, t := range tables {
+		rows, err := snap.Query(ctx, `SELECT format('ALTER TABLE %I.%I ADD CONSTRAINT %I %s', n.nspname, cl.relname, c.conname, pg_get_constraintdef(c.oid))
+			FROM pg_constraint c JOIN pg_class cl ON cl.oid = c.conrelid JOIN pg_namespace n ON n.oid = cl.relnamespace
+			WHERE c.contype = 'f' AND c.conparentid = 0
+			  AND c.conrelid IN (SELECT $1::regclass UNION SELECT relid FROM pg_partition_tree($1::regclass))
+			ORDER BY c.conname`, pgx.Identifier{t.Schema, t.Name}.Sanitize())
+		if err != nil {
+			return nil, fmt.Errorf("read foreign keys of %s: %w", t.Qualified(), err)
+		}
+		sqls, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		if err != nil {
+			return nil, fmt.Errorf("read foreign keys of %s: %w", t.Qualified(), err)
+		}
+		out[t] = sqls
+	}
+	return out, nil
+}
+
+// FinishTables makes what tables added to the migration still wait for
+// (their foreign keys) once the checkpoint has passed their copy, each
+// table in one transaction. It returns the tables finished; a statement the
+// target refuses (its rows do not satisfy the key: the target has diverged)
+// is returned as an error, and the table stays pending.
+func FinishTables(ctx context.Context, dst *pgx.Conn, store checkpoint.Store, slot string, checkpointLSN pglogrepl.LSN) ([]string, error) {
+	states, err := store.LoadTables(ctx, dst, slot)
+	if err != nil {
+		return nil, err
+	}
+	var done []string
+	for _, t := range states {
+		if t.State != checkpoint.TableCopied || len(t.Pending) == 0 || t.CopyLSN > checkpointLSN {
+			continue
+		}
+		err := pgx.BeginFunc(ctx, dst, func(tx pgx.Tx) error {
+			for _, sql := range t.Pending {
+				if _, err := tx.Exec(ctx, sql); err != nil {
+					return fmt.Errorf("%s: %w", sql, err)
+				}
+			}
+			t.Pending = nil
+			return store.SetTable(ctx, tx, slot, t)
+		})
+		if err != nil {
+			return done, fmt.Errorf("table %s.%s: %w", t.Schema, t.Name, err)
+		}
+		done = append(done, t.Schema+"."+t.Name)
+	}
+	return done, nil
 }
 
 // addSlotName is the temporary slot an add creates beside the migration's.

@@ -92,6 +92,8 @@ type restoreOptions struct {
 	// unavailable extensions are left out.
 	unavailable map[string]bool
 	jobs        int
+	// skipForeignKeys leaves foreign keys out (AddTables makes them later).
+	skipForeignKeys bool
 }
 
 func (d *schemaDump) writeList(dir, name string, keep func(tocEntry) bool) (string, error) {
@@ -115,6 +117,9 @@ func (d *schemaDump) keepStructure(o restoreOptions) func(tocEntry) bool {
 			return false
 		}
 		if name, ok := e.extension(); ok && o.unavailable[name] {
+			return false
+		}
+		if o.skipForeignKeys && strings.HasPrefix(e.rest, "FK CONSTRAINT ") {
 			return false
 		}
 		return true

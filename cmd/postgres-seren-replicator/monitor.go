@@ -153,6 +153,14 @@ func (r *pipelineRunner) housekeeping(ctx context.Context, st *stream.Stream, ap
 				restart(errTablesJoined)
 				return
 			}
+			// Foreign keys of joined tables are made between sessions (the
+			// next one holds them like the others), when nothing applies.
+			if due, err := r.tablesToFinish(ctx); err != nil && ctx.Err() == nil {
+				r.log.Warn("checking joined tables failed; will retry", "error", err)
+			} else if due {
+				restart(errTablesJoined)
+				return
+			}
 		case <-sequences:
 			if err := syncSequences(ctx, r.db, r.log); err != nil && ctx.Err() == nil {
 				r.log.Warn("sequence copy failed; will retry", "error", err)

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
 
 	"github.com/serenorg/postgres-seren-replicator/apply"
@@ -70,9 +71,20 @@ func (r *pipelineRunner) unpublished(ctx context.Context, src *pgx.Conn, dst *pg
 	}
 	for _, s := range states {
 		t := selection.Table{Database: r.db.Name, Schema: s.Schema, Name: s.Name}
-		if s.State == checkpoint.TableCopying && !slices.Contains(out, t) {
-			out = append(out, t)
+		if s.State != checkpoint.TableCopying || slices.Contains(out, t) {
+			continue
 		}
+		var exists bool
+		if err := src.QueryRow(ctx, `SELECT to_regclass($1) IS NOT NULL`, pgx.Identifier{s.Schema, s.Name}.Sanitize()).Scan(&exists); err != nil {
+			return nil, fmt.Errorf("look up %s on the source: %w", t.Qualified(), err)
+		}
+		if !exists { // dropped on the source before its add finished
+			if err := (checkpoint.Store{Schema: r.cmd.CheckpointSchema}).ForgetTable(ctx, dst, r.slot, s.Schema, s.Name); err != nil {
+				return nil, err
+			}
+			continue
+		}
+		out = append(out, t)
 	}
 	return out, nil
 }
@@ -197,113 +209,84 @@ func (r *pipelineRunner) tablesAppeared(ctx context.Context) ([]selection.Table,
 	return out, nil
 }
 
-// followTables brings the table states up to date, under the migration's
-// writer lock, before the stream starts: each published table without a
-// state (copied by init) gets one, with its OID on the source, which
-// follows it through renames. A table whose OID is gone from the source was
-// dropped there: said once, its copy on the target kept. A table whose OID
-// now has another name was renamed there: it is renamed on the target too,
-// so the stream's changes under the new name find it.
+// followTables marks the tables dropped on the source, under the
+// migration's writer lock, before the stream starts: a table whose source
+// OID is gone was dropped there (said once; its copy on the target is kept
+// and no longer changes). Renames are followed by the applier, at their
+// place in the stream (apply/follow.go).
 func (r *pipelineRunner) followTables(ctx context.Context, src, dst *pgx.Conn) error {
 	store := checkpoint.Store{Schema: r.cmd.CheckpointSchema}
-	if err := store.EnsureTables(ctx, dst); err != nil {
-		return err
-	}
 	states, err := store.LoadTables(ctx, dst, r.slot)
 	if err != nil {
 		return err
 	}
-	known := map[[2]string]bool{}
 	for _, st := range states {
-		known[[2]string{st.Schema, st.Name}] = true
 		if st.RelID == 0 || (st.State != checkpoint.TableStreaming && st.State != checkpoint.TableCopied) {
 			continue
 		}
-		var schema, name string
-		err := src.QueryRow(ctx, `SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-			WHERE c.oid = $1 AND c.relkind IN ('r', 'p')`, st.RelID).Scan(&schema, &name)
-		switch {
-		case errors.Is(err, pgx.ErrNoRows):
-			r.log.Warn("table dropped on the source: it is not streamed any more, and its copy on the target is kept", "table", st.Schema+"."+st.Name)
-			st.State = checkpoint.TableDropped
-			if err := store.SetTable(ctx, dst, r.slot, st); err != nil {
-				return err
-			}
-		case err != nil:
+		var exists bool
+		if err := src.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_class WHERE oid = $1 AND relkind IN ('r', 'p'))`, st.RelID).Scan(&exists); err != nil {
 			return fmt.Errorf("look up table %s.%s on the source: %w", st.Schema, st.Name, err)
-		case schema != st.Schema || name != st.Name:
-			if err := r.renameOnTarget(ctx, dst, store, st, schema, name); err != nil {
-				return err
-			}
-			known[[2]string{schema, name}] = true
 		}
-	}
-	rows, err := src.Query(ctx, `SELECT pr.prrelid, n.nspname, c.relname FROM pg_publication p
-		JOIN pg_publication_rel pr ON pr.prpubid = p.oid
-		JOIN pg_class c ON c.oid = pr.prrelid JOIN pg_namespace n ON n.oid = c.relnamespace
-		WHERE p.pubname = $1`, r.cmd.Publication)
-	if err != nil {
-		return fmt.Errorf("read publication %s: %w", r.cmd.Publication, err)
-	}
-	var fresh []checkpoint.Table
-	for rows.Next() {
-		t := checkpoint.Table{State: checkpoint.TableStreaming}
-		if err := rows.Scan(&t.RelID, &t.Schema, &t.Name); err != nil {
-			return err
+		if exists {
+			continue
 		}
-		if !known[[2]string{t.Schema, t.Name}] {
-			fresh = append(fresh, t)
-		}
-	}
-	if err := rows.Err(); err != nil {
-		return fmt.Errorf("read publication %s: %w", r.cmd.Publication, err)
-	}
-	for _, t := range fresh {
-		if err := store.SetTable(ctx, dst, r.slot, t); err != nil {
+		r.log.Warn("table dropped on the source: it is not streamed any more, and its copy on the target is kept", "table", st.Schema+"."+st.Name)
+		st.State = checkpoint.TableDropped
+		if err := store.SetTable(ctx, dst, r.slot, st); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-// renameOnTarget follows a rename on the source: the target table moves
-// to the new schema and name, with its state and holds, in one transaction.
-func (r *pipelineRunner) renameOnTarget(ctx context.Context, dst *pgx.Conn, store checkpoint.Store, st checkpoint.Table, schema, name string) error {
-	from := pgx.Identifier{st.Schema, st.Name}.Sanitize()
-	to := pgx.Identifier{schema, name}.Sanitize()
-	var oldExists, newExists bool
-	if err := dst.QueryRow(ctx, `SELECT to_regclass($1) IS NOT NULL, to_regclass($2) IS NOT NULL`, from, to).Scan(&oldExists, &newExists); err != nil {
-		return fmt.Errorf("look up %s and %s on the target: %w", from, to, err)
-	}
-	if r.cmd.SchemaChanges == string(apply.SchemaChangesStop) {
-		return setupError("table %s was renamed on the source to %s, and --schema-changes=stop: rename it on the target (ALTER TABLE %s RENAME TO …), or run sync with --schema-changes=apply", from, to, from)
-	}
-	if !oldExists || newExists {
-		return setupError("table %s was renamed on the source to %s, but the target has %s: rename or drop there what is in the way (ALTER TABLE %s RENAME TO …), then restart sync",
-			from, to, map[bool]string{true: "both names", false: "neither"}[newExists], to)
-	}
-	err := pgx.BeginFunc(ctx, dst, func(tx pgx.Tx) error {
-		at := from
-		if schema != st.Schema {
-			if _, err := tx.Exec(ctx, "CREATE SCHEMA IF NOT EXISTS "+pgx.Identifier{schema}.Sanitize()+"; ALTER TABLE "+from+" SET SCHEMA "+pgx.Identifier{schema}.Sanitize()); err != nil {
-				return err
-			}
-			at = pgx.Identifier{schema, st.Name}.Sanitize()
-		}
-		if name != st.Name {
-			if _, err := tx.Exec(ctx, "ALTER TABLE "+at+" RENAME TO "+pgx.Identifier{name}.Sanitize()); err != nil {
-				return err
-			}
-		}
-		if err := apply.RenameHolds(ctx, tx, store, st.Schema, st.Name, schema, name); err != nil {
-			return err
-		}
-		return store.RenameTable(ctx, tx, r.slot, st, checkpoint.Table{Schema: schema, Name: name})
-	})
+// finishTables makes the foreign keys of tables that joined the migration
+// once the checkpoint has passed their copy (snapshot.FinishTables). It
+// reports whether any table was finished.
+func (r *pipelineRunner) finishTables(ctx context.Context, checkpointLSN pglogrepl.LSN) (bool, error) {
+	dst, err := r.db.Target.Connect(ctx)
 	if err != nil {
-		return fmt.Errorf("rename %s to %s on the target, as on the source: %w", from, to, err)
+		return false, err
 	}
-	r.log.Info("table renamed on the source: renamed on the target too", "from", st.Schema+"."+st.Name, "to", schema+"."+name)
-	r.lookedForRenames = false
-	return nil
+	defer dst.Close(context.WithoutCancel(ctx))
+	if checkpointLSN == 0 {
+		pos, err := checkpoint.Store{Schema: r.cmd.CheckpointSchema}.Load(ctx, dst, r.slot)
+		if err != nil {
+			return false, err
+		}
+		checkpointLSN = pos.EndLSN
+	}
+	done, err := snapshot.FinishTables(ctx, dst, checkpoint.Store{Schema: r.cmd.CheckpointSchema}, r.slot, checkpointLSN)
+	for _, t := range done {
+		r.log.Info("joined table complete: its foreign keys are made, now that the stream has passed its copy", "table", t)
+	}
+	if err != nil {
+		return len(done) > 0, fmt.Errorf("make the foreign keys of a joined table, now that the stream has passed its copy: %w", err)
+	}
+	return len(done) > 0, nil
+}
+
+// tablesToFinish reports whether a joined table's foreign keys are due:
+// the checkpoint has passed its copy.
+func (r *pipelineRunner) tablesToFinish(ctx context.Context) (bool, error) {
+	dst, err := r.db.Target.Connect(ctx)
+	if err != nil {
+		return false, err
+	}
+	defer dst.Close(context.WithoutCancel(ctx))
+	store := checkpoint.Store{Schema: r.cmd.CheckpointSchema}
+	pos, err := store.Load(ctx, dst, r.slot)
+	if err != nil {
+		return false, err
+	}
+	states, err := store.LoadTables(ctx, dst, r.slot)
+	if err != nil {
+		return false, err
+	}
+	for _, t := range states {
+		if t.State == checkpoint.TableCopied && len(t.Pending) > 0 && t.CopyLSN <= pos.EndLSN {
+			return true, nil
+		}
+	}
+	return false, nil
 }

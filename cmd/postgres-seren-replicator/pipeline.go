@@ -32,9 +32,6 @@ type pipelineRunner struct {
 	// gone are selected tables the catalog poll found gone from the source
 	// (said once).
 	gone map[selection.Table]bool
-	// lookedForRenames is set while a table missing on the target has sent
-	// one attempt looking for a rename; a rename followed clears it.
-	lookedForRenames bool
 }
 
 // run streams until ctx ends (nil), the catch-up target is reached (nil) or
@@ -56,14 +53,6 @@ func (r *pipelineRunner) run(ctx context.Context) (pipelineResult, error) {
 		}
 		if errors.Is(err, errTablesJoined) {
 			attempt = 0 // not a failure: stream again at once, with them
-			continue
-		}
-		if errors.Is(err, apply.ErrTableMissing) && !r.lookedForRenames {
-			// A table renamed on the source while streaming: the next
-			// attempt finds the rename by the table's OID and follows it.
-			r.lookedForRenames = true
-			r.log.Info("a published table is missing on the target: looking for a rename on the source", "error", err)
-			attempt = 0
 			continue
 		}
 		r.mon.stopped(r.db.Name, err)
@@ -150,6 +139,9 @@ func (r *pipelineRunner) once(ctx context.Context) (pipelineResult, error) {
 		// silently miss them.
 		return pipelineResult{position: pos}, setupError("replication slot %s is at %s but the target checkpoint is at %s: the changes in between are gone from the source; copy the data again with init --drop-existing",
 			r.slot, slot.ConfirmedFlush, pos.EndLSN)
+	}
+	if _, err := r.finishTables(ctx, pos.EndLSN); err != nil {
+		r.log.Warn("a joined table is not complete", "error", err)
 	}
 	if joined, err := r.joinNewTables(ctx, src); err != nil || joined {
 		if err == nil {
@@ -286,7 +278,10 @@ func (r *pipelineRunner) checkPublication(ctx context.Context, conn *pgx.Conn) e
 	}
 	for _, t := range r.db.Tables {
 		if !published[t] {
-			return setupError("table %s is selected but not in publication %s, so its data was never copied (created after init?): leave it out with --exclude-tables %s (or the --include-tables init used), or copy everything again with it: init --drop-existing", t, r.cmd.Publication, t)
+			// Dropped before its add and created again since: the next
+			// attempt adds it.
+			r.log.Info("a selected table is not published yet (created again on the source while being added): adding it", "table", t.Qualified())
+			return errTablesJoined
 		}
 		delete(published, t)
 	}

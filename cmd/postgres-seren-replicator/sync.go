@@ -184,6 +184,9 @@ func (c *SyncCmd) Run(ctx context.Context, env *Env) error {
 			case err == nil && c.CatchUp && ctx.Err() == nil:
 				// Logical decoding does not carry sequences: bring them up to date.
 				err = syncSequences(ctx, db, r.log)
+				if err == nil {
+					_, err = r.finishTables(ctx, 0)
+				}
 			case err == nil && ctx.Err() != nil:
 				// A clean stop leaves them up to date too, so a migration stopped
 				// for the cutover is ready for it; the stop succeeds either way.
