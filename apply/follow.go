@@ -3,6 +3,7 @@ package apply
 import (
 	"context"
 	"fmt"
+	"strings"
 
 	"github.com/jackc/pgx/v5"
 
@@ -79,8 +80,8 @@ func (a *Applier) followRename(ctx context.Context, st checkpoint.Table, m *stre
 		ddl = append(ddl, "ALTER TABLE "+at+" RENAME TO "+pgx.Identifier{m.Name}.Sanitize())
 	}
 	if a.cfg.SchemaChanges == SchemaChangesStop {
-		return permanent(fmt.Errorf("table %s.%s was renamed on the source to %s.%s, and schema changes stop replication: run on the target %v, then restart sync",
-			st.Schema, st.Name, m.Namespace, m.Name, ddl))
+		return permanent(fmt.Errorf("table %s.%s was renamed on the source to %s.%s, and schema changes stop replication: run on the target %s; then restart sync",
+			st.Schema, st.Name, m.Namespace, m.Name, strings.Join(ddl, "; ")))
 	}
 	err := a.inBatch(ctx, func() error {
 		if err := a.runDDL(ctx, ddl); err != nil {

@@ -74,8 +74,8 @@ func redactAttr(_ []string, a slog.Attr) slog.Attr {
 type Endpoints struct {
 	Source             string `required:"" env:"SEREN_SOURCE" placeholder:"URL" help:"Source connection string (postgres:// URL or keyword/value). Keep the password out of it: a password on the command line is visible to every local user."`
 	Target             string `required:"" env:"SEREN_TARGET" placeholder:"URL" help:"Target connection string (postgres:// URL or keyword/value). Keep the password out of it, as for --source."`
-	SourcePasswordFile string `name:"source-password-file" type:"path" env:"SEREN_SOURCE_PASSWORD_FILE" placeholder:"FILE" help:"Read the source password from the first line of FILE (instead of ~/.pgpass, PGPASSFILE or PGPASSWORD)."`
-	TargetPasswordFile string `name:"target-password-file" type:"path" env:"SEREN_TARGET_PASSWORD_FILE" placeholder:"FILE" help:"Read the target password from the first line of FILE (instead of ~/.pgpass, PGPASSFILE or PGPASSWORD)."`
+	SourcePasswordFile string `name:"source-password-file" type:"path" predictor:"file" env:"SEREN_SOURCE_PASSWORD_FILE" placeholder:"FILE" help:"Read the source password from the first line of FILE (instead of ~/.pgpass, PGPASSFILE or PGPASSWORD)."`
+	TargetPasswordFile string `name:"target-password-file" type:"path" predictor:"file" env:"SEREN_TARGET_PASSWORD_FILE" placeholder:"FILE" help:"Read the target password from the first line of FILE (instead of ~/.pgpass, PGPASSFILE or PGPASSWORD)."`
 }
 
 // Parse parses both connection strings and reads the password files. The

@@ -26,14 +26,16 @@ var version = "dev"
 type CLI struct {
 	Logging
 
-	Validate ValidateCmd `cmd:"" help:"Check that source and target are ready for replication."`
-	Init     InitCmd     `cmd:"" help:"Copy schema and data from a consistent snapshot and prepare streaming."`
-	Sync     SyncCmd     `cmd:"" help:"Stream changes from the source and apply them to the target."`
-	Status   StatusCmd   `cmd:"" help:"Show replication state and lag per database."`
-	Verify   VerifyCmd   `cmd:"" help:"Compare source and target data with checksums."`
-	Cutover  CutoverCmd  `cmd:"" help:"Stop writes on the source, apply everything up to then, copy sequences, check, and hand over to the target."`
-	Cleanup  CleanupCmd  `cmd:"" help:"Drop the slots, publication and checkpoint schema the tool created."`
-	Version  VersionCmd  `cmd:"" help:"Print the version, commit, build date and Go version."`
+	Validate   ValidateCmd   `cmd:"" help:"Check that source and target are ready for replication."`
+	Init       InitCmd       `cmd:"" help:"Copy schema and data from a consistent snapshot and prepare streaming."`
+	Sync       SyncCmd       `cmd:"" help:"Stream changes from the source and apply them to the target."`
+	Status     StatusCmd     `cmd:"" help:"Show replication state and lag per database."`
+	Verify     VerifyCmd     `cmd:"" help:"Compare source and target data with checksums."`
+	Cutover    CutoverCmd    `cmd:"" help:"Stop writes on the source, apply everything up to then, copy sequences, check, and hand over to the target."`
+	Cleanup    CleanupCmd    `cmd:"" help:"Drop the slots, publication and checkpoint schema the tool created."`
+	Version    VersionCmd    `cmd:"" help:"Print the version, commit, build date and Go version."`
+	Completion CompletionCmd `cmd:"" help:"Print the shell completion script for bash, zsh or fish."`
+	Docs       DocsCmd       `cmd:"" hidden:"" help:"Print the Markdown command-line reference (docs/cli.md)."`
 
 	VersionFlag kong.VersionFlag `name:"version" help:"Print the version, commit, build date and Go version, and exit."`
 }
@@ -80,21 +82,34 @@ func profiled(fn func() int) int {
 	return fn()
 }
 
+// programName is the binary's name, in help, completion scripts and
+// printed commands.
+const programName = "postgres-seren-replicator"
+
+// newParser builds the command line's parser over cli; exit receives the
+// exit code of --help and --version instead of the process exiting.
+func newParser(cli *CLI, stdout, stderr io.Writer, exit func(int)) (*kong.Kong, error) {
+	return kong.New(cli,
+		kong.Name(programName),
+		kong.Description(description),
+		kong.Vars{"version": strings.TrimSuffix(buildInfo().String(), "\n")},
+		kong.Writers(stdout, stderr),
+		kong.Exit(exit),
+		kong.ConfigureHelp(kong.HelpOptions{Compact: true}),
+	)
+}
+
 // run parses args, runs the command and returns the process exit code.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	var cli CLI
 	exitCode := -1
-	parser, err := kong.New(&cli,
-		kong.Name("postgres-seren-replicator"),
-		kong.Description(description),
-		kong.Vars{"version": strings.TrimSuffix(buildInfo().String(), "\n")},
-		kong.Writers(stdout, stderr),
-		kong.Exit(func(code int) { exitCode = code }),
-		kong.ConfigureHelp(kong.HelpOptions{Compact: true}),
-	)
+	parser, err := newParser(&cli, stdout, stderr, func(code int) { exitCode = code })
 	if err != nil {
 		fmt.Fprintf(stderr, "error: %v\n", err)
 		return ExitRuntime
+	}
+	if code, done := completeRequest(parser, stderr); done {
+		return code
 	}
 	kctx, err := parser.Parse(args)
 	if exitCode >= 0 { // --help or --version
