@@ -29,7 +29,7 @@ CONTAINER_BUILDER ?= $(shell for b in docker podman buildah; do command -v $$b >
 IMAGE      ?= postgres-seren-replicator
 PG_MAJOR   ?= 17
 
-.PHONY: all build deps test test-long test-versions soak lint demo bench fuzz clean release test-release image test-manifests version
+.PHONY: all build deps test test-long test-versions soak lint demo bench fuzz clean release test-release image test-manifests version docs
 
 all: build
 
@@ -49,6 +49,13 @@ build: deps
 
 version:
 	@echo $(VERSION)
+
+# docs: docs/cli.md, the command-line reference (every command, its flags
+# with their environment variables and defaults, its examples), generated
+# from the kong model by the hidden docs command; a test fails when the
+# file is stale.
+docs:
+	$(GO) run ./cmd/postgres-seren-replicator docs > docs/cli.md.tmp && mv docs/cli.md.tmp docs/cli.md
 
 # test: unit and integration tests against throwaway clusters, with -race;
 # then the Kubernetes manifests (their own module, see test-manifests).

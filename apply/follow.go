@@ -79,11 +79,19 @@ func (a *Applier) followRename(ctx context.Context, st checkpoint.Table, m *stre
 	if m.Name != st.Name {
 		ddl = append(ddl, "ALTER TABLE "+at+" RENAME TO "+pgx.Identifier{m.Name}.Sanitize())
 	}
-	if a.cfg.SchemaChanges == SchemaChangesStop {
+	to := pgx.Identifier{m.Namespace, m.Name}.Sanitize()
+	rows, err := a.query(ctx, `SELECT to_regclass($1) IS NULL AND to_regclass($2) IS NOT NULL`, from, to)
+	if err != nil {
+		return fmt.Errorf("look up %s and %s on the target: %w", from, to, err)
+	}
+	if len(rows) == 1 && string(rows[0][0]) == "t" {
+		ddl = nil // renamed on the target already (by hand): only the records follow
+	}
+	if a.cfg.SchemaChanges == SchemaChangesStop && len(ddl) > 0 {
 		return permanent(fmt.Errorf("table %s.%s was renamed on the source to %s.%s, and schema changes stop replication: run on the target %s; then restart sync",
 			st.Schema, st.Name, m.Namespace, m.Name, strings.Join(ddl, "; ")))
 	}
-	err := a.inBatch(ctx, func() error {
+	err = a.inBatch(ctx, func() error {
 		if err := a.runDDL(ctx, ddl); err != nil {
 			return err
 		}
@@ -101,7 +109,7 @@ func (a *Applier) followRename(ctx context.Context, st checkpoint.Table, m *stre
 	st.Schema, st.Name = m.Namespace, m.Name
 	a.byOID[m.ID] = st
 	a.byName[m.Namespace+"."+m.Name] = m.ID
-	a.log.Info("table renamed on the source: renamed on the target too", "from", from, "to", pgx.Identifier{m.Namespace, m.Name}.Sanitize())
+	a.log.Info("table renamed on the source: renamed on the target too", "from", from, "to", to)
 	return nil
 }
 
