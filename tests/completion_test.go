@@ -39,33 +39,38 @@ func TestCompletionCandidates(t *testing.T) {
 }
 
 // TestCompletionScripts checks the script printed for each shell: it names
-// the program and the binary that answers, and bash loads it.
+// the program and the binary that answers; where the shell is installed it
+// loads the script, and fish completes through it.
 func TestCompletionScripts(t *testing.T) {
-	for _, shell := range []string{"bash", "zsh", "fish"} {
-		t.Run(shell, func(t *testing.T) {
-			res := runCLI(t, nil, "completion", shell)
+	for _, tc := range []struct {
+		shell string
+		after string // run after the script; its output must hold want
+		want  string
+	}{
+		{"bash", "complete -p postgres-seren-replicator", binary},
+		{"zsh", "print -r -- ${_comps[postgres-seren-replicator]}", binary},
+		{"fish", `complete -C "postgres-seren-replicator verif"`, "verify"},
+	} {
+		t.Run(tc.shell, func(t *testing.T) {
+			res := runCLI(t, nil, "completion", tc.shell)
 			if res.Code != 0 {
 				t.Fatalf("exit code = %d, want 0; stderr: %s", res.Code, res.Stderr)
 			}
 			for _, want := range []string{"postgres-seren-replicator", binary} {
 				if !strings.Contains(res.Stdout, want) {
-					t.Errorf("the %s script does not name %s:\n%s", shell, want, res.Stdout)
+					t.Errorf("the %s script does not name %s:\n%s", tc.shell, want, res.Stdout)
 				}
 			}
-			if _, err := exec.LookPath(shell); err != nil {
-				return // only syntax checks need the shell itself
+			if _, err := exec.LookPath(tc.shell); err != nil {
+				t.Logf("%s is not installed: the script is not loaded", tc.shell)
+				return
 			}
-			check := exec.Command(shell, "-n", "-c", res.Stdout)
-			if shell == "bash" {
-				// Load it and show what it registered.
-				check = exec.Command("bash", "-c", res.Stdout+"\ncomplete -p postgres-seren-replicator")
-			}
-			out, err := check.CombinedOutput()
-			if err != nil {
-				t.Fatalf("%s rejects the script: %v\n%s", shell, err, out)
-			}
-			if shell == "bash" && (!strings.Contains(string(out), "-C ") || !strings.Contains(string(out), binary)) {
-				t.Errorf("bash registered %q, want completion by %s", out, binary)
+			home := t.TempDir()
+			sh := exec.Command(tc.shell, "-c", res.Stdout+"\n"+tc.after)
+			sh.Env = append(cleanEnv(), "HOME="+home, "XDG_CONFIG_HOME="+home, "XDG_DATA_HOME="+home)
+			out, err := sh.CombinedOutput()
+			if err != nil || !strings.Contains(string(out), tc.want) {
+				t.Errorf("%s with the script, then %s: %v\n%s\nwant %q in it", tc.shell, tc.after, err, out, tc.want)
 			}
 		})
 	}

@@ -38,9 +38,9 @@ func (c *CompletionCmd) Run(env *Env) error {
 func completionScript(shell, cmd, bin string) string {
 	switch shell {
 	case "bash":
-		return fmt.Sprintf("# bash completion for %[1]s\ncomplete -o default -C %[2]s %[1]s\n", cmd, initShellQuote(bin))
+		return fmt.Sprintf("# bash completion for %[1]s\ncomplete -C %[2]s %[1]s\n", cmd, initShellQuote(bin))
 	case "zsh":
-		return fmt.Sprintf("# zsh completion for %[1]s\n(( $+functions[compdef] )) || { autoload -U +X compinit && compinit }\nautoload -U +X bashcompinit && bashcompinit\ncomplete -o default -C %[2]s %[1]s\n",
+		return fmt.Sprintf("# zsh completion for %[1]s\n(( $+functions[compdef] )) || { autoload -U +X compinit && compinit; }\nautoload -U +X bashcompinit && bashcompinit\ncomplete -C %[2]s %[1]s\n",
 			cmd, initShellQuote(bin))
 	case "fish":
 		fn := "__complete_" + strings.ReplaceAll(cmd, "-", "_")
