@@ -134,6 +134,11 @@ func TestVerifyWithSyncRunning(t *testing.T) {
 			t.Fatalf("exit code %d, match %v; want 0 and true\n%s\n%s", res.Code, rep.Match, res.Stdout, res.Stderr)
 		}
 		running(t, rep)
+		for _, tr := range rep.Databases[0].Tables {
+			if tr.SourceRows != tr.TargetRows {
+				t.Errorf("%s matches but counts %d rows on the source and %d on the target", tr.Name, tr.SourceRows, tr.TargetRows)
+			}
+		}
 	})
 
 	t.Run("row deleted on the target differs", func(t *testing.T) {

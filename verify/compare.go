@@ -40,8 +40,11 @@ func (st *dbState) examine(ctx context.Context, w *worker, job chunkJob) (int64,
 		}
 		if len(d.Rows) == 0 && d.Complete {
 			// Every part matched on a closer look: the difference was
-			// replication in flight.
+			// replication in flight, and both sides hold the same rows, so
+			// the range counts the same on both (the first read's target
+			// count was of another moment).
 			st.log.Debug("difference resolved on closer look", "table", t.ident, "range", FormatRange(t.rep.Key, r.from, r.to))
+			t.counted(0, src.count-dst.count)
 			return src.count, false, nil
 		}
 	}
