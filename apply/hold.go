@@ -111,22 +111,12 @@ func (h hold) String() string {
 // holdTable makes the holds one table needs, inside the open batch (the
 // records commit with it). Called when a table's Relation message first
 // arrives in a session; a table already held has nothing left to hold.
-func (a *Applier) holdTable(ctx context.Context, r *relation) (err error) {
-	if !a.b.open {
-		// A skipped transaction's Relation: hold in a transaction of its own.
-		if _, err := a.query(ctx, "BEGIN"); err != nil {
-			return err
-		}
-		defer func() {
-			end := "COMMIT"
-			if err != nil {
-				end = "ROLLBACK"
-			}
-			if _, cerr := a.query(ctx, end); err == nil {
-				err = cerr
-			}
-		}()
-	}
+func (a *Applier) holdTable(ctx context.Context, r *relation) error {
+	// A skipped transaction's Relation holds in a transaction of its own.
+	return a.inBatch(ctx, func() error { return a.hold(ctx, r) })
+}
+
+func (a *Applier) hold(ctx context.Context, r *relation) error {
 	ordered := "false"
 	if !a.replicaMode {
 		ordered = "true"

@@ -56,8 +56,22 @@ func (s Store) tablesTable() string { return s.Ident("tables") }
 // EnsureTables creates the schema and the table of per-table states when
 // missing.
 func (s Store) EnsureTables(ctx context.Context, q Querier) error {
-	_, err := q.Exec(ctx, fmt.Sprintf(`CREATE SCHEMA IF NOT EXISTS %s;
-CREATE TABLE IF NOT EXISTS %s (
+	// CREATE SCHEMA IF NOT EXISTS needs CREATE on the database even when
+	// the schema exists, which a managed target's role may lack.
+	var exists bool
+	name := s.Schema
+	if name == "" {
+		name = DefaultSchema
+	}
+	if err := q.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)`, name).Scan(&exists); err != nil {
+		return fmt.Errorf("look up schema %s: %w", s.schema(), err)
+	}
+	if !exists {
+		if _, err := q.Exec(ctx, "CREATE SCHEMA IF NOT EXISTS "+s.schema()); err != nil {
+			return fmt.Errorf("create schema %s: %w", s.schema(), err)
+		}
+	}
+	_, err := q.Exec(ctx, fmt.Sprintf(`CREATE TABLE IF NOT EXISTS %s (
 	slot_name   text NOT NULL,
 	schema_name text NOT NULL,
 	table_name  text NOT NULL,
@@ -67,7 +81,7 @@ CREATE TABLE IF NOT EXISTS %s (
 	pending     text[],
 	since       timestamptz NOT NULL DEFAULT now(),
 	PRIMARY KEY (slot_name, schema_name, table_name)
-)`, s.schema(), s.tablesTable()))
+)`, s.tablesTable()))
 	if err != nil {
 		return fmt.Errorf("create table of table states %s: %w", s.tablesTable(), err)
 	}

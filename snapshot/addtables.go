@@ -468,21 +468,12 @@ func publish(ctx context.Context, src *pgx.Conn, publication string, tables []se
 func tableDumpArgs(ctx context.Context, q querier, tables []selection.Table) ([]string, error) {
 	var args []string
 	for _, t := range tables {
-		rows, err := q.Query(ctx, `SELECT n.nspname, c.relname
-			FROM (SELECT $1::regclass AS relid UNION SELECT relid FROM pg_partition_tree($1::regclass)) p
-			JOIN pg_class c ON c.oid = p.relid JOIN pg_namespace n ON n.oid = c.relnamespace`, pgx.Identifier{t.Schema, t.Name}.Sanitize())
+		tree, err := partitionTree(ctx, q, t)
 		if err != nil {
-			return nil, fmt.Errorf("partitions of %s: %w", t.Qualified(), err)
+			return nil, err
 		}
-		for rows.Next() {
-			var s, n string
-			if err := rows.Scan(&s, &n); err != nil {
-				return nil, err
-			}
-			args = append(args, "--table="+dumpPattern(s)+"."+dumpPattern(n))
-		}
-		if err := rows.Err(); err != nil {
-			return nil, fmt.Errorf("partitions of %s: %w", t.Qualified(), err)
+		for _, p := range tree {
+			args = append(args, "--table="+p)
 		}
 	}
 	return args, nil

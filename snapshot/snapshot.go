@@ -392,24 +392,38 @@ func dumpExclusions(ctx context.Context, src *pgx.Conn, db plan.Database, schema
 		if selected[t.Schema+"\x00"+t.Name] {
 			continue
 		}
-		rows, err := src.Query(ctx, `SELECT n.nspname, c.relname
-			FROM (SELECT $1::regclass AS relid UNION SELECT relid FROM pg_partition_tree($1::regclass)) p
-			JOIN pg_class c ON c.oid = p.relid JOIN pg_namespace n ON n.oid = c.relnamespace`, pgx.Identifier{t.Schema, t.Name}.Sanitize())
+		tree, err := partitionTree(ctx, src, t)
 		if err != nil {
-			return nil, fmt.Errorf("partitions of %s: %w", t.Qualified(), err)
+			return nil, err
 		}
-		for rows.Next() {
-			var s, n string
-			if err := rows.Scan(&s, &n); err != nil {
-				return nil, err
-			}
-			args = append(args, "--exclude-table="+dumpPattern(s)+"."+dumpPattern(n))
-		}
-		if err := rows.Err(); err != nil {
-			return nil, fmt.Errorf("partitions of %s: %w", t.Qualified(), err)
+		for _, p := range tree {
+			args = append(args, "--exclude-table="+p)
 		}
 	}
 	return args, nil
+}
+
+// partitionTree names a table and all its partitions, at every level, as
+// pg_dump patterns.
+func partitionTree(ctx context.Context, q querier, t selection.Table) ([]string, error) {
+	rows, err := q.Query(ctx, `SELECT n.nspname, c.relname
+		FROM (SELECT $1::regclass AS relid UNION SELECT relid FROM pg_partition_tree($1::regclass)) p
+		JOIN pg_class c ON c.oid = p.relid JOIN pg_namespace n ON n.oid = c.relnamespace`, pgx.Identifier{t.Schema, t.Name}.Sanitize())
+	if err != nil {
+		return nil, fmt.Errorf("partitions of %s: %w", t.Qualified(), err)
+	}
+	var out []string
+	for rows.Next() {
+		var s, n string
+		if err := rows.Scan(&s, &n); err != nil {
+			return nil, err
+		}
+		out = append(out, dumpPattern(s)+"."+dumpPattern(n))
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("partitions of %s: %w", t.Qualified(), err)
+	}
+	return out, nil
 }
 
 // dumpPattern quotes a name for pg_dump's pattern syntax, where double
