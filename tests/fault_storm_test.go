@@ -14,7 +14,8 @@ import (
 )
 
 // stormDuration is how long the fault storm runs: short in make test,
-// SEREN_SOAK_DURATION (for example 30m) in make soak.
+// a minute in make test-long, SEREN_SOAK_DURATION (for example 30m) in make
+// soak.
 func stormDuration(t *testing.T) (time.Duration, bool) {
 	if v := os.Getenv("SEREN_SOAK_DURATION"); v != "" {
 		d, err := time.ParseDuration(v)
@@ -23,7 +24,10 @@ func stormDuration(t *testing.T) (time.Duration, bool) {
 		}
 		return d, true
 	}
-	return 25 * time.Second, false
+	if os.Getenv("SEREN_LONG_TESTS") != "" {
+		return time.Minute, false
+	}
+	return 15 * time.Second, false
 }
 
 // A sync daemon under a write workload, through proxies on both sides,

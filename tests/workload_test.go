@@ -132,7 +132,10 @@ func TestSyncSurvivesKill9Loop(t *testing.T) {
 	prepareStreaming(t, src, dst, "bank", workloadSchema, "public.acct", "public.hist")
 	w := startWorkload(t, src, "bank", 4)
 	rng := rand.New(rand.NewPCG(42, 42))
-	rounds, streamed := 20, 0
+	rounds, streamed := 12, 0
+	if os.Getenv("SEREN_LONG_TESTS") != "" {
+		rounds = 40
+	}
 	for i := 0; i < rounds; i++ {
 		cmd := startSync(t, nil, syncArgs(src, dst, "bank", "--max-retry-delay", "200ms")...)
 		time.Sleep(time.Duration(600+rng.IntN(1900)) * time.Millisecond)
