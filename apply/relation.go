@@ -2,7 +2,6 @@ package apply
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"sort"
 	"strconv"
@@ -51,11 +50,6 @@ func newRelation(msg *stream.Relation) *relation {
 	return r
 }
 
-// ErrTableMissing means a Relation message names a table the target does
-// not have: created there never, or renamed on the source since the stream
-// started (sync follows renames when it starts streaming).
-var ErrTableMissing = errors.New("does not exist on the target")
-
 // targetColumn is a column of the target table.
 type targetColumn struct {
 	typ       string
@@ -79,7 +73,7 @@ func (a *Applier) reconcile(ctx context.Context, msg *stream.Relation) (*relatio
 		return nil, fmt.Errorf("read target columns of %s: %w", name, err)
 	}
 	if len(rows) == 0 {
-		return nil, permanent(fmt.Errorf("table %s is published on the source but %w: create it there (re-run init, or run the source's CREATE TABLE on the target), then restart sync", name, ErrTableMissing))
+		return nil, permanent(fmt.Errorf("table %s is published on the source but does not exist on the target: create it there (re-run init, or run the source's CREATE TABLE on the target), then restart sync", name))
 	}
 	target := map[string]targetColumn{}
 	for _, row := range rows {
