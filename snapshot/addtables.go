@@ -33,7 +33,9 @@ type AddOptions struct {
 	Tools pgtools.Tools
 	// Target is what the target role may do (see TargetCapabilities).
 	Target Capabilities
-	Log    *slog.Logger
+	// Progress, when set, reports the copy as init's does.
+	Progress *Progress
+	Log      *slog.Logger
 }
 
 // AddResult is what AddTables did.
@@ -232,8 +234,14 @@ func AddTables(ctx context.Context, db plan.Database, tables []selection.Table, 
 	if err := progress.ensure(ctx, dst); err != nil {
 		return res, err
 	}
-	c := &copier{src: db.Source, dst: db.Target, snapshot: slot.SnapshotName, hold: hold, progress: progress, log: log}
+	var total int64
+	for _, t := range copyTables {
+		total += t.Bytes
+	}
+	o.Progress.begin(db.Name, total, pieces)
+	c := &copier{src: db.Source, dst: db.Target, snapshot: slot.SnapshotName, hold: hold, progress: progress, report: o.Progress, log: log}
 	stats, err := c.run(ctx, pieces, jobs)
+	o.Progress.end()
 	res.Rows, res.Bytes = stats.Rows, stats.Bytes
 	if err != nil {
 		return res, err

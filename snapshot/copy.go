@@ -36,6 +36,8 @@ type copier struct {
 	progress *progressTable
 	report   *Progress
 	log      *slog.Logger
+	// tally, when set, hears of each piece committed (or found committed).
+	tally *tableTally
 
 	rows, bytes atomic.Int64
 }
@@ -152,6 +154,9 @@ func (c *copier) worker(ctx context.Context, queue <-chan piece) error {
 				err = c.copyPiece(ctx, s, p)
 			}
 			if err == nil {
+				if err := c.tally.pieceDone(ctx, s.dst, p); err != nil {
+					return err
+				}
 				break
 			}
 			if ctx.Err() != nil {

@@ -58,12 +58,16 @@ func (e tocEntry) owner() string {
 
 var tocLine = regexp.MustCompile(`^\d+; \d+ \d+ (.*)$`)
 
-// dumpSchema runs pg_dump --schema-only in the exported snapshot. extra are
-// further pg_dump arguments (table exclusions).
+// dumpSchema runs pg_dump --schema-only in the exported snapshot (in one of
+// its own when snapshotName is empty). extra are further pg_dump arguments
+// (table exclusions).
 func dumpSchema(ctx context.Context, tools pgtools.Tools, src *conninfo.Conn, snapshotName, dir string, extra []string) (*schemaDump, error) {
 	d := &schemaDump{tools: tools, path: filepath.Join(dir, "schema.dump")}
-	args := append([]string{"--format=custom", "--schema-only", "--snapshot=" + snapshotName,
-		"--no-publications", "--no-subscriptions", "--file=" + d.path}, extra...)
+	args := []string{"--format=custom", "--schema-only", "--no-publications", "--no-subscriptions", "--file=" + d.path}
+	if snapshotName != "" { // otherwise pg_dump takes a snapshot of its own
+		args = append(args, "--snapshot="+snapshotName)
+	}
+	args = append(args, extra...)
 	if _, err := run(ctx, src, tools.PgDump, args...); err != nil {
 		return nil, fmt.Errorf("dump schema: %w", err)
 	}

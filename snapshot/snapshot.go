@@ -51,8 +51,8 @@ type Options struct {
 	DropStaleSlot bool
 	// Tools are the pg_dump and pg_restore to run (pgtools.Find).
 	Tools pgtools.Tools
-	// KeepOnFailure leaves the publication of a failed init in place (the
-	// slot is dropped whatever: nothing can resume from it).
+	// KeepOnFailure leaves the slot and publication of a failed init in
+	// place, so that running init again resumes it (see PlanResume).
 	KeepOnFailure bool
 	// IdentityFull are tables to give REPLICA IDENTITY FULL on the source
 	// before they are published (they have no key to identify rows by).
@@ -82,6 +82,12 @@ type Result struct {
 	Steps           []Step
 	// Notices are the things skipped (privileges, owners, extensions), one line each.
 	Notices []string
+	// Resumed is set when an unfinished init was resumed (ResumeDatabase):
+	// the tables in Kept kept their copy, those in Copied were copied again
+	// at CopyLSN.
+	Resumed      bool
+	Kept, Copied []selection.Table
+	CopyLSN      pglogrepl.LSN
 }
 
 func (r *Result) timed(name string, f func() error) error {
@@ -95,9 +101,11 @@ func (r *Result) timed(name string, f func() error) error {
 // snapshot, pre-data schema, parallel data copy, large objects, post-data
 // schema, privileges, sequences, and last the checkpoint at the slot's
 // consistent point. The target database must exist and be empty (see
-// InspectTarget, CreateDatabase, ResetTarget). On failure the slot is
-// dropped; the target keeps an init_progress table without a checkpoint,
-// which the next run recognises as an unfinished init.
+// InspectTarget, CreateDatabase, ResetTarget). Each table is recorded as
+// copied at the consistent point as its copy completes. On failure the slot
+// is dropped unless KeepOnFailure; the target keeps an init_progress table
+// without a checkpoint, which the next run recognises as an unfinished init,
+// and resumes while the slot is there (PlanResume, ResumeDatabase).
 func InitDatabase(ctx context.Context, db plan.Database, o Options) (res Result, err error) {
 	res = Result{Database: db.Name, Slot: o.Slot}
 	log := o.Log.With("db", db.Name)
@@ -151,7 +159,7 @@ func InitDatabase(ctx context.Context, db plan.Database, o Options) (res Result,
 	res.ConsistentPoint = slot.ConsistentPoint
 	log.Info("created replication slot", "slot", o.Slot, "consistent_point", slot.ConsistentPoint.String(), "snapshot", slot.SnapshotName)
 	defer func() {
-		if err != nil { // nothing can resume from this slot once the snapshot is gone
+		if err != nil && !o.KeepOnFailure { // kept, the next init resumes from it
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
 			repl.Close(ctx)
@@ -170,6 +178,13 @@ func InitDatabase(ctx context.Context, db plan.Database, o Options) (res Result,
 	defer snap.Rollback(context.Background())
 	progress := &progressTable{schema: o.CheckpointSchema, slot: o.Slot, snapshot: slot.SnapshotName}
 	if err := progress.ensure(ctx, dst); err != nil {
+		return res, err
+	}
+	store := checkpoint.Store{Schema: o.CheckpointSchema}
+	if err := store.EnsureTables(ctx, dst); err != nil {
+		return res, err
+	}
+	if err := store.ForgetTables(ctx, dst, o.Slot); err != nil {
 		return res, err
 	}
 
@@ -193,7 +208,10 @@ func InitDatabase(ctx context.Context, db plan.Database, o Options) (res Result,
 			return err
 		}
 		res.Notices = append(res.Notices, notices...)
-		return dump.restorePreData(ctx, db.Target, dir, ropts)
+		if err := dump.restorePreData(ctx, db.Target, dir, ropts); err != nil {
+			return err
+		}
+		return progress.mark(ctx, dst, markPreData)
 	}); err != nil {
 		return res, err
 	}
@@ -215,7 +233,27 @@ func InitDatabase(ctx context.Context, db plan.Database, o Options) (res Result,
 		for i, t := range db.Tables {
 			hold[i] = pgx.Identifier{t.Schema, t.Name}.Sanitize()
 		}
-		c := &copier{src: db.Source, dst: db.Target, snapshot: slot.SnapshotName, hold: hold, progress: progress, report: o.Progress, log: log}
+		relids := map[selection.Table]uint32{}
+		for _, t := range db.Tables {
+			var relid uint32
+			if err := snap.QueryRow(ctx, `SELECT $1::regclass::oid`, pgx.Identifier{t.Schema, t.Name}.Sanitize()).Scan(&relid); err != nil {
+				return fmt.Errorf("look up %s on the source: %w", t.Qualified(), err)
+			}
+			relids[t] = relid
+		}
+		copied := func(ctx context.Context, q checkpoint.Querier, t selection.Table) error {
+			return store.SetTable(ctx, q, o.Slot, checkpoint.Table{Schema: t.Schema, Name: t.Name, RelID: relids[t],
+				State: checkpoint.TableCopied, CopyLSN: slot.ConsistentPoint})
+		}
+		tally := newTableTally(pieces, copied)
+		for _, t := range db.Tables {
+			if tally.left[t] == 0 { // no rows anywhere (a partitioned table without partitions)
+				if err := copied(ctx, dst, t); err != nil {
+					return err
+				}
+			}
+		}
+		c := &copier{src: db.Source, dst: db.Target, snapshot: slot.SnapshotName, hold: hold, progress: progress, report: o.Progress, log: log, tally: tally}
 		stats, err := c.run(ctx, pieces, o.Jobs)
 		o.Progress.end()
 		res.Rows, res.Bytes = stats.Rows, stats.Bytes
@@ -236,6 +274,9 @@ func InitDatabase(ctx context.Context, db plan.Database, o Options) (res Result,
 	repl.Close(ctx)
 
 	if err := res.timed("schema (post-data)", func() error {
+		if err := progress.mark(ctx, dst, markPostData); err != nil {
+			return err
+		}
 		return dump.restorePostData(ctx, db.Target, dir, ropts)
 	}); err != nil {
 		return res, err
@@ -271,11 +312,7 @@ func InitDatabase(ctx context.Context, db plan.Database, o Options) (res Result,
 		return res, err
 	}
 	// Last: the checkpoint is what tells sync that init is complete.
-	store := checkpoint.Store{Schema: o.CheckpointSchema}
-	if err := store.Ensure(ctx, dst); err != nil {
-		return res, err
-	}
-	if err := store.Save(ctx, dst, checkpoint.Position{Slot: o.Slot, EndLSN: slot.ConsistentPoint}); err != nil {
+	if err := saveInitCheckpoint(ctx, dst, store, o.Slot, slot.ConsistentPoint); err != nil {
 		return res, err
 	}
 	log.Info("init complete", "slot", o.Slot, "checkpoint", slot.ConsistentPoint.String(), "rows", res.Rows)

@@ -36,6 +36,8 @@ type copyTable struct {
 	Bytes int64
 	// Blocks is the heap size in blocks, for ctid ranges.
 	Blocks int64
+	// sel is the selected table this one is (or is a partition of).
+	sel selection.Table
 }
 
 func (t *copyTable) ident() string { return pgx.Identifier{t.Schema, t.Name}.Sanitize() }
@@ -75,7 +77,7 @@ func listCopyTables(ctx context.Context, q querier, selected []selection.Table) 
 			return nil, fmt.Errorf("list partitions of %s: %w", sel.Qualified(), err)
 		}
 		for _, l := range leaves {
-			t := &copyTable{Schema: l.schema, Name: l.name}
+			t := &copyTable{Schema: l.schema, Name: l.name, sel: sel}
 			if err := describeTable(ctx, q, t, l.oid); err != nil {
 				return nil, err
 			}

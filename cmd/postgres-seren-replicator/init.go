@@ -38,7 +38,7 @@ type InitCmd struct {
 	Replication
 	Jobs         int   `name:"jobs" short:"j" env:"SEREN_JOBS" help:"Parallel copy and index-build sessions (default: CPU count, at most 8)."`
 	NoRoles      bool  `name:"no-roles" env:"SEREN_NO_ROLES" help:"Do not copy roles and memberships."`
-	KeepFailed   bool  `name:"keep-failed" env:"SEREN_KEEP_FAILED" help:"Keep what a failed init created (the target database it created, the publication) for inspection; by default it is removed."`
+	KeepFailed   bool  `name:"keep-failed" env:"SEREN_KEEP_FAILED" help:"Keep what a failed init created (the target database it created, the publication, the slot): running init again then resumes it. By default it is removed."`
 	IdentityFull bool  `name:"replica-identity-full" env:"SEREN_REPLICA_IDENTITY_FULL" help:"Set REPLICA IDENTITY FULL on the source for selected tables that have no primary key or replica identity (without it, init refuses them: once published, the source would reject UPDATE and DELETE on them)."`
 	ChunkBytes   int64 `name:"chunk-bytes" env:"SEREN_CHUNK_BYTES" hidden:"" help:"Split tables into block ranges of about this many bytes."`
 	JobMetrics
@@ -54,6 +54,10 @@ type initTarget struct {
 	reset    bool
 	recreate bool
 	note     string
+	// resume is set to resume an unfinished init (resume.go);
+	// whyNotResume says why one is started over instead.
+	resume       *snapshot.ResumePlan
+	whyNotResume string
 }
 
 // Run performs the initial copy.
@@ -124,7 +128,7 @@ func (c *InitCmd) Run(ctx context.Context, env *Env) error {
 		if c.IdentityFull {
 			identityFull = a.est.NoKey
 		}
-		res, err := snapshot.InitDatabase(ctx, a.db, snapshot.Options{
+		opts := snapshot.Options{
 			Slot:             c.SlotFor(a.db.Name),
 			Publication:      c.PublicationFor(a.db.Name),
 			CheckpointSchema: c.CheckpointSchema,
@@ -137,7 +141,13 @@ func (c *InitCmd) Run(ctx context.Context, env *Env) error {
 			Target:           caps,
 			Progress:         progress,
 			Log:              env.Log,
-		})
+		}
+		var res snapshot.Result
+		if a.resume != nil {
+			res, err = c.resumeDatabase(ctx, env, a, opts)
+		} else {
+			res, err = snapshot.InitDatabase(ctx, a.db, opts)
+		}
 		for _, n := range res.Notices {
 			env.Log.Warn("skipped", "db", a.db.Name, "what", n)
 		}
@@ -150,12 +160,16 @@ func (c *InitCmd) Run(ctx context.Context, env *Env) error {
 		if errors.Is(err, snapshot.ErrRewritten) {
 			return fmt.Errorf("init %s: %w: run init again", a.db.Name, err)
 		}
+		if err != nil && (a.resume != nil || c.KeepFailed) {
+			return fmt.Errorf("init %s: %w (the slot and what was copied are kept: running init again resumes, --drop-existing starts over)", a.db.Name, err)
+		}
 		if err != nil {
 			return fmt.Errorf("init %s: %w", a.db.Name, err)
 		}
 		results = append(results, res)
 	}
 	printInitSummary(env.Stdout, results, rolesTook, time.Since(start))
+	printResumed(env.Stdout, results)
 	next := c.syncCommand(true)
 	fmt.Fprintf(env.Stdout, "\nInit is complete. Start streaming changes with:\n\n  %s\n", next)
 	return nil
@@ -188,7 +202,9 @@ func (c *InitCmd) inspect(ctx context.Context, p plan.Plan) ([]initTarget, error
 		case a.state.Initialised && !c.DropExisting:
 			return nil, usageError("target database %s was already initialised (checkpoint for slot %s exists): run sync, or pass --drop-existing to copy it again", target, c.SlotFor(db.Name))
 		case !a.state.Unfinished.IsZero() && !c.DropExisting:
-			a.reset, a.note = true, fmt.Sprintf("start over (unfinished init from %s)", a.state.Unfinished.Local().Format(time.DateTime))
+			if err := c.planResume(ctx, &a); err != nil {
+				return nil, err
+			}
 		case !a.state.Empty() && !c.DropExisting:
 			return nil, usageError("target database %s is not empty (it holds %d of: tables, views, sequences, large objects): pass --drop-existing to drop and recreate it", target, a.state.UserObjects)
 		case !a.state.Empty() || a.state.Initialised || !a.state.Unfinished.IsZero():
@@ -401,8 +417,8 @@ func (c *InitCmd) prepareTarget(ctx context.Context, env *Env, a initTarget) err
 		return snapshot.CreateDatabase(ctx, a.db, a.est.Encoding)
 	case a.reset:
 		if !a.state.Unfinished.IsZero() && !c.DropExisting {
-			env.Log.Warn("an earlier init of this database did not finish and its snapshot is gone: dropping what it created and starting over",
-				"db", a.db.Name, "started", a.state.Unfinished)
+			env.Log.Warn("an earlier init of this database did not finish and cannot be resumed: dropping what it created and starting over",
+				"db", a.db.Name, "started", a.state.Unfinished, "why", a.whyNotResume)
 		}
 		return snapshot.ResetTarget(ctx, a.db, a.est.Encoding, a.recreate, env.Log)
 	}
