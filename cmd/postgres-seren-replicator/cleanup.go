@@ -47,7 +47,7 @@ type cleanupState struct {
 
 // Run drops the slots, publication and checkpoint schema.
 func (c *CleanupCmd) Run(ctx context.Context, env *Env) error {
-	p, err := c.Resolve(ctx)
+	p, _, err := c.resolveRecorded(ctx, env, &c.Replication, recallWithin)
 	if err != nil {
 		return err
 	}

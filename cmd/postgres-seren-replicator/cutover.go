@@ -61,7 +61,7 @@ func (c *CutoverCmd) Run(ctx context.Context, env *Env) error {
 	case c.MaxWait <= 0:
 		return usageError("--max-wait must be positive")
 	}
-	p, err := c.Resolve(ctx)
+	p, _, err := c.resolveRecorded(ctx, env, &c.Replication, recallWithin)
 	if err != nil {
 		return err
 	}

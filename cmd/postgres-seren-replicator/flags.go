@@ -29,6 +29,9 @@ type Env struct {
 	// Args are the command-line arguments, for printing the command that
 	// repeats an interactive choice.
 	Args []string
+	// Given are the long names of the flags set on the command line, by
+	// an environment variable or by the --config file (not by default).
+	Given map[string]bool
 }
 
 // Logging holds the global logging flags.

@@ -167,6 +167,9 @@ func (c *InitCmd) Run(ctx context.Context, env *Env) error {
 			return fmt.Errorf("init %s: %w", a.db.Name, err)
 		}
 		results = append(results, res)
+		if err := c.remember(ctx, p, a.db); err != nil {
+			return err
+		}
 	}
 	printInitSummary(env.Stdout, results, rolesTook, time.Since(start))
 	printResumed(env.Stdout, results)

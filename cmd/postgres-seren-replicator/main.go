@@ -38,6 +38,7 @@ type CLI struct {
 	Docs       DocsCmd       `cmd:"" hidden:"" help:"Print the Markdown command-line reference (docs/cli.md)."`
 
 	VersionFlag kong.VersionFlag `name:"version" help:"Print the version, commit, build date and Go version, and exit."`
+	Config      kong.ConfigFlag  `name:"config" env:"SEREN_CONFIG" placeholder:"FILE" predictor:"file" help:"Read flag values from FILE, a YAML (or JSON) file whose keys are the long flag names (source: URL, include-tables: [a.x, a.y]). A flag on the command line, then its environment variable, wins over the file. Keys of other commands' flags are ignored, so one file serves every command."`
 }
 
 const description = `Zero-downtime PostgreSQL migration by logical replication, without subscriptions on the target.
@@ -54,7 +55,8 @@ Exit codes:
   130  Ctrl-C at a prompt (the --interactive screens, a [y/N] question):
        nothing was changed
 
-Every flag can also be set by the environment variable shown beside it.
+Every flag can also be set by the environment variable shown beside it, or
+by its long name as a key of the --config file.
 Connection strings are libpq URLs or keyword/value strings; PG* variables
 and ~/.pgpass (or PGPASSFILE) fill in what they leave out.`
 
@@ -96,6 +98,7 @@ func newParser(cli *CLI, stdout, stderr io.Writer, exit func(int)) (*kong.Kong, 
 		kong.Writers(stdout, stderr),
 		kong.Exit(exit),
 		kong.ConfigureHelp(kong.HelpOptions{Compact: true}),
+		kong.Configuration(loadConfig),
 	)
 }
 
@@ -122,7 +125,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	level := new(slog.LevelVar)
-	env := &Env{Stdout: stdout, Stderr: stderr, Log: cli.Logging.Logger(stderr, level), Level: level, Args: args}
+	env := &Env{Stdout: stdout, Stderr: stderr, Log: cli.Logging.Logger(stderr, level), Level: level, Args: args, Given: givenFlags(kctx)}
 	kctx.BindTo(ctx, (*context.Context)(nil))
 	warnPasswordsInArgs(kctx, env.Log)
 	if err := kctx.Run(env); err != nil {

@@ -152,6 +152,7 @@ func (r *pipelineRunner) once(ctx context.Context) (pipelineResult, error) {
 	if err := r.checkPublication(ctx, src); err != nil {
 		return pipelineResult{position: pos}, err
 	}
+	r.cmd.rememberSelection(ctx, r.db.Name, r.log)
 	if r.stopAt != 0 && pos.EndLSN >= r.stopAt {
 		return pipelineResult{position: pos}, nil
 	}

@@ -42,7 +42,7 @@ func (c *StatusCmd) Run(ctx context.Context, env *Env) error {
 	if c.Watch && c.Interval <= 0 {
 		return usageError("--interval must be positive, got %s", c.Interval)
 	}
-	p, err := c.Resolve(ctx)
+	p, _, err := c.resolveRecorded(ctx, env, &c.Replication, recallWithin)
 	if err != nil {
 		return err
 	}

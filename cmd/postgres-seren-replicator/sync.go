@@ -42,6 +42,9 @@ type SyncCmd struct {
 	LogInterval        time.Duration `name:"log-interval" default:"30s" env:"SEREN_LOG_INTERVAL" help:"How often to log a progress line per database: transactions and rows applied since the last line, lag, checkpoint (0 turns it off)."`
 
 	mon *monitor
+	// recorded is the migration's record on the target (nil for one made
+	// before records were kept).
+	recorded *migration
 }
 
 // reloadSettings re-reads the settings SIGHUP may change without a restart:
@@ -122,10 +125,11 @@ func (c *SyncCmd) Run(ctx context.Context, env *Env) error {
 	if err := c.check(); err != nil {
 		return err
 	}
-	p, err := c.Resolve(ctx)
+	p, recorded, err := c.resolveRecorded(ctx, env, &c.Replication, recallSync)
 	if err != nil {
 		return err
 	}
+	c.recorded = recorded
 	if err := c.Replication.Check(p); err != nil {
 		return err
 	}

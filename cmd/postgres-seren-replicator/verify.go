@@ -44,10 +44,12 @@ func (c *VerifyCmd) Run(ctx context.Context, env *Env) error {
 		return err
 	}
 	defer jm.close(ctx, env)
-	p, err := c.Resolve(ctx)
+	names := Replication{Slot: c.Slot, CheckpointSchema: c.CheckpointSchema}
+	p, _, err := c.resolveRecorded(ctx, env, &names, recallWithin)
 	if err != nil {
 		return err
 	}
+	c.Slot, c.CheckpointSchema = names.Slot, names.CheckpointSchema
 	if c.Slot != "" && len(p.Databases) > 1 {
 		return usageError("--slot names one database's slot but %d databases are selected: select one with --include-databases or drop --slot", len(p.Databases))
 	}
