@@ -36,7 +36,7 @@ type sourceColumn struct {
 // filled them with values the target cannot recompute (a volatile default
 // such as clock_timestamp() or nextval(), an identity), it stops instead of
 // leaving them NULL. The column gets the source's current default, and NOT
-// NULL when the rows the target has satisfy it.
+// NULL when the rows the target has satisfy it (otherwise later, alter.go).
 func (a *Applier) addColumn(ctx context.Context, name, qualified string, c stream.RelationColumn, typ string) error {
 	sc, err := a.describeSourceColumn(ctx, qualified, c.Name)
 	if err != nil {
@@ -50,14 +50,16 @@ func (a *Applier) addColumn(ctx context.Context, name, qualified string, c strea
 	switch {
 	case empty || sc.missing != "":
 	case sc.volatile:
-		return permanent(fmt.Errorf("table %s: the source added column %s %s with a default that gave every existing row its own value (%s), which the target cannot recompute: copy the table again (init --drop-existing), or add the column on the target yourself with the same values (ALTER TABLE %s ADD COLUMN %s %s …, then UPDATE the rows) and restart sync",
-			name, c.Name, typ, orIdentity(sc.def), qualified, col, typ))
+		return cannotFollowError{why: fmt.Sprintf("the source added column %s with a default that gave every existing row its own value (%s)", c.Name, orIdentity(sc.def)),
+			stop: fmt.Errorf("table %s: the source added column %s %s with a default that gave every existing row its own value (%s), which the target cannot recompute: copy the table again (init --drop-existing), or add the column on the target yourself with the same values (ALTER TABLE %s ADD COLUMN %s %s …, then UPDATE the rows) and restart sync",
+				name, c.Name, typ, orIdentity(sc.def), qualified, col, typ)}
 	case sc.def != "":
 		// Either the default came after the column (existing rows NULL) or
 		// the table was rewritten since (VACUUM FULL, CLUSTER), which
 		// writes the default's value into the rows and forgets it.
-		return permanent(fmt.Errorf("table %s: the source added column %s %s, now with DEFAULT %s, but no longer records what its existing rows hold: if it was added without a default and the default set afterwards, run ALTER TABLE %s ADD COLUMN %s %s; ALTER TABLE %s ALTER COLUMN %s SET DEFAULT %s on the target; if it was added with that default, run ALTER TABLE %s ADD COLUMN %s %s DEFAULT %s on the target; then restart sync",
-			name, c.Name, typ, sc.def, qualified, col, typ, qualified, col, sc.def, qualified, col, typ, sc.def))
+		return cannotFollowError{why: fmt.Sprintf("the source added column %s, now with DEFAULT %s, and no longer records what its existing rows hold", c.Name, sc.def),
+			stop: fmt.Errorf("table %s: the source added column %s %s, now with DEFAULT %s, but no longer records what its existing rows hold: if it was added without a default and the default set afterwards, run ALTER TABLE %s ADD COLUMN %s %s; ALTER TABLE %s ALTER COLUMN %s SET DEFAULT %s on the target; if it was added with that default, run ALTER TABLE %s ADD COLUMN %s %s DEFAULT %s on the target; then restart sync",
+				name, c.Name, typ, sc.def, qualified, col, typ, qualified, col, sc.def, qualified, col, typ, sc.def)}
 	}
 	add := fmt.Sprintf("ALTER TABLE %s ADD COLUMN %s %s", qualified, col, typ)
 	if sc.missing != "" {
@@ -73,14 +75,11 @@ func (a *Applier) addColumn(ctx context.Context, name, qualified string, c strea
 	case sc.missing != "":
 		ddl = append(ddl, alter+"DROP DEFAULT")
 	}
-	switch {
-	case sc.notNull && (sc.missing != "" || empty):
+	// Added nullable and filled later (ADD COLUMN, UPDATE, SET NOT NULL),
+	// the rows here are NULL until those updates arrive: syncColumnProps
+	// sets NOT NULL once the stream has passed them.
+	if sc.notNull && (sc.missing != "" || empty) {
 		ddl = append(ddl, alter+"SET NOT NULL")
-	case sc.notNull:
-		// Added nullable and filled later (ADD COLUMN, UPDATE, SET NOT
-		// NULL): the rows here are NULL until those updates arrive.
-		a.log.Warn("column is NOT NULL on the source but its existing rows on the target are filled only by changes still to come; set it once they have arrived",
-			"table", name, "column", c.Name, "sql", alter+"SET NOT NULL")
 	}
 	if sc.gone {
 		a.log.Warn("the source added a column and has dropped or renamed it since; added it as it streams, nullable", "table", name, "column", c.Name)

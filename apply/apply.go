@@ -76,6 +76,10 @@ type Config struct {
 	// (added and dropped columns) are applied to the target or stop
 	// replication; SchemaChangesApply when empty.
 	SchemaChanges SchemaChanges
+	// Recopy says the caller copies a table again when the applier returns
+	// a RecopyError for it (a schema change DDL cannot follow); otherwise
+	// such a change stops replication with what to do by hand.
+	Recopy bool
 }
 
 // SchemaChanges is what the applier does with a schema change on the source.
@@ -109,11 +113,13 @@ type Applier struct {
 	replicaMode bool
 
 	rels      map[uint32]*relation
-	joins     map[string]pglogrepl.LSN    // copy LSN of tables added after init (join.go)
-	txnFinal  pglogrepl.LSN               // commit LSN of the source transaction being read
-	skipped   int                         // changes skipped because a table's copy holds them
-	byOID     map[uint32]checkpoint.Table // table states by source OID (follow.go)
-	byName    map[string]uint32           // source OID by target table name
+	joins     map[string]pglogrepl.LSN            // copy LSN of tables added after init (join.go)
+	txnFinal  pglogrepl.LSN                       // commit LSN of the source transaction being read
+	skipped   int                                 // changes skipped because a table's copy holds them
+	byOID     map[uint32]checkpoint.Table         // table states by source OID (follow.go)
+	byName    map[string]uint32                   // source OID by target table name
+	srcCols   map[uint32]checkpoint.SourceColumns // source attribute numbers by table OID (columns.go)
+	pending   []pendingDDL                        // statements due once the stream passes a position (alter.go)
 	typeNames map[[2]int64]string
 	source    *pgx.Conn // opened on first use, to describe column types
 	seq       int       // names prepared statements
@@ -525,6 +531,9 @@ func (a *Applier) commit(ctx context.Context) error {
 	prev, pos, txns, changes, err := a.b.close()
 	if err != nil {
 		return fmt.Errorf("apply %s: %w", a.cfg.Database, err)
+	}
+	if err := a.runPending(ctx, pos.EndLSN); err != nil {
+		return err
 	}
 	a.pipe.add("", checkpointAdvanceStmt, a.cfg.Store.AdvanceParams(prev, pos), stmtInfo{op: "advance checkpoint", want: 1, checkpoint: true})
 	a.pipe.commit = &committed{pos: pos, txns: txns, changes: changes, rows: a.rowCounts, started: a.b.opened}

@@ -30,6 +30,9 @@ func (a *Applier) loadJoins(ctx context.Context, db *pgx.Conn, from pglogrepl.LS
 		return err
 	}
 	a.loadTables(tables)
+	if a.srcCols, err = a.cfg.Store.LoadColumns(ctx, db, a.cfg.Slot); err != nil {
+		return err
+	}
 	a.joins = map[string]pglogrepl.LSN{}
 	for _, t := range tables {
 		switch {

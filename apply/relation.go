@@ -54,30 +54,71 @@ func newRelation(msg *stream.Relation) *relation {
 type targetColumn struct {
 	typ       string
 	generated bool
+	notNull   bool
+	def       string // default expression, "" for none
+	identity  bool
 }
 
 // reconcile compares a Relation message with the target table and follows
 // the source's schema changes that are unambiguous (unless
-// Config.SchemaChanges is SchemaChangesStop): a column the source added is
-// added (addcolumn.go), a column the source dropped is dropped. Anything else
-// (a type change, whose USING expression is unknown; a column gone while
-// another appeared, a rename or a drop and an add) stops replication with an
+// Config.SchemaChanges is SchemaChangesStop): a column the source renamed is
+// renamed, told from a drop and an add by its attribute number on the
+// source (columns.go); a column the source added is added (addcolumn.go),
+// with a type the source created after init (alter.go); a column the source
+// dropped is dropped; a type change converts the target's values with a
+// cast; defaults and NOT NULL follow the source's. Anything else (a column
+// gone while another appeared where attribute numbers cannot tell a rename,
+// a type the target's values do not cast to) stops replication with an
 // error naming the table and the fix, since guessing could lose data.
 func (a *Applier) reconcile(ctx context.Context, msg *stream.Relation) (*relation, error) {
+	r, err := a.compare(ctx, msg)
+	return r, a.cannotFollow(msg, err)
+}
+
+// compare does reconcile's work; a change it cannot follow by DDL is a
+// cannotFollowError.
+func (a *Applier) compare(ctx context.Context, msg *stream.Relation) (*relation, error) {
 	r := newRelation(msg)
 	name := msg.Namespace + "." + msg.Name
 	qualified := pgx.Identifier{msg.Namespace, msg.Name}.Sanitize()
-	rows, err := a.query(ctx, `SELECT a.attname, format_type(a.atttypid, a.atttypmod), a.attgenerated <> ''
-		FROM pg_attribute a WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped`, qualified)
+	target, err := a.targetColumns(ctx, name, qualified)
 	if err != nil {
-		return nil, fmt.Errorf("read target columns of %s: %w", name, err)
+		return nil, err
 	}
-	if len(rows) == 0 {
+	if len(target) == 0 {
 		return nil, permanent(fmt.Errorf("table %s is published on the source but does not exist on the target: create it there (re-run init, or run the source's CREATE TABLE on the target), then restart sync", name))
 	}
-	target := map[string]targetColumn{}
-	for _, row := range rows {
-		target[string(row[0])] = targetColumn{typ: string(row[1]), generated: string(row[2]) == "t"}
+	shape, err := a.readSourceShape(ctx, msg)
+	if err != nil {
+		return nil, err
+	}
+	names := make([]string, len(msg.Columns))
+	for i, c := range msg.Columns {
+		names[i] = c.Name
+	}
+	recorded := a.srcCols[msg.ID]
+	nums, aligned := alignColumns(shape)
+	byNumber := false
+	if aligned && recorded != nil {
+		if drops, renames, ok := columnChanges(target, recorded, names, nums); ok {
+			byNumber = true
+			if len(drops) > 0 {
+				if err := a.dropColumns(ctx, name, qualified, drops, nil, true); err != nil {
+					return nil, err
+				}
+				for _, col := range drops {
+					delete(target, col)
+				}
+			}
+			if err := a.followColumnRenames(ctx, name, qualified, renames, target); err != nil {
+				return nil, err
+			}
+		}
+	}
+	if !byNumber {
+		if err := nameMoved(name, msg, target, recorded, shape); err != nil {
+			return nil, err
+		}
 	}
 	inStream := map[string]bool{}
 	var added []string
@@ -95,7 +136,7 @@ func (a *Applier) reconcile(ctx context.Context, msg *stream.Relation) (*relatio
 	}
 	sort.Strings(missing)
 	if len(missing) > 0 {
-		if err := a.dropColumns(ctx, name, qualified, missing, added); err != nil {
+		if err := a.dropColumns(ctx, name, qualified, missing, added, false); err != nil {
 			return nil, err
 		}
 	}
@@ -111,13 +152,25 @@ func (a *Applier) reconcile(ctx context.Context, msg *stream.Relation) (*relatio
 			return nil, permanent(fmt.Errorf("table %s: the source added column %s %s: add it on the target (ALTER TABLE %s ADD COLUMN %s %s, with the source's default), or let sync do it with --schema-changes=apply, then restart sync",
 				name, c.Name, want, qualified, pgx.Identifier{c.Name}.Sanitize(), want))
 		case !ok:
+			if err := a.ensureType(ctx, c.TypeOID); err != nil {
+				return nil, fmt.Errorf("table %s column %s: %w", name, c.Name, err)
+			}
 			if err := a.addColumn(ctx, name, qualified, c, want); err != nil {
 				return nil, err
 			}
 		case have.typ != want:
-			return nil, permanent(fmt.Errorf("table %s: column %s is %s on the source but %s on the target: run ALTER TABLE %s ALTER COLUMN %s TYPE %s on the target (with the USING expression the source used), then restart sync",
-				name, c.Name, want, have.typ, qualified, pgx.Identifier{c.Name}.Sanitize(), want))
+			if err := a.changeType(ctx, name, qualified, c, have.typ, want); err != nil {
+				return nil, err
+			}
 		}
+	}
+	if shape.found && a.cfg.SchemaChanges != SchemaChangesStop {
+		if err := a.syncColumnProps(ctx, name, qualified, shape); err != nil {
+			return nil, err
+		}
+	}
+	if err := a.recordColumns(ctx, msg.ID, names, nums); err != nil {
+		return nil, err
 	}
 	if err := a.holdTable(ctx, r); err != nil {
 		return nil, err
@@ -134,18 +187,23 @@ func (a *Applier) reconcile(ctx context.Context, msg *stream.Relation) (*relatio
 }
 
 // dropColumns drops on the target the columns the source no longer sends,
-// when that is what happened: the source's table lacks them and no column
+// when that is what happened: the source's table lacks them and either
+// their attribute numbers are gone on the source (certain) or no column
 // appeared in their place (that could be a rename, whose data a drop would
 // lose).
-func (a *Applier) dropColumns(ctx context.Context, name, qualified string, missing, added []string) error {
+func (a *Applier) dropColumns(ctx context.Context, name, qualified string, missing, added []string, certain bool) error {
 	list := strings.Join(missing, ", ")
-	if len(added) > 0 || a.cfg.SchemaChanges == SchemaChangesStop {
+	if len(added) > 0 && !certain || a.cfg.SchemaChanges == SchemaChangesStop {
 		why := "dropped or renamed on the source"
 		if len(added) > 0 {
 			why = fmt.Sprintf("while the source sends new %s %s: renamed, or dropped and added?", plural(len(added), "column", "columns"), strings.Join(added, ", "))
 		}
-		return permanent(fmt.Errorf("table %s: %s %s on the target but the source no longer sends %s (%s): apply the same change on the target (ALTER TABLE %s RENAME COLUMN … TO …, or DROP COLUMN), then restart sync",
-			name, list, plural(len(missing), "exists", "exist"), plural(len(missing), "it", "them"), why, qualified))
+		stop := fmt.Errorf("table %s: %s %s on the target but the source no longer sends %s (%s): apply the same change on the target (ALTER TABLE %s RENAME COLUMN … TO …, or DROP COLUMN), then restart sync",
+			name, list, plural(len(missing), "exists", "exist"), plural(len(missing), "it", "them"), why, qualified)
+		if len(added) == 0 {
+			return permanent(stop)
+		}
+		return cannotFollowError{why: fmt.Sprintf("%s %s on the target, the source sends %s instead, and its catalog has changed again since: renamed, or dropped and added?", plural(len(missing), "column", "columns"), list, strings.Join(added, ", ")), stop: stop}
 	}
 	src, err := a.sourceConn(ctx)
 	if err != nil {
@@ -153,6 +211,10 @@ func (a *Applier) dropColumns(ctx context.Context, name, qualified string, missi
 	}
 	var ddl []string
 	for _, col := range missing {
+		if certain { // by attribute number: gone on the source
+			ddl = append(ddl, fmt.Sprintf("ALTER TABLE %s DROP COLUMN %s", qualified, pgx.Identifier{col}.Sanitize()))
+			continue
+		}
 		var present bool
 		if err := src.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass($1) AND attname = $2 AND attnum > 0 AND NOT attisdropped)`,
 			qualified, col).Scan(&present); err != nil {

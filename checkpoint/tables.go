@@ -53,8 +53,8 @@ type Table struct {
 
 func (s Store) tablesTable() string { return s.Ident("tables") }
 
-// EnsureTables creates the schema and the table of per-table states when
-// missing.
+// EnsureTables creates the schema, the table of per-table states and the
+// table of their source columns (columns.go) when missing.
 func (s Store) EnsureTables(ctx context.Context, q Querier) error {
 	// CREATE SCHEMA IF NOT EXISTS needs CREATE on the database even when
 	// the schema exists, which a managed target's role may lack.
@@ -84,6 +84,9 @@ func (s Store) EnsureTables(ctx context.Context, q Querier) error {
 )`, s.tablesTable()))
 	if err != nil {
 		return fmt.Errorf("create table of table states %s: %w", s.tablesTable(), err)
+	}
+	if _, err := q.Exec(ctx, s.ensureColumnsSQL()); err != nil {
+		return fmt.Errorf("create table of source columns %s: %w", s.columnsTable(), err)
 	}
 	return nil
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"slices"
 	"strings"
 
 	"github.com/jackc/pglogrepl"
@@ -95,7 +96,9 @@ func AddTables(ctx context.Context, db plan.Database, tables []selection.Table, 
 		return res, err
 	}
 	unfinished := map[string]bool{}
+	pendingOf := map[string][]string{}
 	for _, t := range earlier {
+		pendingOf[t.Schema+"."+t.Name] = t.Pending
 		if t.State == checkpoint.TableCopying {
 			unfinished[t.Schema+"."+t.Name] = true
 		}
@@ -123,7 +126,7 @@ func AddTables(ctx context.Context, db plan.Database, tables []selection.Table, 
 			return err
 		}
 		for i, t := range tables {
-			if err := store.SetTable(ctx, tx, o.Slot, checkpoint.Table{Schema: t.Schema, Name: t.Name, RelID: relids[i], State: checkpoint.TableCopying}); err != nil {
+			if err := store.SetTable(ctx, tx, o.Slot, checkpoint.Table{Schema: t.Schema, Name: t.Name, RelID: relids[i], State: checkpoint.TableCopying, Pending: pendingOf[t.Schema+"."+t.Name]}); err != nil {
 				return err
 			}
 		}
@@ -153,6 +156,13 @@ func AddTables(ctx context.Context, db plan.Database, tables []selection.Table, 
 	defer snap.Rollback(context.Background())
 
 	var present, create []selection.Table
+	columns := map[selection.Table]tableColumns{}
+	// Other tables' keys to a table made again, kept in its state until the
+	// stream has passed its copy.
+	referencing := map[selection.Table][]string{}
+	for _, t := range tables {
+		referencing[t] = pendingOf[t.Schema+"."+t.Name]
+	}
 	for _, t := range tables {
 		var exists bool
 		ident := pgx.Identifier{t.Schema, t.Name}.Sanitize()
@@ -167,6 +177,9 @@ func AddTables(ctx context.Context, db plan.Database, tables []selection.Table, 
 			continue
 		}
 		present = append(present, t)
+		if columns[t], err = readTableColumns(ctx, snap, ident); err != nil {
+			return res, err
+		}
 		switch state, ok := refill[t]; {
 		case !ok:
 			create = append(create, t)
@@ -174,7 +187,19 @@ func AddTables(ctx context.Context, db plan.Database, tables []selection.Table, 
 			// Made by an add that did not finish (perhaps without its
 			// indexes and constraints), or the copy of a table the source
 			// dropped and created again: made again.
-			if _, err := dst.Exec(ctx, "DROP TABLE "+ident); err != nil {
+			// Other tables' keys to it go with it, in one transaction
+			// that keeps the statements to make them again in its state.
+			if err := pgx.BeginFunc(ctx, dst, func(tx pgx.Tx) error {
+				refs, err := dropReferences(ctx, tx, ident)
+				if err != nil {
+					return err
+				}
+				referencing[t] = mergeStatements(referencing[t], refs)
+				if _, err := tx.Exec(ctx, "DROP TABLE "+ident); err != nil {
+					return err
+				}
+				return store.SetTable(ctx, tx, o.Slot, checkpoint.Table{Schema: t.Schema, Name: t.Name, State: checkpoint.TableCopying, Pending: referencing[t]})
+			}); err != nil {
 				return res, fmt.Errorf("drop %s on the target (left by an add that did not finish, or the copy of a table the source dropped and created again) to copy it again: %w", t.Qualified(), err)
 			}
 			log.Info("replacing the target's copy of the table: it is the old one of a table the source dropped and created again, or an unfinished add", "table", t.Qualified())
@@ -273,7 +298,10 @@ func AddTables(ctx context.Context, db plan.Database, tables []selection.Table, 
 	}
 	if err := pgx.BeginFunc(ctx, dst, func(tx pgx.Tx) error {
 		for _, t := range present {
-			if err := store.SetTable(ctx, tx, o.Slot, checkpoint.Table{Schema: t.Schema, Name: t.Name, State: checkpoint.TableCopied, CopyLSN: slot.ConsistentPoint, Pending: foreignKeys[t]}); err != nil {
+			if err := store.SetTable(ctx, tx, o.Slot, checkpoint.Table{Schema: t.Schema, Name: t.Name, State: checkpoint.TableCopied, CopyLSN: slot.ConsistentPoint, Pending: mergeStatements(foreignKeys[t], referencing[t])}); err != nil {
+				return err
+			}
+			if err := columns[t].record(ctx, tx, store, o.Slot); err != nil {
 				return err
 			}
 		}
@@ -494,6 +522,50 @@ func schemasOf(tables []selection.Table) []string {
 		if !seen[t.Schema] {
 			seen[t.Schema] = true
 			out = append(out, t.Schema)
+		}
+	}
+	return out
+}
+
+// dropReferences drops on the target the foreign keys of other tables that
+// reference a table about to be made again (DROP TABLE refuses while they
+// exist), and returns the statements that make them again: they wait, with
+// the table's own keys, until the stream has passed its copy.
+func dropReferences(ctx context.Context, dst pgx.Tx, ident string) ([]string, error) {
+	rows, err := dst.Query(ctx, `SELECT format('ALTER TABLE %I.%I ADD CONSTRAINT %I %s', n.nspname, cl.relname, c.conname, pg_get_constraintdef(c.oid)),
+			format('ALTER TABLE %I.%I DROP CONSTRAINT %I', n.nspname, cl.relname, c.conname)
+		FROM pg_constraint c JOIN pg_class cl ON cl.oid = c.conrelid JOIN pg_namespace n ON n.oid = cl.relnamespace
+		WHERE c.contype = 'f' AND c.conparentid = 0 AND c.confrelid = $1::regclass AND c.conrelid <> c.confrelid
+		ORDER BY 1`, ident)
+	if err != nil {
+		return nil, fmt.Errorf("read the foreign keys that reference %s on the target: %w", ident, err)
+	}
+	var add, drop []string
+	for rows.Next() {
+		var a, d string
+		if err := rows.Scan(&a, &d); err != nil {
+			rows.Close()
+			return nil, fmt.Errorf("read the foreign keys that reference %s on the target: %w", ident, err)
+		}
+		add, drop = append(add, a), append(drop, d)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read the foreign keys that reference %s on the target: %w", ident, err)
+	}
+	for _, d := range drop {
+		if _, err := dst.Exec(ctx, d); err != nil {
+			return nil, fmt.Errorf("%s: %w", d, err)
+		}
+	}
+	return add, nil
+}
+
+// mergeStatements is a followed by the statements of b it lacks.
+func mergeStatements(a, b []string) []string {
+	out := slices.Clone(a)
+	for _, s := range b {
+		if !slices.Contains(out, s) {
+			out = append(out, s)
 		}
 	}
 	return out

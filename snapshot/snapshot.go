@@ -234,14 +234,21 @@ func InitDatabase(ctx context.Context, db plan.Database, o Options) (res Result,
 			hold[i] = pgx.Identifier{t.Schema, t.Name}.Sanitize()
 		}
 		relids := map[selection.Table]uint32{}
+		columns := map[selection.Table]tableColumns{}
 		for _, t := range db.Tables {
 			var relid uint32
 			if err := snap.QueryRow(ctx, `SELECT $1::regclass::oid`, pgx.Identifier{t.Schema, t.Name}.Sanitize()).Scan(&relid); err != nil {
 				return fmt.Errorf("look up %s on the source: %w", t.Qualified(), err)
 			}
 			relids[t] = relid
+			if columns[t], err = readTableColumns(ctx, snap, pgx.Identifier{t.Schema, t.Name}.Sanitize()); err != nil {
+				return err
+			}
 		}
 		copied := func(ctx context.Context, q checkpoint.Querier, t selection.Table) error {
+			if err := columns[t].record(ctx, q, store, o.Slot); err != nil {
+				return err
+			}
 			return store.SetTable(ctx, q, o.Slot, checkpoint.Table{Schema: t.Schema, Name: t.Name, RelID: relids[t],
 				State: checkpoint.TableCopied, CopyLSN: slot.ConsistentPoint})
 		}

@@ -54,6 +54,26 @@ func prepareStreaming(t *testing.T, src, dst *pgtest.Cluster, db, schema string,
 	if err := store.Save(ctx, dconn, checkpoint.Position{Slot: stream.DefaultSlotName(db), EndLSN: lsn}); err != nil {
 		t.Fatal(err)
 	}
+	// As init does: the source's attribute numbers of each table's columns.
+	if err := store.EnsureTables(ctx, dconn); err != nil {
+		t.Fatal(err)
+	}
+	for _, tbl := range sel {
+		var relid uint32
+		var nums []int16
+		var names []string
+		if err := sconn.QueryRow(ctx, `SELECT c.oid, array_agg(a.attnum), array_agg(a.attname::text) FROM pg_class c JOIN pg_attribute a ON a.attrelid = c.oid
+			WHERE c.oid = $1::regclass AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = '' GROUP BY c.oid`, tbl.Schema+"."+tbl.Name).Scan(&relid, &nums, &names); err != nil {
+			t.Fatal(err)
+		}
+		cols := checkpoint.SourceColumns{}
+		for i, n := range nums {
+			cols[n] = names[i]
+		}
+		if err := store.RecordColumns(ctx, dconn, stream.DefaultSlotName(db), relid, cols); err != nil {
+			t.Fatal(err)
+		}
+	}
 }
 
 // syncArgs are the arguments of a sync run for db between the clusters.

@@ -290,3 +290,40 @@ func (r *pipelineRunner) tablesToFinish(ctx context.Context) (bool, error) {
 	}
 	return false, nil
 }
+
+// recopy has a table copied again at a new snapshot, through the path of a
+// table added to the migration, when its target copy cannot follow a schema
+// change of the source by DDL (apply.RecopyError): its state goes back to
+// copying, so the next attempt copies it (joinNewTables) and the stream
+// skips its changes older than the copy. A table that asks again and again
+// within one run stops sync instead.
+func (r *pipelineRunner) recopy(ctx context.Context, e *apply.RecopyError) error {
+	name := e.Schema + "." + e.Name
+	if r.recopied == nil {
+		r.recopied = map[string]int{}
+	}
+	if r.recopied[name]++; r.recopied[name] > 3 {
+		return setupError("%v; copying the table again did not help (%d times): compare its columns on both sides and make the target's match, then restart sync", e, r.recopied[name]-1)
+	}
+	dst, err := r.db.Target.Connect(ctx)
+	if err != nil {
+		return err
+	}
+	defer dst.Close(context.WithoutCancel(ctx))
+	store := checkpoint.Store{Schema: r.cmd.CheckpointSchema}
+	states, err := store.LoadTables(ctx, dst, r.slot)
+	if err != nil {
+		return err
+	}
+	t := checkpoint.Table{Schema: e.Schema, Name: e.Name, State: checkpoint.TableCopying}
+	for _, s := range states {
+		if s.Schema == e.Schema && s.Name == e.Name {
+			t.Pending = s.Pending // keys still to make after an earlier copy
+		}
+	}
+	if err := store.SetTable(ctx, dst, r.slot, t); err != nil {
+		return err
+	}
+	r.log.Warn("the target's copy of a table cannot follow a schema change of the source by DDL: copying the table again", "table", name, "change", e.Why)
+	return nil
+}

@@ -32,6 +32,9 @@ type pipelineRunner struct {
 	// gone are selected tables the catalog poll found gone from the source
 	// (said once).
 	gone map[selection.Table]bool
+	// recopied counts the tables copied again for a schema change DDL
+	// could not follow (recopy).
+	recopied map[string]int
 }
 
 // run streams until ctx ends (nil), the catch-up target is reached (nil) or
@@ -53,6 +56,18 @@ func (r *pipelineRunner) run(ctx context.Context) (pipelineResult, error) {
 		}
 		if errors.Is(err, errTablesJoined) {
 			attempt = 0 // not a failure: stream again at once, with them
+			// Their copy is newer than a catch-up's target: it catches up
+			// to a new one, past the copy, so that they are complete (their
+			// foreign keys made) when it ends.
+			r.stopAt = 0
+			continue
+		}
+		var recopy *apply.RecopyError
+		if errors.As(err, &recopy) {
+			if err := r.recopy(ctx, recopy); err != nil {
+				return res, err
+			}
+			attempt = 0 // the next attempt copies the table, then streams
 			continue
 		}
 		r.mon.stopped(r.db.Name, err)
@@ -125,6 +140,7 @@ func (r *pipelineRunner) once(ctx context.Context) (pipelineResult, error) {
 		Observer:        obs,
 		Heartbeat:       func() { _ = r.mon.pinger.Ping() },
 		SchemaChanges:   apply.SchemaChanges(r.cmd.SchemaChanges),
+		Recopy:          r.cmd.SchemaChanges == string(apply.SchemaChangesApply),
 	}, r.log)
 	if errors.Is(err, checkpoint.ErrNotFound) {
 		return pipelineResult{}, setupError("no checkpoint for slot %s on the target database %s: run init first", r.slot, r.db.Target)
