@@ -191,6 +191,22 @@ func TestMigrationRemembersItsSettings(t *testing.T) {
 		untouched(t)
 	})
 
+	t.Run("sync leaves a table out and the record follows", func(t *testing.T) {
+		res := mustRun(t, cmd("sync", "--catch-up", "--exclude-tables", "shop.skip")...)
+		for _, want := range []string{"table removed from the migration", "the migration's record holds the new selection"} {
+			if !strings.Contains(res.Stderr, want) {
+				t.Errorf("sync does not say %q:\n%s", want, res.Stderr)
+			}
+		}
+		if got := src.QueryString("shop", "SELECT count(*) FROM pg_publication_tables WHERE tablename = 'skip'"); got != "0" {
+			t.Errorf("shop.skip is still published")
+		}
+		if got := verified(t, mustRun(t, cmd("verify", "--json")...)); got != "crm.public.c,shop.public.a,shop.public.b" {
+			t.Errorf("verify after the table left compares %s", got)
+		}
+		untouched(t) // its copy on the target is kept
+	})
+
 	t.Run("cleanup with only the connection strings", func(t *testing.T) {
 		mustRun(t, cmd("cleanup", "--yes")...)
 		for _, db := range []string{"shop", "crm"} {

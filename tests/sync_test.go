@@ -89,8 +89,10 @@ func TestSyncSeveralDatabases(t *testing.T) {
 }
 
 // A selected table outside the publication joins the migration (copied into
-// the empty table the target already has), and a published table the
-// selection leaves out is refused: it was copied by a different init.
+// the empty table the target already has). A published table the selection
+// leaves out is removed from the migration (with --schema-changes=stop,
+// refused): its copy on the target stays as it was; selected again, it is
+// copied again and streams.
 func TestSyncSelectionAndPublication(t *testing.T) {
 	src, dst := pgtestPair(t)
 	prepareStreaming(t, src, dst, "app", `CREATE TABLE a (id int PRIMARY KEY); CREATE TABLE b (id int PRIMARY KEY);`, "public.a")
@@ -99,8 +101,30 @@ func TestSyncSelectionAndPublication(t *testing.T) {
 	src.Exec("app", `INSERT INTO b VALUES (3)`)
 	catchUp(t, src, dst, "app")
 	assertSameTables(t, src, dst, "app", "a", "b")
-	res := runCLI(t, nil, syncArgs(src, dst, "app", "--catch-up", "--include-tables", "app.a")...)
+	res := runCLI(t, nil, syncArgs(src, dst, "app", "--catch-up", "--include-tables", "app.a", "--schema-changes", "stop")...)
 	if res.Code != exitNeedsAction || !strings.Contains(res.Stderr, "b is in publication") || !strings.Contains(res.Stderr, "not selected") {
 		t.Fatalf("exit %d: %s", res.Code, res.Stderr)
 	}
+	src.Exec("app", `INSERT INTO a VALUES (2); INSERT INTO b VALUES (4)`)
+	res = catchUp(t, src, dst, "app", "--include-tables", "app.a")
+	if !strings.Contains(res.Stderr, "table removed from the migration") {
+		t.Errorf("the removal was not said:\n%s", res.Stderr)
+	}
+	src.Exec("app", `INSERT INTO a VALUES (3); INSERT INTO b VALUES (5)`)
+	catchUp(t, src, dst, "app", "--include-tables", "app.a")
+	assertSameTables(t, src, dst, "app", "a")
+	if got := dst.QueryString("app", `SELECT string_agg(id::text, ',' ORDER BY id) FROM b`); got != "1,2,3,4" {
+		t.Errorf("the removed table's copy is %s, want 1,2,3,4: kept as it was when removed", got)
+	}
+	if got := src.QueryString("app", `SELECT count(*) FROM pg_publication_tables WHERE tablename = 'b'`); got != "0" {
+		t.Errorf("b is still published")
+	}
+	// Selected again, it is copied again and streams.
+	res = catchUp(t, src, dst, "app")
+	if !strings.Contains(res.Stderr, "table joined the migration") {
+		t.Errorf("b did not join again:\n%s", res.Stderr)
+	}
+	src.Exec("app", `INSERT INTO b VALUES (6)`)
+	catchUp(t, src, dst, "app")
+	assertSameTables(t, src, dst, "app", "a", "b")
 }

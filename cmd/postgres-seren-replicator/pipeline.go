@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/jackc/pglogrepl"
@@ -302,8 +304,53 @@ func (r *pipelineRunner) checkPublication(ctx context.Context, conn *pgx.Conn) e
 		}
 		delete(published, t)
 	}
+	if len(published) == 0 {
+		return nil
+	}
+	var removed []selection.Table
 	for t := range published {
-		return setupError("table %s is in publication %s but not selected: use the same --include/--exclude flags as init, or copy again for the new selection with init --drop-existing", t, r.cmd.Publication)
+		removed = append(removed, t)
+	}
+	slices.SortFunc(removed, func(a, b selection.Table) int { return strings.Compare(a.Qualified(), b.Qualified()) })
+	if r.cmd.SchemaChanges == string(apply.SchemaChangesStop) {
+		return setupError("table %s is in publication %s but not selected: use the same --include/--exclude flags as init, or run sync with --schema-changes=apply to remove it from the migration (its copy on the target is kept)", removed[0], r.cmd.Publication)
+	}
+	return r.removeTables(ctx, conn, removed)
+}
+
+// removeTables takes tables the selection no longer covers out of the
+// migration: out of the publication, so the source stops sending their
+// changes, with their state set to dropped on the target, whose copy is
+// kept as it is at this point of the stream and no longer changes.
+func (r *pipelineRunner) removeTables(ctx context.Context, src *pgx.Conn, tables []selection.Table) error {
+	dst, err := r.db.Target.Connect(ctx)
+	if err != nil {
+		return err
+	}
+	defer dst.Close(context.WithoutCancel(ctx))
+	store := checkpoint.Store{Schema: r.cmd.CheckpointSchema}
+	states, err := store.LoadTables(ctx, dst, r.slot)
+	if err != nil {
+		return err
+	}
+	idents := make([]string, len(tables))
+	for i, t := range tables {
+		idents[i] = pgx.Identifier{t.Schema, t.Name}.Sanitize()
+	}
+	if _, err := src.Exec(ctx, "ALTER PUBLICATION "+pgx.Identifier{r.cmd.Publication}.Sanitize()+" DROP TABLE "+strings.Join(idents, ", ")); err != nil {
+		return fmt.Errorf("remove %s from publication %s: %w", strings.Join(idents, ", "), r.cmd.Publication, err)
+	}
+	for _, t := range tables {
+		st := checkpoint.Table{Schema: t.Schema, Name: t.Name, State: checkpoint.TableDropped}
+		for _, s := range states {
+			if s.Schema == t.Schema && s.Name == t.Name {
+				st.RelID, st.Pending = s.RelID, s.Pending
+			}
+		}
+		if err := store.SetTable(ctx, dst, r.slot, st); err != nil {
+			return err
+		}
+		r.log.Warn("table removed from the migration (the selection no longer covers it): the source stops sending its changes; its copy on the target is kept and no longer changes", "table", t.Qualified())
 	}
 	return nil
 }

@@ -260,7 +260,36 @@ func (c *Common) resolveRecorded(ctx context.Context, env *Env, r *Replication, 
 			"tables", strings.Join(tables, ","), "selection", merged.describe())
 		m.widened = &merged
 	}
+	if removed := leftOut(got, want); widen && len(removed) > 0 {
+		// sync removes them from the publication (checkPublication).
+		env.Log.Info("the selection leaves tables of the migration out: they are removed from it, and its record holds the new selection",
+			"tables", strings.Join(removed, ","), "selection", merged.describe())
+		m.widened = &merged
+	}
 	return got, m, nil
+}
+
+// leftOut lists the tables of want that got leaves out, in the databases
+// got has.
+func leftOut(got, want plan.Plan) []string {
+	var out []string
+	for _, g := range got.Databases {
+		have := map[selection.Table]bool{}
+		for _, t := range g.Tables {
+			have[t] = true
+		}
+		for _, w := range want.Databases {
+			if w.Name != g.Name {
+				continue
+			}
+			for _, t := range w.Tables {
+				if !have[t] {
+					out = append(out, t.String())
+				}
+			}
+		}
+	}
+	return out
 }
 
 func selects(n int) string {
