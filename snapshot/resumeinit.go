@@ -5,7 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"regexp"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -93,6 +96,7 @@ type ResumePlan struct {
 
 	snapshot         string // the unfinished init's, naming its progress rows
 	largeObjectsDone bool
+	postDataStarted  bool
 }
 
 // Resumable reports whether the unfinished init can be resumed.
@@ -120,12 +124,9 @@ func PlanResume(ctx context.Context, db plan.Database, schema, slot string) (Res
 		return rp, fmt.Errorf("read init progress: %w", err)
 	}
 	rp.largeObjectsDone = slices.Contains(markers, "large objects")
-	switch {
-	case !slices.Contains(markers, markPreData):
+	rp.postDataStarted = slices.Contains(markers, markPostData)
+	if !slices.Contains(markers, markPreData) {
 		rp.Reason = "it stopped before the schema was restored"
-		return rp, nil
-	case slices.Contains(markers, markPostData):
-		rp.Reason = "it stopped while building indexes and constraints, which cannot be resumed"
 		return rp, nil
 	}
 
@@ -324,6 +325,14 @@ func ResumeDatabase(ctx context.Context, db plan.Database, o Options, rp ResumeP
 			}
 		}
 		ropts.skipForeignKeys = len(joining) > 0
+		// What the unfinished init built (or an add that an earlier resume
+		// made, with its indexes) is kept; the rest is built.
+		if ropts.present, err = presentEntries(ctx, src, dst, dump); err != nil {
+			return err
+		}
+		if rp.postDataStarted {
+			log.Info("finishing the post-data schema the unfinished init started", "built", len(ropts.present))
+		}
 		if err := progress.mark(ctx, dst, markPostData); err != nil {
 			return err
 		}
@@ -410,6 +419,14 @@ func deferForeignKeys(ctx context.Context, src, dst *pgx.Conn, store checkpoint.
 			}
 			t, ok := joining[holder]
 			if !ok {
+				var made bool
+				if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = to_regclass(format('%I.%I', $1::text, $2::text)) AND conname = $3)`,
+					k.rel[0], k.rel[1], k.name).Scan(&made); err != nil {
+					return fmt.Errorf("look up foreign key %s on the target: %w", k.name, err)
+				}
+				if made { // by the unfinished init's post-data schema
+					continue
+				}
 				if _, err := tx.Exec(ctx, k.sql); err != nil {
 					return fmt.Errorf("%s: %w", k.sql, err)
 				}
@@ -434,6 +451,8 @@ func deferForeignKeys(ctx context.Context, src, dst *pgx.Conn, store checkpoint.
 // the selected tables (partition roots) on each side.
 type foreignKey struct {
 	sql      string
+	rel      [2]string // the table it is declared on
+	name     string
 	from, to [2]string
 }
 
@@ -446,7 +465,7 @@ func foreignKeysAmong(ctx context.Context, src *pgx.Conn, tables []selection.Tab
 			return err
 		}
 		rows, err := tx.Query(ctx, `SELECT format('ALTER TABLE %I.%I ADD CONSTRAINT %I %s', n.nspname, cl.relname, c.conname, pg_get_constraintdef(c.oid)),
-				rn.nspname, r.relname, fn.nspname, f.relname
+				n.nspname, cl.relname, c.conname, rn.nspname, r.relname, fn.nspname, f.relname
 			FROM pg_constraint c
 			JOIN pg_class cl ON cl.oid = c.conrelid JOIN pg_namespace n ON n.oid = cl.relnamespace
 			JOIN pg_class r ON r.oid = COALESCE(pg_partition_root(c.conrelid), c.conrelid) JOIN pg_namespace rn ON rn.oid = r.relnamespace
@@ -462,7 +481,7 @@ func foreignKeysAmong(ctx context.Context, src *pgx.Conn, tables []selection.Tab
 		}
 		for rows.Next() {
 			var k foreignKey
-			if err := rows.Scan(&k.sql, &k.from[0], &k.from[1], &k.to[0], &k.to[1]); err != nil {
+			if err := rows.Scan(&k.sql, &k.rel[0], &k.rel[1], &k.name, &k.from[0], &k.from[1], &k.to[0], &k.to[1]); err != nil {
 				return err
 			}
 			if selected[k.from] && selected[k.to] {
@@ -475,4 +494,90 @@ func foreignKeysAmong(ctx context.Context, src *pgx.Conn, tables []selection.Tab
 		return nil, fmt.Errorf("read foreign keys on the source: %w", err)
 	}
 	return out, nil
+}
+
+// Catalogs of the post-data objects a resumed init looks for on the target,
+// by the OID pg_restore --list shows for an entry's catalog.
+const (
+	pgClass        = 1259 // indexes
+	pgConstraint   = 2606
+	pgTrigger      = 2620
+	pgRewrite      = 2618 // rules
+	pgPolicy       = 3256
+	pgStatisticExt = 3381
+	pgEventTrigger = 3466
+)
+
+// postDataKinds are the entries presentEntries looks for. INDEX ATTACH is
+// left out: attaching an attached index does nothing.
+var postDataKinds = []string{"INDEX ", "CONSTRAINT ", "FK CONSTRAINT ", "TRIGGER ", "RULE ", "POLICY ", "STATISTICS ", "EVENT TRIGGER "}
+
+var tocIDs = regexp.MustCompile(`^\d+; (\d+) (\d+) `)
+
+// presentEntries finds the post-data entries of d whose objects the target
+// already has, built by an init that stopped while restoring them: each is
+// named on the source by the OID its entry carries, and looked for on the
+// target by that name. Entries of other kinds (comments, index attachments)
+// can be run again.
+func presentEntries(ctx context.Context, src, dst *pgx.Conn, d *schemaDump) (map[string]bool, error) {
+	// Objects of a table: its schema, its name and the object's name.
+	onTable := map[uint32][2]string{
+		pgConstraint: {`SELECT n.nspname, c.relname, o.conname FROM pg_constraint o JOIN pg_class c ON c.oid = o.conrelid JOIN pg_namespace n ON n.oid = c.relnamespace WHERE o.oid = $1`,
+			`SELECT EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = to_regclass(format('%I.%I', $1::text, $2::text)) AND conname = $3)`},
+		pgTrigger: {`SELECT n.nspname, c.relname, o.tgname FROM pg_trigger o JOIN pg_class c ON c.oid = o.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace WHERE o.oid = $1`,
+			`SELECT EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = to_regclass(format('%I.%I', $1::text, $2::text)) AND tgname = $3)`},
+		pgRewrite: {`SELECT n.nspname, c.relname, o.rulename FROM pg_rewrite o JOIN pg_class c ON c.oid = o.ev_class JOIN pg_namespace n ON n.oid = c.relnamespace WHERE o.oid = $1`,
+			`SELECT EXISTS (SELECT 1 FROM pg_rewrite WHERE ev_class = to_regclass(format('%I.%I', $1::text, $2::text)) AND rulename = $3)`},
+		pgPolicy: {`SELECT n.nspname, c.relname, o.polname FROM pg_policy o JOIN pg_class c ON c.oid = o.polrelid JOIN pg_namespace n ON n.oid = c.relnamespace WHERE o.oid = $1`,
+			`SELECT EXISTS (SELECT 1 FROM pg_policy WHERE polrelid = to_regclass(format('%I.%I', $1::text, $2::text)) AND polname = $3)`},
+	}
+	// Objects of a schema, or of none: their schema ('' for none) and name.
+	named := map[uint32][2]string{
+		pgClass: {`SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = $1`,
+			`SELECT to_regclass(format('%I.%I', $1::text, $2::text)) IS NOT NULL`},
+		pgStatisticExt: {`SELECT n.nspname, s.stxname FROM pg_statistic_ext s JOIN pg_namespace n ON n.oid = s.stxnamespace WHERE s.oid = $1`,
+			`SELECT EXISTS (SELECT 1 FROM pg_statistic_ext s JOIN pg_namespace n ON n.oid = s.stxnamespace WHERE n.nspname = $1 AND s.stxname = $2)`},
+		pgEventTrigger: {`SELECT '', evtname FROM pg_event_trigger WHERE oid = $1`,
+			`SELECT EXISTS (SELECT 1 FROM pg_event_trigger WHERE evtname = $2 AND $1::text = '')`},
+	}
+	present := map[string]bool{}
+	for _, e := range d.entries {
+		m := tocIDs.FindStringSubmatch(e.line)
+		if m == nil || strings.HasPrefix(e.rest, "INDEX ATTACH ") ||
+			!slices.ContainsFunc(postDataKinds, func(k string) bool { return strings.HasPrefix(e.rest, k) }) {
+			continue
+		}
+		catalog, _ := strconv.ParseUint(m[1], 10, 32)
+		oid, _ := strconv.ParseUint(m[2], 10, 32)
+		var exists bool
+		if q, ok := onTable[uint32(catalog)]; ok {
+			var schema, table, name string
+			err := src.QueryRow(ctx, q[0], uint32(oid)).Scan(&schema, &table, &name)
+			if errors.Is(err, pgx.ErrNoRows) {
+				continue
+			}
+			if err != nil {
+				return nil, fmt.Errorf("look up %s on the source: %w", e.rest, err)
+			}
+			if err := dst.QueryRow(ctx, q[1], schema, table, name).Scan(&exists); err != nil {
+				return nil, fmt.Errorf("look up %s on the target: %w", e.rest, err)
+			}
+		} else if q, ok := named[uint32(catalog)]; ok {
+			var schema, name string
+			err := src.QueryRow(ctx, q[0], uint32(oid)).Scan(&schema, &name)
+			if errors.Is(err, pgx.ErrNoRows) {
+				continue
+			}
+			if err != nil {
+				return nil, fmt.Errorf("look up %s on the source: %w", e.rest, err)
+			}
+			if err := dst.QueryRow(ctx, q[1], schema, name).Scan(&exists); err != nil {
+				return nil, fmt.Errorf("look up %s on the target: %w", e.rest, err)
+			}
+		}
+		if exists {
+			present[e.line] = true
+		}
+	}
+	return present, nil
 }

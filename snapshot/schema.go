@@ -98,6 +98,9 @@ type restoreOptions struct {
 	jobs        int
 	// skipForeignKeys leaves foreign keys out (AddTables makes them later).
 	skipForeignKeys bool
+	// present are entries (their list lines) whose objects the target has
+	// already: left out of a resumed init's post-data schema.
+	present map[string]bool
 }
 
 func (d *schemaDump) writeList(dir, name string, keep func(tocEntry) bool) (string, error) {
@@ -126,7 +129,7 @@ func (d *schemaDump) keepStructure(o restoreOptions) func(tocEntry) bool {
 		if o.skipForeignKeys && strings.HasPrefix(e.rest, "FK CONSTRAINT ") {
 			return false
 		}
-		return true
+		return !o.present[e.line]
 	}
 }
 

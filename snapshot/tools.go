@@ -17,6 +17,7 @@ func run(ctx context.Context, conn *conninfo.Conn, prog string, args ...string) 
 	connString, env := conn.Libpq()
 	cmd := exec.CommandContext(ctx, prog, append(args, "--dbname="+connString)...)
 	cmd.Env = append(os.Environ(), env...)
+	cmd.SysProcAttr = childAttr()
 	var buf bytes.Buffer
 	cmd.Stderr = &buf
 	err = cmd.Run()

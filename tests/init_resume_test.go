@@ -87,14 +87,17 @@ func resumeWriter(t *testing.T, c *pgtest.Cluster, db string) (stop func() int) 
 // equal to the source row for row, with its foreign keys made. At those
 // points the big table is still being copied; at the last one ("big") the
 // copy of a small table is held on a target lock until the big table's copy
-// has completed, so the big one is kept and the small ones copied again.
-// make test runs the three percentages in replica mode (superuser target)
-// and "big" in ordered mode (a target role with CREATEDB only); make
-// test-long runs every point in both modes.
+// has completed, so the big one is kept and the small ones copied again. At
+// "post-data" the index build of one table is held on a target lock while
+// the others' indexes are made: the second init keeps every table and
+// finishes the post-data schema. make test runs the three percentages in
+// replica mode (superuser target) and the other two points in ordered mode
+// (a target role with CREATEDB only); make test-long runs every point in
+// both modes.
 func TestInitResumesAfterKill(t *testing.T) {
-	modes := map[string][]int{"replica": {30, 60, 90}, "ordered": {afterBig}}
+	modes := map[string][]int{"replica": {30, 60, 90}, "ordered": {afterBig, inPostData}}
 	if os.Getenv("SEREN_LONG_TESTS") != "" {
-		modes["replica"] = []int{30, 60, 90, afterBig}
+		modes["replica"] = []int{30, 60, 90, afterBig, inPostData}
 		modes["ordered"] = modes["replica"]
 	}
 	for _, mode := range []string{"replica", "ordered"} {
@@ -108,8 +111,11 @@ func TestInitResumesAfterKill(t *testing.T) {
 			}
 			for _, pct := range modes[mode] {
 				name := fmt.Sprintf("%d%%", pct)
-				if pct == afterBig {
+				switch pct {
+				case afterBig:
 					name = "big"
+				case inPostData:
+					name = "post-data"
 				}
 				t.Run(name, func(t *testing.T) {
 					resumeAfterKill(t, src, dst, resumeDB(pct), pct, target)
@@ -119,8 +125,12 @@ func TestInitResumesAfterKill(t *testing.T) {
 	}
 }
 
-// afterBig, as a kill point, is once the big table's copy completed.
-const afterBig = 0
+// Kill points other than a percentage of the copy: once the big table's
+// copy completed, and while the post-data schema is being built.
+const (
+	afterBig   = 0
+	inPostData = -1
+)
 
 func resumeAfterKill(t *testing.T, src, dst *pgtest.Cluster, db string, pct int, target func(string) string) {
 	start := time.Now()
@@ -147,14 +157,21 @@ func resumeAfterKill(t *testing.T, src, dst *pgtest.Cluster, db string, pct int,
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
 	var copied int
-	if pct == afterBig {
+	var release func()
+	switch pct {
+	case afterBig:
 		copied = waitBigCopied(t, dst, db, exited)
-	} else {
+	case inPostData:
+		copied, release = waitPostData(t, dst, db, exited)
+	default:
 		copied = waitCopied(t, dst, db, total, pct, exited)
 	}
 	cmd.Process.Kill()
 	if err := <-exited; err == nil {
 		t.Fatalf("init finished before it was killed at %d%%: make the copy longer\n%s", pct, out.String())
+	}
+	if release != nil {
+		release()
 	}
 	t.Logf("killed init with %d of %d rows copied (%.0f%%)", copied, total, 100*float64(copied)/float64(total))
 	if got := dst.QueryString(db, `SELECT to_regclass('seren_replicator.checkpoint') IS NULL`); got != "true" {
@@ -168,13 +185,21 @@ func resumeAfterKill(t *testing.T, src, dst *pgtest.Cluster, db string, pct int,
 	}
 	resumed := strings.Contains(res.Stdout, "Resuming the unfinished init")
 	t.Logf("second init:\n%s", grepLines(res.Stdout, "Resuming", "kept (copy", "copied again", "init resumed"))
-	if !resumed && (pct >= 60 || pct == afterBig || !strings.Contains(res.Stderr, "no table's copy had completed")) {
+	if !resumed && (pct >= 60 || pct <= afterBig || !strings.Contains(res.Stderr, "no table's copy had completed")) {
 		t.Fatalf("init after a kill at %d%% did not resume:\nstdout:\n%s\nstderr:\n%s", pct, res.Stdout, res.Stderr)
 	}
-	if resumed {
-		if got := dst.QueryString(db, `SELECT string_agg(table_name || ':' || state, ',' ORDER BY table_name) FROM seren_replicator.tables`); !strings.Contains(got, ":streaming") || !strings.Contains(got, ":copied") {
-			t.Errorf("table states after the resumed init = %s, want tables kept (streaming) and copied again (copied)", got)
+	states := dst.QueryString(db, `SELECT string_agg(table_name || ':' || state, ',' ORDER BY table_name) FROM seren_replicator.tables`)
+	switch {
+	case pct == inPostData:
+		if !strings.Contains(res.Stdout, "copied again:         none") || strings.Contains(states, ":copied") {
+			t.Errorf("init killed while building the post-data schema: the second init must keep every table; states %s\n%s", states, res.Stdout)
 		}
+		if !strings.Contains(res.Stderr, "finishing the post-data schema the unfinished init started") || strings.Contains(res.Stderr, "built=0") {
+			t.Errorf("the second init does not say it kept the post-data objects the first one built:\n%s", res.Stderr)
+		}
+		t.Log(grepLines(res.Stderr, "finishing the post-data"))
+	case resumed && (!strings.Contains(states, ":streaming") || !strings.Contains(states, ":copied")):
+		t.Errorf("table states after the resumed init = %s, want tables kept (streaming) and copied again (copied)", states)
 	}
 	time.Sleep(300 * time.Millisecond) // writes after init
 	writes := stopWriter()
@@ -303,6 +328,59 @@ func waitBigCopied(t *testing.T, dst *pgtest.Cluster, db string, exited <-chan e
 	}
 }
 
+// waitPostData holds the post-data schema of small2 (its primary key and
+// foreign key) on a target lock that the copy does not conflict with, and
+// waits until the other tables' indexes are being made. It returns the rows
+// copied and a function that ends the restore's sessions left by the killed
+// init, then releases the lock.
+func waitPostData(t *testing.T, dst *pgtest.Cluster, db string, exited <-chan error) (int, func()) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	var conn *pgx.Conn
+	wait := func(what string, cond func() bool) {
+		for !cond() {
+			select {
+			case <-ctx.Done():
+				t.Fatalf("init did not reach %s", what)
+			case err := <-exited:
+				t.Fatalf("init ended (%v) before %s", err, what)
+			case <-time.After(5 * time.Millisecond):
+			}
+		}
+	}
+	wait("its schema", func() bool {
+		if conn == nil {
+			conn, _ = pgx.Connect(ctx, dst.DSN(db))
+		}
+		var ready bool
+		return conn != nil && conn.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM seren_replicator.init_progress WHERE piece = ':pre-data')`).Scan(&ready) == nil && ready
+	})
+	tx, err := conn.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(ctx, `LOCK TABLE small2 IN ROW EXCLUSIVE MODE`); err != nil {
+		t.Fatal(err)
+	}
+	probe := dst.Connect(db)
+	var rows int
+	wait("the post-data schema", func() bool {
+		var built bool
+		err := probe.QueryRow(ctx, `SELECT to_regclass('public.big_pkey') IS NOT NULL AND to_regclass('public.parent_pkey') IS NOT NULL,
+			(SELECT COALESCE(sum(rows), 0) FROM seren_replicator.init_progress WHERE piece <> '' AND piece NOT LIKE ':%')`).Scan(&built, &rows)
+		return err == nil && built
+	})
+	return rows, func() {
+		if _, err := tx.Exec(context.Background(), `SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+			WHERE datname = current_database() AND pid <> pg_backend_pid() AND backend_type = 'client backend'`); err != nil {
+			t.Fatal(err)
+		}
+		tx.Rollback(context.Background())
+		conn.Close(context.Background())
+	}
+}
+
 // grepLines keeps the lines of s that contain one of subs.
 func grepLines(s string, subs ...string) string {
 	var out []string
@@ -318,8 +396,11 @@ func grepLines(s string, subs ...string) string {
 }
 
 func resumeDB(pct int) string {
-	if pct == afterBig {
+	switch pct {
+	case afterBig:
 		return "rsbig"
+	case inPostData:
+		return "rspost"
 	}
 	return fmt.Sprintf("rs%d", pct)
 }
@@ -364,4 +445,93 @@ func TestInitKeepFailedResumes(t *testing.T) {
 	}
 	catchUp(t, src, dst, "kf")
 	assertSameRowsMD5(t, src, dst, "kf", []string{"open", "secrets"})
+}
+
+// A resumed init of the rich schema ends as a whole one does: the copy of
+// a partition is held on a target lock until every other table's copy has
+// completed, init is killed, and the second init copies the partitioned
+// table again (its partitions emptied first) and builds everything after
+// the copy — large objects, indexes, constraints, triggers, privileges,
+// owners, sequences, materialized views — as on the source.
+func TestInitResumesRichSchema(t *testing.T) {
+	src, dst := pgtest.StartPair(t)
+	src.Exec("postgres", "CREATE DATABASE shop")
+	src.Exec("shop", richSchema)
+	args := initArgs(src, dst, "shop", "shop", "--jobs", "2", "--replica-identity-full")
+	cmd := exec.Command(binary, args...)
+	cmd.Env = cleanEnv()
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	ctx := context.Background()
+	var conn *pgx.Conn
+	waitFor := func(what string, cond func() bool) {
+		t.Helper()
+		deadline := time.Now().Add(2 * time.Minute)
+		for !cond() {
+			select {
+			case err := <-exited:
+				t.Fatalf("init ended (%v) before %s:\n%s", err, what, out.String())
+			case <-time.After(5 * time.Millisecond):
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("init did not reach %s:\n%s", what, out.String())
+			}
+		}
+	}
+	waitFor("its schema", func() bool {
+		if conn == nil {
+			conn, _ = pgx.Connect(ctx, dst.DSN("shop"))
+		}
+		var ready bool
+		return conn != nil && conn.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM seren_replicator.init_progress WHERE piece = ':pre-data')`).Scan(&ready) == nil && ready
+	})
+	defer conn.Close(ctx)
+	tx, err := conn.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctx)
+	if _, err := tx.Exec(ctx, `LOCK TABLE app.events_2024_b IN ACCESS EXCLUSIVE MODE`); err != nil {
+		t.Fatal(err)
+	}
+	probe := dst.Connect("shop")
+	waitFor("every other table's copy", func() bool {
+		// Seven tables are selected (app.events with its partitions is one).
+		var n int
+		return probe.QueryRow(ctx, `SELECT count(*) FROM seren_replicator.tables WHERE state = 'copied'`).Scan(&n) == nil && n == 6
+	})
+	cmd.Process.Kill()
+	<-exited
+	tx.Rollback(ctx)
+
+	res := runCLI(t, nil, args...)
+	if res.Code != 0 {
+		t.Fatalf("init after the kill: exit %d\nstdout:\n%s\nstderr:\n%s", res.Code, res.Stdout, res.Stderr)
+	}
+	t.Logf("second init:\n%s", grepLines(res.Stdout, "Resuming", "kept (copy", "copied again", "init resumed"))
+	if !strings.Contains(res.Stdout, "copied again:         app.events\n") {
+		t.Fatalf("the second init did not resume copying app.events again:\n%s", res.Stdout)
+	}
+	assertSameRows(t, src, dst, "shop", "shop", richTables)
+	for _, c := range []struct{ name, sql string }{
+		{"large objects", `SELECT string_agg(l.oid || ' ' || pg_get_userbyid(l.lomowner) || ' ' || coalesce(l.lomacl::text, '-') || ' ' || md5(lo_get(l.oid)), ',' ORDER BY l.oid) FROM pg_largeobject_metadata l`},
+		{"sequence", `SELECT last_value || ' ' || is_called FROM app.counter`},
+		{"serial", `SELECT last_value || ' ' || is_called FROM app.orders_id_seq`},
+		{"indexes", `SELECT string_agg(indexdef, ';' ORDER BY indexdef) FROM pg_indexes WHERE schemaname = 'app'`},
+		{"constraints", `SELECT string_agg(conname || ' ' || pg_get_constraintdef(oid), ';' ORDER BY conname) FROM pg_constraint WHERE connamespace = 'app'::regnamespace`},
+		{"triggers", `SELECT string_agg(tgname, ',' ORDER BY tgname) FROM pg_trigger WHERE NOT tgisinternal`},
+		{"owner", `SELECT tableowner FROM pg_tables WHERE schemaname = 'app' AND tablename = 'customers'`},
+		{"grants", `SELECT string_agg(grantee || ' ' || privilege_type, ',' ORDER BY grantee, privilege_type) FROM information_schema.role_table_grants WHERE table_schema = 'app' AND table_name = 'customers'`},
+	} {
+		if got, want := dst.QueryString("shop", c.sql), src.QueryString("shop", c.sql); got != want {
+			t.Errorf("%s: target %q, source %q", c.name, got, want)
+		}
+	}
+	catchUp(t, src, dst, "shop")
+	assertSameRows(t, src, dst, "shop", "shop", richTables)
 }
