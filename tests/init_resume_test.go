@@ -434,6 +434,10 @@ func TestInitKeepFailedResumes(t *testing.T) {
 	if got := dst.QueryString("kf", "SELECT string_agg(table_name || ':' || state, ',') FROM seren_replicator.tables"); got != "open:copied" {
 		t.Fatalf("table states after the failure = %q, want open:copied", got)
 	}
+	v := runCLI(t, nil, "validate", "--source", src.DSN("kf"), "--target", dst.DSN("kf"))
+	if !strings.Contains(v.Stdout, "an unfinished init of it is on the target; init resumes that init") {
+		t.Errorf("validate does not say init resumes the unfinished one:\n%s", v.Stdout)
+	}
 	src.Exec("kf", "UPDATE open SET v = 'changed' WHERE id <= 10; INSERT INTO secrets VALUES (5000, 0, 'new')")
 	src.Exec("postgres", "ALTER ROLE migrator BYPASSRLS")
 	res = runCLI(t, nil, args...)

@@ -86,8 +86,9 @@ func checkMigration(ctx context.Context, d plan.Database, opts Options) ([]Check
 
 // checkNewSlot checks the names init will create for d, which has no
 // migration on its target yet: init refuses a slot that a sync is using,
-// and one that exists unless --drop-existing (or an unfinished init of the
-// same slot, which init starts over) lets it drop the slot. An existing
+// and one that exists unless --drop-existing lets it drop the slot, or an
+// unfinished init of the same slot is on the target (init resumes it, or
+// starts over). An existing
 // publication of that name is a warning: init would change its tables,
 // which breaks another migration streaming from it.
 func checkNewSlot(ctx context.Context, src *pgx.Conn, d plan.Database, slotName string, opts Options, unfinished bool) ([]Check, error) {
@@ -102,9 +103,12 @@ func checkNewSlot(ctx context.Context, src *pgx.Conn, d plan.Database, slotName 
 		c.Status = Fail
 		c.Detail = fmt.Sprintf("slot %s exists and is in use on the source (a sync, or another client, streams from it); init would refuse it", slotName)
 		c.Fix = "stop what uses it, or choose another --slot for this migration"
-	case opts.DropExisting || unfinished:
+	case opts.DropExisting:
 		c.Status = Warn
 		c.Detail = fmt.Sprintf("slot %s exists on the source but the target holds no migration for it; init drops it and creates it again", slotName)
+	case unfinished:
+		c.Status = Warn
+		c.Detail = fmt.Sprintf("slot %s exists on the source and an unfinished init of it is on the target; init resumes that init where it can (keeping the tables whose copy completed), else drops the slot and starts over", slotName)
 	default:
 		c.Status = Fail
 		c.Detail = fmt.Sprintf("slot %s already exists on the source but the target holds no migration for it; init would refuse it", slotName)
