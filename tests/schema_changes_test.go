@@ -175,3 +175,60 @@ func TestSyncRecopiesWhatDDLCannotFollow(t *testing.T) {
 		})
 	}
 }
+
+// objectsSQL lists a database's indexes and constraints on user tables.
+const objectsSQL = `SELECT string_agg(x, E'\n' ORDER BY x) FROM (
+	SELECT 'index ' || indexname || ': ' || indexdef AS x FROM pg_indexes WHERE schemaname = 'public'
+	UNION ALL
+	SELECT format('constraint %s on %s: %s%s', conname, conrelid::regclass, pg_get_constraintdef(oid), CASE WHEN convalidated THEN '' ELSE ' (not validated)' END)
+	FROM pg_constraint WHERE connamespace = 'public'::regnamespace) o`
+
+// Indexes and constraints the source makes after the copy reach the target
+// by definition, in both apply modes: a plain index, a unique constraint
+// added once the duplicates were gone (made on the target only after the
+// stream has passed that point, when its rows have no duplicates either), a
+// check constraint, a foreign key, and an index renamed on the source.
+func TestSyncFollowsIndexesAndConstraints(t *testing.T) {
+	for _, mode := range []string{"replica", "ordered"} {
+		t.Run(mode, func(t *testing.T) {
+			src, dst := pgtestPair(t)
+			prepareStreaming(t, src, dst, "objs", `CREATE TABLE u (id int PRIMARY KEY); CREATE TABLE t (id int PRIMARY KEY, a int, b text, u_id int);
+				CREATE INDEX t_ab_idx ON t (a, b);`, "public.t", "public.u")
+			target := dst.URL("postgres", "", "objs")
+			if mode == "ordered" {
+				dst.CreateRole("applier", "applier-pw")
+				dst.Exec("objs", `GRANT USAGE, CREATE ON SCHEMA public, seren_replicator TO applier;
+					GRANT ALL ON ALL TABLES IN SCHEMA seren_replicator TO applier; ALTER TABLE t OWNER TO applier; ALTER TABLE u OWNER TO applier;`)
+				target = dst.URL("applier", "applier-pw", "objs")
+			}
+			catchUpTo := func() Result {
+				t.Helper()
+				res := runCLI(t, nil, "sync", "--catch-up", "--source", src.URL("postgres", "", "objs"), "--target", target)
+				if res.Code != 0 {
+					t.Fatalf("exit %d: %s", res.Code, res.Stderr)
+				}
+				return res
+			}
+			src.Exec("objs", `INSERT INTO u SELECT g FROM generate_series(1, 10) g;
+				INSERT INTO t SELECT g, g, 'b' || g, g % 10 + 1 FROM generate_series(1, 200) g; INSERT INTO t VALUES (201, 1, 'b1', 1)`)
+			catchUpTo()
+			src.Exec("objs", `DELETE FROM t WHERE id = 201;
+				ALTER TABLE t ADD CONSTRAINT t_b_key UNIQUE (b);
+				CREATE INDEX t_a_idx ON t (a) WHERE a > 100;
+				ALTER TABLE t ADD CONSTRAINT t_a_positive CHECK (a > 0);
+				ALTER TABLE t ADD CONSTRAINT t_u_fkey FOREIGN KEY (u_id) REFERENCES u (id);
+				ALTER INDEX t_ab_idx RENAME TO t_ab_renamed;
+				INSERT INTO t VALUES (300, 300, 'b300', 2)`)
+			res := catchUpTo()
+			if strings.Contains(res.Stderr, "could not make") {
+				t.Errorf("an object failed:\n%s", res.Stderr)
+			}
+			if s, d := src.QueryString("objs", objectsSQL), dst.QueryString("objs", objectsSQL); s != d {
+				t.Errorf("indexes and constraints differ\nsource:\n%s\ntarget:\n%s", s, d)
+			}
+			src.Exec("objs", `INSERT INTO t VALUES (301, 301, 'b301', 3); UPDATE t SET b = 'x' || b WHERE id % 7 = 0`)
+			catchUpTo()
+			assertSameTables(t, src, dst, "objs", "t", "u")
+		})
+	}
+}

@@ -161,6 +161,13 @@ func (r *pipelineRunner) housekeeping(ctx context.Context, st *stream.Stream, ap
 				restart(errTablesJoined)
 				return
 			}
+			// So are the indexes and constraints the source made since.
+			if made, err := r.followObjects(ctx); err != nil && ctx.Err() == nil {
+				r.log.Warn("comparing the indexes and constraints of source and target failed; will retry", "error", err)
+			} else if made {
+				restart(errTablesJoined)
+				return
+			}
 		case <-sequences:
 			if err := syncSequences(ctx, r.db, r.log); err != nil && ctx.Err() == nil {
 				r.log.Warn("sequence copy failed; will retry", "error", err)
@@ -169,7 +176,7 @@ func (r *pipelineRunner) housekeeping(ctx context.Context, st *stream.Stream, ap
 	}
 }
 
-// sampleLagBytes measures the WAL from the durable position to the source's
+// sampleLagBytes measures the WAL from the applied position to the source's
 // current position, and records the WAL the slot retains.
 func (r *pipelineRunner) sampleLagBytes(ctx context.Context, st *stream.Stream) (int64, error) {
 	ctx, cancel := context.WithTimeout(ctx, sampleEvery)
@@ -188,8 +195,8 @@ func (r *pipelineRunner) sampleLagBytes(ctx context.Context, st *stream.Stream) 
 		return 0, err
 	}
 	r.mon.metrics.SetSlotRetained(r.db.Name, slot.RetainedBytes)
-	if flushed := st.Flushed(); cur > flushed {
-		return int64(cur - flushed), nil
+	if applied := st.Applied(); cur > applied {
+		return int64(cur - applied), nil
 	}
 	return 0, nil
 }

@@ -37,6 +37,7 @@ type pipelineRunner struct {
 	// recopied counts the tables copied again for a schema change DDL
 	// could not follow (recopy).
 	recopied map[string]int
+	objects  objectWatch // indexes and constraints to follow (indexes.go)
 }
 
 // run streams until ctx ends (nil), the catch-up target is reached (nil) or
@@ -125,6 +126,12 @@ func (r *pipelineRunner) once(ctx context.Context) (pipelineResult, error) {
 	if err != nil {
 		return pipelineResult{}, err
 	}
+	if r.cmd.SchemaChanges == string(apply.SchemaChangesApply) {
+		// Before a catch-up's target: what it sees is due when it ends.
+		if _, err := r.followObjects(ctx); err != nil && ctx.Err() == nil {
+			r.log.Warn("comparing the indexes and constraints of source and target failed; will retry", "error", err)
+		}
+	}
 	if r.cmd.CatchUp && r.stopAt == 0 {
 		if r.stopAt, err = currentLSN(ctx, src); err != nil {
 			return pipelineResult{}, err
@@ -170,6 +177,7 @@ func (r *pipelineRunner) once(ctx context.Context) (pipelineResult, error) {
 	if err := r.checkPublication(ctx, src); err != nil {
 		return pipelineResult{position: pos}, err
 	}
+
 	r.cmd.rememberSelection(ctx, r.db.Name, r.log)
 	if r.stopAt != 0 && pos.EndLSN >= r.stopAt {
 		return pipelineResult{position: pos}, nil

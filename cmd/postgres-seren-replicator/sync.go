@@ -191,6 +191,9 @@ func (c *SyncCmd) Run(ctx context.Context, env *Env) error {
 				if err == nil {
 					_, err = r.finishTables(ctx, 0)
 				}
+				if err == nil && c.SchemaChanges == string(apply.SchemaChangesApply) {
+					_, err = r.followObjects(ctx)
+				}
 			case err == nil && ctx.Err() != nil:
 				// A clean stop leaves them up to date too, so a migration stopped
 				// for the cutover is ready for it; the stop succeeds either way.

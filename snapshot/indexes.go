@@ -1,0 +1,239 @@
+package snapshot
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/serenorg/postgres-seren-replicator/internal/selection"
+)
+
+// SchemaObject is an index or a constraint that the source has on a table
+// of the migration and the target lacks: made on the source after the
+// table's copy. Its statements make it on the target without blocking the
+// stream's writes for long (CREATE INDEX CONCURRENTLY, constraints added
+// NOT VALID and validated apart), each in a transaction of its own.
+type SchemaObject struct {
+	Table selection.Table
+	// Kind is "index" or "constraint"; Name its name on the source.
+	Kind, Name string
+	// Key identifies it with its definition, for callers that remember
+	// objects across polls.
+	Key string
+	// SQL makes it; when the target has an index of the same definition
+	// under another name, it renames that one instead.
+	SQL []string
+	// dropOnFailure is the index a failed CREATE INDEX CONCURRENTLY leaves
+	// behind, invalid, to drop.
+	dropOnFailure string
+}
+
+// sourceIndex is an index of a table with the constraint it backs, if any.
+type sourceIndex struct {
+	name, quoted, def             string
+	conName, conType, conDef      string
+	valid, partitionedOrInherited bool
+}
+
+const indexesSQL = `SELECT ic.relname, quote_ident(ic.relname), pg_get_indexdef(i.indexrelid),
+		COALESCE(c.conname, ''), COALESCE(c.contype::text, ''), COALESCE(pg_get_constraintdef(c.oid), ''), i.indisvalid,
+		t.relkind = 'p' OR ic.relkind = 'I'
+	FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid JOIN pg_class t ON t.oid = i.indrelid
+	LEFT JOIN pg_constraint c ON c.conindid = i.indexrelid AND c.conrelid = i.indrelid AND c.contype IN ('p', 'u', 'x')
+	WHERE i.indrelid = $1::regclass ORDER BY 1`
+
+// constraintsSQL lists a table's check constraints and foreign keys (those
+// declared on it, not inherited from a partitioned parent).
+const constraintsSQL = `SELECT conname, quote_ident(conname), contype::text, pg_get_constraintdef(oid), convalidated
+	FROM pg_constraint WHERE conrelid = $1::regclass AND contype IN ('c', 'f') AND conparentid = 0 AND NOT (contype = 'c' AND coninhcount > 0)
+	ORDER BY 1`
+
+func readIndexes(ctx context.Context, conn *pgx.Conn, table string) ([]sourceIndex, error) {
+	rows, err := conn.Query(ctx, indexesSQL, table)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []sourceIndex
+	for rows.Next() {
+		var ix sourceIndex
+		if err := rows.Scan(&ix.name, &ix.quoted, &ix.def, &ix.conName, &ix.conType, &ix.conDef, &ix.valid, &ix.partitionedOrInherited); err != nil {
+			return nil, err
+		}
+		out = append(out, ix)
+	}
+	return out, rows.Err()
+}
+
+// shape is an index definition without its name.
+func (ix sourceIndex) shape() string {
+	return strings.Replace(ix.def, " "+ix.quoted+" ON ", " ON ", 1)
+}
+
+// MissingObjects compares the indexes, check constraints and foreign keys
+// of tables (named alike on both sides) and returns what the target lacks.
+// Partitioned tables and their partitions' inherited indexes are left out
+// (CREATE INDEX CONCURRENTLY cannot build those). Both sessions get
+// search_path = pg_catalog, so definitions name every object by schema.
+func MissingObjects(ctx context.Context, src, dst *pgx.Conn, tables []selection.Table) ([]SchemaObject, error) {
+	for _, c := range []*pgx.Conn{src, dst} {
+		if _, err := c.Exec(ctx, "SET search_path = pg_catalog"); err != nil {
+			return nil, fmt.Errorf("set search_path: %w", err)
+		}
+	}
+	var out []SchemaObject
+	for _, t := range tables {
+		ident := pgx.Identifier{t.Schema, t.Name}.Sanitize()
+		var kind string
+		if err := src.QueryRow(ctx, `SELECT COALESCE((SELECT relkind::text FROM pg_class WHERE oid = to_regclass($1)), '')`, ident).Scan(&kind); err != nil {
+			return nil, fmt.Errorf("look up %s on the source: %w", t.Qualified(), err)
+		}
+		if kind != "r" {
+			continue // gone, or partitioned
+		}
+		var onTarget bool
+		if err := dst.QueryRow(ctx, `SELECT to_regclass($1) IS NOT NULL`, ident).Scan(&onTarget); err != nil || !onTarget {
+			continue
+		}
+		objs, err := missingOn(ctx, src, dst, t, ident)
+		if err != nil {
+			return nil, fmt.Errorf("compare the indexes and constraints of %s: %w", t.Qualified(), err)
+		}
+		out = append(out, objs...)
+	}
+	return out, nil
+}
+
+func missingOn(ctx context.Context, src, dst *pgx.Conn, t selection.Table, ident string) ([]SchemaObject, error) {
+	want, err := readIndexes(ctx, src, ident)
+	if err != nil {
+		return nil, err
+	}
+	have, err := readIndexes(ctx, dst, ident)
+	if err != nil {
+		return nil, err
+	}
+	haveName := map[string]bool{}
+	for _, ix := range have {
+		haveName[ix.name] = true
+	}
+	wantName := map[string]bool{}
+	for _, ix := range want {
+		wantName[ix.name] = true
+	}
+	var out []SchemaObject
+	for _, ix := range want {
+		if haveName[ix.name] || !ix.valid || ix.partitionedOrInherited {
+			continue
+		}
+		o := SchemaObject{Table: t, Kind: "index", Name: ix.name, Key: t.Qualified() + "|" + ix.def + "|" + ix.conDef}
+		if ix.conName != "" {
+			o.Kind = "constraint"
+		}
+		renamed := false
+		for _, h := range have {
+			if !wantName[h.name] && h.shape() == ix.shape() && h.conType == ix.conType {
+				// Renamed on the source: rename the target's.
+				if h.conName != "" {
+					o.SQL = []string{fmt.Sprintf("ALTER TABLE %s RENAME CONSTRAINT %s TO %s", ident, h.quoted, ix.quoted)}
+				} else {
+					o.SQL = []string{fmt.Sprintf("ALTER INDEX %s RENAME TO %s", pgx.Identifier{t.Schema, h.name}.Sanitize(), ix.quoted)}
+				}
+				renamed = true
+				break
+			}
+		}
+		switch {
+		case renamed:
+		case ix.conType == "x":
+			o.SQL = []string{fmt.Sprintf("ALTER TABLE %s ADD CONSTRAINT %s %s", ident, ix.quoted, ix.conDef)}
+		default:
+			create := strings.Replace(ix.def, "INDEX ", "INDEX CONCURRENTLY ", 1)
+			o.SQL = []string{create}
+			o.dropOnFailure = pgx.Identifier{t.Schema, ix.name}.Sanitize()
+			if ix.conType == "p" || ix.conType == "u" {
+				add := "UNIQUE"
+				if ix.conType == "p" {
+					add = "PRIMARY KEY"
+				}
+				add = fmt.Sprintf("ALTER TABLE %s ADD CONSTRAINT %s %s USING INDEX %s", ident, pgx.Identifier{ix.conName}.Sanitize(), add, ix.quoted)
+				switch {
+				case strings.Contains(ix.conDef, "INITIALLY DEFERRED"):
+					add += " DEFERRABLE INITIALLY DEFERRED"
+				case strings.Contains(ix.conDef, "DEFERRABLE") && !strings.Contains(ix.conDef, "NOT DEFERRABLE"):
+					add += " DEFERRABLE"
+				}
+				o.SQL = append(o.SQL, add)
+			}
+		}
+		out = append(out, o)
+	}
+	cons, err := missingConstraints(ctx, src, dst, t, ident)
+	return append(out, cons...), err
+}
+
+func missingConstraints(ctx context.Context, src, dst *pgx.Conn, t selection.Table, ident string) ([]SchemaObject, error) {
+	type constraint struct {
+		name, quoted, kind, def string
+		valid                   bool
+	}
+	read := func(conn *pgx.Conn) (map[string]constraint, []constraint, error) {
+		rows, err := conn.Query(ctx, constraintsSQL, ident)
+		if err != nil {
+			return nil, nil, err
+		}
+		defer rows.Close()
+		byName := map[string]constraint{}
+		var list []constraint
+		for rows.Next() {
+			var c constraint
+			if err := rows.Scan(&c.name, &c.quoted, &c.kind, &c.def, &c.valid); err != nil {
+				return nil, nil, err
+			}
+			byName[c.name] = c
+			list = append(list, c)
+		}
+		return byName, list, rows.Err()
+	}
+	_, want, err := read(src)
+	if err != nil {
+		return nil, err
+	}
+	have, _, err := read(dst)
+	if err != nil {
+		return nil, err
+	}
+	var out []SchemaObject
+	for _, c := range want {
+		if _, ok := have[c.name]; ok {
+			continue
+		}
+		def := c.def
+		if !strings.HasSuffix(def, " NOT VALID") {
+			def += " NOT VALID"
+		}
+		o := SchemaObject{Table: t, Kind: "constraint", Name: c.name, Key: t.Qualified() + "|" + c.name + "|" + c.def,
+			SQL: []string{fmt.Sprintf("ALTER TABLE %s ADD CONSTRAINT %s %s", ident, c.quoted, def)}}
+		if c.valid {
+			o.SQL = append(o.SQL, fmt.Sprintf("ALTER TABLE %s VALIDATE CONSTRAINT %s", ident, c.quoted))
+		}
+		out = append(out, o)
+	}
+	return out, nil
+}
+
+// Make runs the object's statements on the target, each in a transaction
+// of its own; an index a failed concurrent build left invalid is dropped.
+func (o SchemaObject) Make(ctx context.Context, dst *pgx.Conn) error {
+	for _, sql := range o.SQL {
+		if _, err := dst.Exec(ctx, sql); err != nil {
+			if o.dropOnFailure != "" {
+				_, _ = dst.Exec(context.WithoutCancel(ctx), "DROP INDEX CONCURRENTLY IF EXISTS "+o.dropOnFailure)
+			}
+			return fmt.Errorf("%s: %w", sql, err)
+		}
+	}
+	return nil
+}
