@@ -1,0 +1,379 @@
+package tests
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+)
+
+// Hostile review of following schema changes of streaming tables
+// (apply/relation.go, apply/columns.go, apply/alter.go).
+
+// attackCatchUp runs sync --catch-up with a time limit (a stuck sync retries
+// forever) and returns the result without failing.
+func attackCatchUp(t *testing.T, srcURL, dstURL string, limit time.Duration) Result {
+	t.Helper()
+	return runCLIContext(t, context.Background(), limit, nil, "sync", "--catch-up", "--source", srcURL, "--target", dstURL, "--max-retry-delay", "300ms")
+}
+
+func assertSameColumns(t *testing.T, src, dst interface {
+	QueryString(db, sql string, args ...any) string
+}, db, table string) {
+	t.Helper()
+	if s, d := src.QueryString(db, fmt.Sprintf(columnsSQL, table)), dst.QueryString(db, fmt.Sprintf(columnsSQL, table)); s != d {
+		t.Errorf("columns of %s differ\nsource:\n%s\ntarget:\n%s", table, s, d)
+	}
+}
+
+// Attack: sync lags; a row is updated, then the column is dropped and a new
+// column of the same name added. The catalog sync reads for the old Relation
+// message has the message's names, so it is taken as "aligned" although the
+// message's v is attribute 2 and the catalog's v attribute 3: the target
+// drops v and adds the new v at the old message, then writes the old
+// column's value into the new column. The source's new v is NULL.
+func TestSchemaAttackDropReaddSameNameWhileLagging(t *testing.T) {
+	t.Skip("bug: catalog names matching a lagging Relation message are taken as aligned attnums; a later DROP+ADD of the same name writes the old column's values into the new one")
+	src, dst := pgtestPair(t)
+	prepareStreaming(t, src, dst, "att", `CREATE TABLE t (id int PRIMARY KEY, v int);`, "public.t")
+	src.Exec("att", `INSERT INTO t SELECT g, g FROM generate_series(1, 10) g`)
+	catchUp(t, src, dst, "att")
+	src.Exec("att", `UPDATE t SET v = 100 WHERE id = 1`)
+	src.Exec("att", `ALTER TABLE t DROP COLUMN v; ALTER TABLE t ADD COLUMN v int`)
+	res := attackCatchUp(t, src.URL("postgres", "", "att"), dst.URL("postgres", "", "att"), 90*time.Second)
+	t.Logf("exit %d\n%s", res.Code, reviewTail(res.Stderr, 10))
+	assertSameTables(t, src, dst, "att", "t")
+	assertSameColumns(t, src, dst, "att", "t")
+}
+
+// Attack: the same, through a rename chain: b renamed to b2 (a change
+// written), then b2 dropped and a new b2 added, all before sync reads it.
+func TestSchemaAttackRenameThenReaddWhileLagging(t *testing.T) {
+	t.Skip("bug: rename then drop+re-add of the new name while lagging: the renamed column is treated as dropped and the old values land in the new column")
+	src, dst := pgtestPair(t)
+	prepareStreaming(t, src, dst, "att", `CREATE TABLE t (id int PRIMARY KEY, b int);`, "public.t")
+	src.Exec("att", `INSERT INTO t SELECT g, g FROM generate_series(1, 10) g`)
+	catchUp(t, src, dst, "att")
+	src.Exec("att", `ALTER TABLE t RENAME COLUMN b TO b2; UPDATE t SET b2 = -1 WHERE id = 2`)
+	src.Exec("att", `ALTER TABLE t DROP COLUMN b2; ALTER TABLE t ADD COLUMN b2 int DEFAULT 7`)
+	res := attackCatchUp(t, src.URL("postgres", "", "att"), dst.URL("postgres", "", "att"), 90*time.Second)
+	t.Logf("exit %d\n%s", res.Code, reviewTail(res.Stderr, 10))
+	assertSameTables(t, src, dst, "att", "t")
+	assertSameColumns(t, src, dst, "att", "t")
+}
+
+// Attack: the DBA's usual sequence before a cutover: fill the NULLs, SET
+// NOT NULL, then a catch-up. The NOT NULL waits for a batch ending past the
+// source's WAL position when it was seen; other WAL on the source (another
+// table here) puts that position past the last published commit, so no
+// batch ever ends there: the catch-up ends and the target lacks NOT NULL.
+func TestSchemaAttackNotNullBeforeCatchUpEnd(t *testing.T) {
+	src, dst := pgtestPair(t)
+	prepareStreaming(t, src, dst, "att", `CREATE TABLE t (id int PRIMARY KEY, a text); CREATE TABLE other (id int PRIMARY KEY);`, "public.t")
+	src.Exec("att", `INSERT INTO t SELECT g, NULL FROM generate_series(1, 10) g`)
+	catchUp(t, src, dst, "att")
+	src.Exec("att", `UPDATE t SET a = 'filled' WHERE a IS NULL; ALTER TABLE t ALTER COLUMN a SET NOT NULL; INSERT INTO t VALUES (11, 'x')`)
+	src.Exec("att", `INSERT INTO other SELECT generate_series(1, 1000)`)
+	for i := 0; i < 2; i++ {
+		res := attackCatchUp(t, src.URL("postgres", "", "att"), dst.URL("postgres", "", "att"), 90*time.Second)
+		t.Logf("exit %d\n%s", res.Code, reviewTail(res.Stderr, 10))
+	}
+	assertSameTables(t, src, dst, "att", "t")
+	assertSameColumns(t, src, dst, "att", "t")
+}
+
+// Attack: a column renamed on a partitioned table. The publication names
+// the root without publish_via_partition_root, so the stream describes the
+// partition, whose inherited column the target cannot rename by itself.
+func TestSchemaAttackPartitionedRename(t *testing.T) {
+	t.Skip("bug: a column change on a partitioned table (stream describes the leaf) makes sync re-copy the leaf forever (pg_restore ATTACH PARTITION fails)")
+	src, dst := pgtestPair(t)
+	src.Exec("postgres", "CREATE DATABASE att")
+	src.Exec("att", `CREATE TABLE p (id int PRIMARY KEY, b int) PARTITION BY RANGE (id);
+		CREATE TABLE p1 PARTITION OF p FOR VALUES FROM (0) TO (1000);
+		INSERT INTO p SELECT g, g FROM generate_series(1, 10) g`)
+	if res := runCLI(t, nil, "init", "--yes", "--source", src.DSN("att"), "--target", dst.DSN("att")); res.Code != 0 {
+		t.Fatalf("init exit %d\n%s", res.Code, res.Stderr)
+	}
+	src.Exec("att", `ALTER TABLE p RENAME COLUMN b TO b2; UPDATE p SET b2 = -b2 WHERE id < 4; ALTER TABLE p ADD COLUMN c text; UPDATE p SET c = 'c' WHERE id = 5`)
+	res := attackCatchUp(t, src.URL("postgres", "", "att"), dst.URL("postgres", "", "att"), 60*time.Second)
+	t.Logf("exit %d\n%s", res.Code, reviewTail(res.Stderr, 10))
+	if res.Code != 0 {
+		t.Errorf("catch-up exit %d", res.Code)
+	}
+	assertSameTables(t, src, dst, "att", "p")
+	assertSameColumns(t, src, dst, "att", "p")
+	assertSameColumns(t, src, dst, "att", "p1")
+}
+
+// Attack: a value added to an enum the target already has (ALTER TYPE ...
+// ADD VALUE), then used.
+func TestSchemaAttackEnumAddValue(t *testing.T) {
+	t.Skip("bug: ALTER TYPE ... ADD VALUE on the source is not followed: sync stops on invalid input value for enum")
+	src, dst := pgtestPair(t)
+	prepareStreaming(t, src, dst, "att", `CREATE TYPE mood AS ENUM ('sad', 'ok'); CREATE TABLE t (id int PRIMARY KEY, m mood);`, "public.t")
+	src.Exec("att", `INSERT INTO t VALUES (1, 'ok')`)
+	catchUp(t, src, dst, "att")
+	src.Exec("att", `ALTER TYPE mood ADD VALUE 'happy'`)
+	src.Exec("att", `INSERT INTO t VALUES (2, 'happy')`)
+	res := attackCatchUp(t, src.URL("postgres", "", "att"), dst.URL("postgres", "", "att"), 60*time.Second)
+	t.Logf("exit %d\n%s", res.Code, reviewTail(res.Stderr, 10))
+	if res.Code != 0 {
+		t.Errorf("catch-up exit %d", res.Code)
+	}
+	assertSameTables(t, src, dst, "att", "t")
+}
+
+// Attack: the source renames its generated column away and gives its old
+// name to a plain column (generated columns are not in the stream, so the
+// target's generated column keeps the name).
+func TestSchemaAttackRenameOntoGeneratedName(t *testing.T) {
+	t.Skip("bug: a source column renamed to the old name of a (renamed) generated column: the rename fails on the target, sync stops")
+	src, dst := pgtestPair(t)
+	prepareStreaming(t, src, dst, "att", `CREATE TABLE t (id int PRIMARY KEY, a int, g int GENERATED ALWAYS AS (id * 2) STORED);`, "public.t")
+	src.Exec("att", `INSERT INTO t (id, a) SELECT g, g FROM generate_series(1, 5) g`)
+	catchUp(t, src, dst, "att")
+	src.Exec("att", `ALTER TABLE t RENAME COLUMN g TO g_old; ALTER TABLE t RENAME COLUMN a TO g; UPDATE t SET g = 50 WHERE id = 1`)
+	res := attackCatchUp(t, src.URL("postgres", "", "att"), dst.URL("postgres", "", "att"), 60*time.Second)
+	t.Logf("exit %d\n%s", res.Code, reviewTail(res.Stderr, 10))
+	if res.Code != 0 {
+		t.Errorf("catch-up exit %d", res.Code)
+	}
+	assertSameTables(t, src, dst, "att", "t")
+	assertSameColumns(t, src, dst, "att", "t")
+}
+
+// Attack: a type change whose old default does not cast to the new type;
+// the source dropped the default in the same statement.
+func TestSchemaAttackTypeChangeDefaultNoCast(t *testing.T) {
+	src, dst := pgtestPair(t)
+	prepareStreaming(t, src, dst, "att", `CREATE TABLE t (id int PRIMARY KEY, c text DEFAULT 'x');`, "public.t")
+	src.Exec("att", `INSERT INTO t SELECT g, g::text FROM generate_series(1, 10) g`)
+	catchUp(t, src, dst, "att")
+	src.Exec("att", `ALTER TABLE t ALTER COLUMN c DROP DEFAULT, ALTER COLUMN c TYPE int USING c::int, ALTER COLUMN c SET DEFAULT 0; INSERT INTO t (id) VALUES (11)`)
+	res := attackCatchUp(t, src.URL("postgres", "", "att"), dst.URL("postgres", "", "att"), 60*time.Second)
+	t.Logf("exit %d\n%s", res.Code, reviewTail(res.Stderr, 10))
+	if res.Code != 0 {
+		t.Errorf("catch-up exit %d", res.Code)
+	}
+	if strings.Contains(res.Stderr, "copying the table again") {
+		t.Logf("note: a cast the values take made a full copy of the table")
+	}
+	assertSameTables(t, src, dst, "att", "t")
+	assertSameColumns(t, src, dst, "att", "t")
+}
+
+// Attack: odd names in a swap, with a column named like the temporary names
+// a swap goes through.
+func TestSchemaAttackOddNamesAndTableRename(t *testing.T) {
+	t.Skip("bug: swap through temp names fails when the table has a column named seren_replicator_rename_N")
+	src, dst := pgtestPair(t)
+	prepareStreaming(t, src, dst, "att", `CREATE TABLE t (id int PRIMARY KEY, "Größe ""x""" text, "a b" text, seren_replicator_rename_0 text);`, "public.t")
+	src.Exec("att", `INSERT INTO t SELECT g, 'g' || g, 'ab' || g, 's' || g FROM generate_series(1, 5) g`)
+	catchUp(t, src, dst, "att")
+	src.Exec("att", `BEGIN; ALTER TABLE t RENAME COLUMN "Größe ""x""" TO tmp; ALTER TABLE t RENAME COLUMN "a b" TO "Größe ""x"""; ALTER TABLE t RENAME COLUMN tmp TO "a b";
+		ALTER TABLE t RENAME COLUMN seren_replicator_rename_0 TO "a.b"; COMMIT;
+		UPDATE t SET "a b" = "a b" || '!' WHERE id < 3`)
+	res := attackCatchUp(t, src.URL("postgres", "", "att"), dst.URL("postgres", "", "att"), 60*time.Second)
+	t.Logf("exit %d\n%s", res.Code, reviewTail(res.Stderr, 10))
+	assertSameTables(t, src, dst, "att", "t")
+	assertSameColumns(t, src, dst, "att", "t")
+}
+
+// Attack: while sync lags, a change sync cannot follow by DDL (a rename read
+// after a later change to the columns) and then the table renamed: the
+// table must be copied again, under its new name.
+func TestSchemaAttackRecopyOfRenamedTable(t *testing.T) {
+	t.Skip("bug: a re-copy asked under the table's old name after the source renamed the table never succeeds (3 tries, then stop)")
+	src, dst := pgtestPair(t)
+	prepareStreaming(t, src, dst, "att", `CREATE TABLE t (id int PRIMARY KEY, b int);`, "public.t")
+	src.Exec("att", `INSERT INTO t SELECT g, g FROM generate_series(1, 10) g`)
+	catchUp(t, src, dst, "att")
+	src.Exec("att", `ALTER TABLE t RENAME COLUMN b TO b2; UPDATE t SET b2 = -b2 WHERE id < 4; ALTER TABLE t ADD COLUMN d int DEFAULT 3;
+		ALTER TABLE t RENAME TO u; UPDATE u SET d = 4 WHERE id = 5`)
+	res := attackCatchUp(t, src.URL("postgres", "", "att"), dst.URL("postgres", "", "att"), 60*time.Second)
+	t.Logf("exit %d\n%s", res.Code, reviewTail(res.Stderr, 10))
+	if res.Code != 0 {
+		t.Errorf("catch-up exit %d", res.Code)
+	}
+	assertSameTables(t, src, dst, "att", "u")
+	assertSameColumns(t, src, dst, "att", "u")
+}
+
+// Attack: a column added nullable to an empty table, a row written with it
+// NULL, then filled and SET NOT NULL, all before sync reads them. The target
+// table is empty when the column is added, so it gets NOT NULL at once, and
+// the stream's NULL row no longer fits.
+func TestSchemaAttackNotNullOnEmptyTableWhileLagging(t *testing.T) {
+	t.Skip("bug: addColumn sets NOT NULL at once on an empty target table although NULL rows are still in flight; sync stops on a not-null violation")
+	src, dst := pgtestPair(t)
+	// A unique column keeps the applier from folding the INSERT and the
+	// UPDATE into one row.
+	prepareStreaming(t, src, dst, "att", `CREATE TABLE t (id int PRIMARY KEY, u int UNIQUE);`, "public.t")
+	catchUp(t, src, dst, "att")
+	src.Exec("att", `ALTER TABLE t ADD COLUMN z int; INSERT INTO t VALUES (1, 1, NULL); UPDATE t SET z = 1; ALTER TABLE t ALTER COLUMN z SET NOT NULL`)
+	res := attackCatchUp(t, src.URL("postgres", "", "att"), dst.URL("postgres", "", "att"), 60*time.Second)
+	t.Logf("exit %d\n%s", res.Code, reviewTail(res.Stderr, 10))
+	if res.Code != 0 {
+		t.Errorf("catch-up exit %d", res.Code)
+	}
+	assertSameTables(t, src, dst, "att", "t")
+	assertSameColumns(t, src, dst, "att", "t")
+}
+
+// Attack: a column renamed on a partitioned table, read at once (the
+// catalog still has the message's columns), after a real init.
+func TestSchemaAttackPartitionedRenameAligned(t *testing.T) {
+	t.Skip("bug: init records the partition root's attnums but the stream describes leaves; a rename on the root loops forever re-copying the leaf")
+	src, dst := pgtestPair(t)
+	src.Exec("postgres", "CREATE DATABASE att")
+	src.Exec("att", `CREATE TABLE p (id int PRIMARY KEY, b int) PARTITION BY RANGE (id);
+		CREATE TABLE p1 PARTITION OF p FOR VALUES FROM (0) TO (1000);
+		INSERT INTO p SELECT g, g FROM generate_series(1, 10) g`)
+	if res := runCLI(t, nil, "init", "--yes", "--source", src.DSN("att"), "--target", dst.DSN("att")); res.Code != 0 {
+		t.Fatalf("init exit %d\n%s", res.Code, res.Stderr)
+	}
+	t.Logf("recorded: %s", dst.QueryString("att", `SELECT string_agg(source_relid::text || ':' || attnum || ':' || column_name, ', ') FROM seren_replicator.source_columns`))
+	src.Exec("att", `ALTER TABLE p RENAME COLUMN b TO b2; UPDATE p SET b2 = -b2 WHERE id < 4`)
+	res := attackCatchUp(t, src.URL("postgres", "", "att"), dst.URL("postgres", "", "att"), 45*time.Second)
+	t.Logf("exit %d\n%s", res.Code, reviewTail(res.Stderr, 10))
+	if res.Code != 0 {
+		t.Errorf("catch-up exit %d", res.Code)
+	}
+	assertSameTables(t, src, dst, "att", "p")
+	assertSameColumns(t, src, dst, "att", "p")
+}
+
+// Attack: a column added to and one dropped from a partitioned table (the
+// stream describes the partition), after a real init.
+func TestSchemaAttackPartitionedAddDrop(t *testing.T) {
+	t.Skip("bug: ADD/DROP COLUMN on a partitioned table loops forever re-copying the leaf (before fd9b256 it stopped with a clear error)")
+	src, dst := pgtestPair(t)
+	src.Exec("postgres", "CREATE DATABASE att")
+	src.Exec("att", `CREATE TABLE p (id int PRIMARY KEY, b int, old text) PARTITION BY RANGE (id);
+		CREATE TABLE p1 PARTITION OF p FOR VALUES FROM (0) TO (1000);
+		INSERT INTO p SELECT g, g FROM generate_series(1, 10) g`)
+	if res := runCLI(t, nil, "init", "--yes", "--source", src.DSN("att"), "--target", dst.DSN("att")); res.Code != 0 {
+		t.Fatalf("init exit %d\n%s", res.Code, res.Stderr)
+	}
+	src.Exec("att", `ALTER TABLE p ADD COLUMN c text; ALTER TABLE p DROP COLUMN old; UPDATE p SET c = 'c' WHERE id < 4`)
+	res := attackCatchUp(t, src.URL("postgres", "", "att"), dst.URL("postgres", "", "att"), 45*time.Second)
+	t.Logf("exit %d\n%s", res.Code, reviewTail(res.Stderr, 10))
+	if res.Code != 0 {
+		t.Errorf("catch-up exit %d", res.Code)
+	}
+	assertSameTables(t, src, dst, "att", "p")
+	assertSameColumns(t, src, dst, "att", "p")
+}
+
+// Attack: a view over a table whose schema change makes sync copy it again
+// (a column added with a volatile default). The add-table path drops the
+// target's table without CASCADE, which the view refuses.
+func TestSchemaAttackRecopyOfTableWithView(t *testing.T) {
+	t.Skip("bug: re-copy DROP TABLE fails when a view depends on the table; sync retries forever")
+	src, dst := pgtestPair(t)
+	prepareStreaming(t, src, dst, "att", `CREATE TABLE t (id int PRIMARY KEY, b int); CREATE VIEW v AS SELECT id, b FROM t;`, "public.t")
+	src.Exec("att", `INSERT INTO t SELECT g, g FROM generate_series(1, 10) g`)
+	catchUp(t, src, dst, "att")
+	src.Exec("att", `ALTER TABLE t ADD COLUMN at timestamptz DEFAULT clock_timestamp(); UPDATE t SET b = -b WHERE id < 3`)
+	res := attackCatchUp(t, src.URL("postgres", "", "att"), dst.URL("postgres", "", "att"), 45*time.Second)
+	t.Logf("exit %d\n%s", res.Code, reviewTail(res.Stderr, 6))
+	if res.Code != 0 {
+		t.Errorf("catch-up exit %d", res.Code)
+	}
+	assertSameTables(t, src, dst, "att", "t", "v")
+}
+
+// Attack: in ordered mode (a plain owner role), a key column's type changed
+// on a parent and its child, and names rotated among five columns and
+// swapped between two tables in one transaction, while sync lags and then
+// while it streams.
+func TestSchemaAttackKeyTypeAndRotations(t *testing.T) {
+	src, dst := pgtestPair(t)
+	prepareStreaming(t, src, dst, "att", `CREATE TABLE parent (id int PRIMARY KEY, c1 text, c2 text, c3 text, c4 text, c5 text);
+		CREATE TABLE child (id int PRIMARY KEY, pid int REFERENCES parent (id) ON DELETE CASCADE, x text, y text);`, "public.parent", "public.child")
+	dst.CreateRole("applier", "applier-pw")
+	dst.Exec("att", `GRANT USAGE, CREATE ON SCHEMA public, seren_replicator TO applier; GRANT CREATE ON DATABASE att TO applier;
+		GRANT ALL ON ALL TABLES IN SCHEMA seren_replicator TO applier; ALTER TABLE parent OWNER TO applier; ALTER TABLE child OWNER TO applier;`)
+	target := dst.URL("applier", "applier-pw", "att")
+	src.Exec("att", `INSERT INTO parent SELECT g, 'a' || g, 'b' || g, 'c' || g, 'd' || g, 'e' || g FROM generate_series(1, 20) g;
+		INSERT INTO child SELECT g, g, 'x' || g, 'y' || g FROM generate_series(1, 20) g`)
+	if res := attackCatchUp(t, src.URL("postgres", "", "att"), target, 60*time.Second); res.Code != 0 {
+		t.Fatalf("exit %d\n%s", res.Code, res.Stderr)
+	}
+	src.Exec("att", `BEGIN;
+		ALTER TABLE parent RENAME COLUMN c1 TO tmp; ALTER TABLE parent RENAME COLUMN c2 TO c1; ALTER TABLE parent RENAME COLUMN c3 TO c2;
+		ALTER TABLE parent RENAME COLUMN c4 TO c3; ALTER TABLE parent RENAME COLUMN c5 TO c4; ALTER TABLE parent RENAME COLUMN tmp TO c5;
+		ALTER TABLE child RENAME COLUMN x TO tmp; ALTER TABLE child RENAME COLUMN y TO x; ALTER TABLE child RENAME COLUMN tmp TO y;
+		UPDATE parent SET c1 = c1 || '!' WHERE id < 5; UPDATE child SET x = x || '?' WHERE id < 5; COMMIT;
+		ALTER TABLE child ALTER COLUMN pid TYPE bigint; ALTER TABLE parent ALTER COLUMN id TYPE bigint;
+		INSERT INTO parent (id, c1) VALUES (5000000000, 'big'); INSERT INTO child (id, pid) VALUES (100, 5000000000); DELETE FROM parent WHERE id = 3`)
+	res := attackCatchUp(t, src.URL("postgres", "", "att"), target, 60*time.Second)
+	t.Logf("exit %d\n%s", res.Code, reviewTail(res.Stderr, 8))
+	if res.Code != 0 {
+		t.Errorf("catch-up exit %d", res.Code)
+	}
+	assertSameTables(t, src, dst, "att", "parent", "child")
+	assertSameColumns(t, src, dst, "att", "parent")
+	assertSameColumns(t, src, dst, "att", "child")
+}
+
+// Attack: a type change whose cast depends on session settings. The source
+// database's time zone is New York; timestamp becomes timestamptz there
+// (each value read as New York time). The target converts its copy with a
+// cast in the applier's session, whose TimeZone is UTC: every row not
+// written again is 5 hours off.
+func TestSchemaAttackTypeChangeCastDependsOnTimeZone(t *testing.T) {
+	t.Skip("bug: type change cast on the target runs with TimeZone=UTC, not the source session's zone: timestamp->timestamptz values shifted silently")
+	src, dst := pgtestPair(t)
+	prepareStreaming(t, src, dst, "att", `CREATE TABLE t (id int PRIMARY KEY, ts timestamp);`, "public.t")
+	src.Exec("postgres", "ALTER DATABASE att SET timezone = 'America/New_York'")
+	src.Exec("att", `INSERT INTO t SELECT g, timestamp '2026-01-01 12:00' + g * interval '1 day' FROM generate_series(1, 5) g`)
+	catchUp(t, src, dst, "att")
+	src.Exec("att", `ALTER TABLE t ALTER COLUMN ts TYPE timestamptz; UPDATE t SET ts = ts WHERE id = 1`)
+	res := attackCatchUp(t, src.URL("postgres", "", "att"), dst.URL("postgres", "", "att"), 45*time.Second)
+	t.Logf("exit %d\n%s", res.Code, reviewTail(res.Stderr, 6))
+	if res.Code != 0 {
+		t.Errorf("catch-up exit %d", res.Code)
+	}
+	const epochs = `SELECT string_agg(id || ':' || extract(epoch FROM ts), ', ' ORDER BY id) FROM t`
+	if s, d := src.QueryString("att", epochs), dst.QueryString("att", epochs); s != d {
+		t.Errorf("instants differ\nsource: %s\ntarget: %s", s, d)
+	}
+}
+
+// Attack: a long-running daemon meets four separate schema changes of one
+// table that each need a copy (columns added with a volatile default, days
+// apart in real life). Each copy succeeds; the count of copies is never
+// reset, so the fourth stops sync as though copying "did not help".
+func TestSchemaAttackRecopyCountNeverResets(t *testing.T) {
+	t.Skip("bug: the per-table re-copy counter never resets in a daemon: the 4th legitimate re-copy stops sync")
+	src, dst := pgtestPair(t)
+	prepareStreaming(t, src, dst, "att", `CREATE TABLE t (id int PRIMARY KEY, b int);`, "public.t")
+	src.Exec("att", `INSERT INTO t SELECT g, g FROM generate_series(1, 10) g`)
+	daemon := startSync(t, nil, "sync", "--source", src.URL("postgres", "", "att"), "--target", dst.URL("postgres", "", "att"), "--max-retry-delay", "300ms")
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("sync log:\n%s", reviewTail(syncLog(daemon), 12))
+		}
+	})
+	eventually(t, 30*time.Second, "the first rows", func() bool { return tableContents(t, src, "att", "t") == tableContents(t, dst, "att", "t") })
+	dconn := dst.Connect("att")
+	same := func() bool {
+		var got string
+		if err := dconn.QueryRow(context.Background(), `SELECT coalesce(string_agg(x::text, E'\n' ORDER BY x::text), '') FROM t x`).Scan(&got); err != nil {
+			return false // the table is being copied again
+		}
+		return got == tableContents(t, src, "att", "t")
+	}
+	for i := 1; i <= 4; i++ {
+		src.Exec("att", fmt.Sprintf(`ALTER TABLE t ADD COLUMN at%d timestamptz DEFAULT clock_timestamp(); UPDATE t SET b = b + 1 WHERE id = %d`, i, i))
+		eventually(t, 40*time.Second, fmt.Sprintf("copy %d", i), same)
+	}
+	src.Exec("att", `UPDATE t SET b = 0 WHERE id = 10`)
+	eventually(t, 20*time.Second, "streaming after the copies", same)
+	if strings.Contains(syncLog(daemon), "did not help") {
+		t.Errorf("sync gave up on a table whose copies all succeeded")
+	}
+}
