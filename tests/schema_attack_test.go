@@ -377,3 +377,69 @@ func TestSchemaAttackRecopyCountNeverResets(t *testing.T) {
 		t.Errorf("sync gave up on a table whose copies all succeeded")
 	}
 }
+
+// Attack: ordered mode (plain owner role), a foreign key DEFERRABLE
+// INITIALLY DEFERRED (what Django creates), and a source transaction that
+// writes the child before its parent and, between them, the first change
+// to a table whose columns changed earlier. runDDL runs SET CONSTRAINTS ALL
+// IMMEDIATE before its ALTER TABLE, which checks the child row at once: the
+// source never checked it there.
+func TestSchemaAttackDeferredForeignKeyOrdered(t *testing.T) {
+	t.Skip("bug: ordered mode runDDL does SET CONSTRAINTS ALL IMMEDIATE mid-transaction; a DEFERRABLE INITIALLY DEFERRED FK with the parent still to come fails and sync stops for good")
+	src, dst := pgtestPair(t)
+	prepareStreaming(t, src, dst, "att", `CREATE TABLE parent (id int PRIMARY KEY);
+		CREATE TABLE child (id int PRIMARY KEY, pid int REFERENCES parent (id) DEFERRABLE INITIALLY DEFERRED);
+		CREATE TABLE other (id int PRIMARY KEY, a text);`, "public.parent", "public.child", "public.other")
+	dst.CreateRole("applier", "applier-pw")
+	dst.Exec("att", `GRANT USAGE, CREATE ON SCHEMA public, seren_replicator TO applier; GRANT CREATE ON DATABASE att TO applier;
+		GRANT ALL ON ALL TABLES IN SCHEMA seren_replicator TO applier;
+		ALTER TABLE parent OWNER TO applier; ALTER TABLE child OWNER TO applier; ALTER TABLE other OWNER TO applier;`)
+	target := dst.URL("applier", "applier-pw", "att")
+	src.Exec("att", `INSERT INTO other VALUES (1, 'a')`)
+	if res := attackCatchUp(t, src.URL("postgres", "", "att"), target, 60*time.Second); res.Code != 0 {
+		t.Fatalf("exit %d\n%s", res.Code, res.Stderr)
+	}
+	src.Exec("att", `ALTER TABLE other RENAME COLUMN a TO b`)
+	src.Exec("att", `BEGIN; INSERT INTO child VALUES (1, 1); UPDATE other SET b = 'b'; INSERT INTO parent VALUES (1); COMMIT`)
+	res := attackCatchUp(t, src.URL("postgres", "", "att"), target, 45*time.Second)
+	t.Logf("exit %d\n%s", res.Code, reviewTail(res.Stderr, 6))
+	if res.Code != 0 {
+		t.Errorf("catch-up exit %d", res.Code)
+	}
+	assertSameTables(t, src, dst, "att", "parent", "child", "other")
+}
+
+// Attack: the source drops a column with CASCADE, taking the generated
+// column computed from it. Generated columns are not in the stream, so the
+// target keeps its generated column, which then blocks dropping the base.
+func TestSchemaAttackDropColumnUnderGenerated(t *testing.T) {
+	t.Skip("bug: DROP COLUMN ... CASCADE of a generated column's base: the target keeps the generated column, the drop fails, sync stops")
+	src, dst := pgtestPair(t)
+	prepareStreaming(t, src, dst, "att", `CREATE TABLE t (id int PRIMARY KEY, a int, b int, g int GENERATED ALWAYS AS (a * 2) STORED);`, "public.t")
+	src.Exec("att", `INSERT INTO t (id, a, b) SELECT g, g, g FROM generate_series(1, 5) g`)
+	catchUp(t, src, dst, "att")
+	src.Exec("att", `ALTER TABLE t DROP COLUMN a CASCADE; UPDATE t SET b = -b WHERE id < 3`)
+	res := attackCatchUp(t, src.URL("postgres", "", "att"), dst.URL("postgres", "", "att"), 45*time.Second)
+	t.Logf("exit %d\n%s", res.Code, reviewTail(res.Stderr, 6))
+	if res.Code != 0 {
+		t.Errorf("catch-up exit %d", res.Code)
+	}
+	assertSameTables(t, src, dst, "att", "t")
+	assertSameColumns(t, src, dst, "att", "t")
+}
+
+// Attack: a type change with a USING expression whose values the target's
+// values also take by a plain cast: the target converts with the cast and
+// the rows not written again differ from the source's, with only a warning
+// in the log.
+func TestSchemaAttackTypeChangeUsingDiffersFromCast(t *testing.T) {
+	t.Skip("bug (design): a type change with USING whose expression differs from a plain cast is converted with the cast; silent divergence, exit 0, only a warning")
+	src, dst := pgtestPair(t)
+	prepareStreaming(t, src, dst, "att", `CREATE TABLE t (id int PRIMARY KEY, c text);`, "public.t")
+	src.Exec("att", `INSERT INTO t SELECT g, (g * 100)::text FROM generate_series(1, 5) g`)
+	catchUp(t, src, dst, "att")
+	src.Exec("att", `ALTER TABLE t ALTER COLUMN c TYPE int USING length(c); UPDATE t SET c = c WHERE id = 1`)
+	res := attackCatchUp(t, src.URL("postgres", "", "att"), dst.URL("postgres", "", "att"), 45*time.Second)
+	t.Logf("exit %d\n%s", res.Code, reviewTail(res.Stderr, 6))
+	assertSameTables(t, src, dst, "att", "t")
+}
