@@ -18,6 +18,7 @@ import (
 	"github.com/serenorg/postgres-seren-replicator/checkpoint"
 	"github.com/serenorg/postgres-seren-replicator/internal/health"
 	"github.com/serenorg/postgres-seren-replicator/internal/plan"
+	"github.com/serenorg/postgres-seren-replicator/verify"
 )
 
 // CutoverCmd stops writes on the source, applies everything up to that
@@ -27,12 +28,15 @@ import (
 type CutoverCmd struct {
 	Common
 	Replication
-	Fence   string        `enum:"read-only,none" default:"read-only" env:"SEREN_FENCE" help:"How writes on the source stop: read-only (new transactions in the selected databases are read-only; sessions connected before are ended after --grace) or none (you stopped the application; cutover checks that no write is in flight)."`
-	Grace   time.Duration `default:"5s" env:"SEREN_FENCE_GRACE" help:"How long sessions still connected (read-only) or still writing (none) may go on after the fence before they are ended (read-only) or cutover gives up (none)."`
-	MaxWait time.Duration `name:"max-wait" default:"2m" env:"SEREN_CUTOVER_MAX_WAIT" help:"Longest wait for the target to apply everything up to the fence."`
-	Check   string        `enum:"counts,none" default:"counts" env:"SEREN_CUTOVER_CHECK" help:"Compare every selected table's row count on both sides after the drain (counts), or not (none; run verify yourself)."`
-	Yes     bool          `short:"y" env:"SEREN_YES" help:"Do not ask for confirmation."`
-	JSON    bool          `name:"json" env:"SEREN_JSON" help:"Print JSON."`
+	Fence          string        `enum:"read-only,none,hook" default:"read-only" env:"SEREN_FENCE" help:"How writes on the source stop: read-only (new transactions in the selected databases are read-only; sessions connected before are ended after --grace), none (you stopped the application; cutover checks that no client is connected) or hook (--fence-command stops them; cutover checks that no write is in flight after --grace)."`
+	FenceCommand   string        `name:"fence-command" env:"SEREN_FENCE_COMMAND" help:"With --fence=hook: shell command (sh -c) that stops the application's writes, such as a pgbouncer PAUSE; its output is shown, and a non-zero exit aborts the cutover. It gets SEREN_CUTOVER_DATABASES (the selected databases, comma-separated)."`
+	UnfenceCommand string        `name:"unfence-command" env:"SEREN_UNFENCE_COMMAND" help:"With --fence=hook: shell command that lets the application write again, run when the cutover fails after --fence-command has started."`
+	HookTimeout    time.Duration `name:"hook-timeout" default:"1m" env:"SEREN_FENCE_HOOK_TIMEOUT" help:"Longest run of --fence-command or --unfence-command; one that runs longer is ended and counts as failed."`
+	Grace          time.Duration `default:"5s" env:"SEREN_FENCE_GRACE" help:"How long sessions may go on after the fence: connected before a read-only fence (then they are ended), connected with none, or writing after --fence-command (then cutover gives up)."`
+	MaxWait        time.Duration `name:"max-wait" default:"2m" env:"SEREN_CUTOVER_MAX_WAIT" help:"Longest wait for the target to apply everything up to the fence."`
+	Check          string        `enum:"counts,verify,none" default:"counts" env:"SEREN_CUTOVER_CHECK" help:"After the drain, compare every selected table's row count on both sides (counts), then also every row's checksum with verify's method (verify; reads every selected table, so the write pause grows with the data), or nothing (none; run verify yourself)."`
+	Yes            bool          `short:"y" env:"SEREN_YES" help:"Do not ask for confirmation."`
+	JSON           bool          `name:"json" env:"SEREN_JSON" help:"Print JSON."`
 }
 
 // cutoverStep is one step of the cutover as reported.
@@ -60,6 +64,12 @@ func (c *CutoverCmd) Run(ctx context.Context, env *Env) error {
 		return usageError("--grace must not be negative")
 	case c.MaxWait <= 0:
 		return usageError("--max-wait must be positive")
+	case c.Fence == "hook" && strings.TrimSpace(c.FenceCommand) == "":
+		return usageError("--fence=hook needs --fence-command, the command that stops the application's writes")
+	case c.Fence != "hook" && (c.FenceCommand != "" || c.UnfenceCommand != ""):
+		return usageError("--fence-command and --unfence-command go with --fence=hook, not --fence=%s", c.Fence)
+	case c.HookTimeout <= 0:
+		return usageError("--hook-timeout must be positive")
 	}
 	p, _, err := c.resolveRecorded(ctx, env, &c.Replication, recallWithin)
 	if err != nil {
@@ -105,8 +115,18 @@ func (c *CutoverCmd) Run(ctx context.Context, env *Env) error {
 	fenceStart := time.Now()
 	var fenced []plan.Database
 	var fenceLSN pglogrepl.LSN
+	hooked := false
 	undo := func(cause error) error {
-		if c.Fence != "read-only" {
+		switch {
+		case c.Fence == "hook" && hooked:
+			if strings.TrimSpace(c.UnfenceCommand) == "" {
+				return fmt.Errorf("%w: %v; no --unfence-command was given: undo what --fence-command did yourself so that the application writes again; the migration goes on as before", errSetup, cause)
+			}
+			if _, uerr := runHook(context.WithoutCancel(ctx), env.Stderr, "unfence-command", c.UnfenceCommand, c.HookTimeout, p.Databases); uerr != nil {
+				return fmt.Errorf("%w: %v; and the source could not be made writable again: %v: undo what --fence-command did yourself", errSetup, cause, uerr)
+			}
+			return fmt.Errorf("%w; --unfence-command ran, so the source is writable again and the migration goes on as before", cause)
+		case c.Fence != "read-only":
 			return fmt.Errorf("%w; nothing was changed on the source, and the migration goes on as before", cause)
 		}
 		var stuck []string
@@ -116,7 +136,8 @@ func (c *CutoverCmd) Run(ctx context.Context, env *Env) error {
 			}
 		}
 		if len(stuck) > 0 {
-			return fmt.Errorf("%w: %w; and the source could not be made writable again: run %s", errSetup, cause, strings.Join(stuck, "; "))
+			// Exit 4 whatever the cause: the source needs a person first.
+			return fmt.Errorf("%w: %v; and the source could not be made writable again: run %s", errSetup, cause, strings.Join(stuck, "; "))
 		}
 		return fmt.Errorf("%w; the source is writable again and the migration goes on as before", cause)
 	}
@@ -124,7 +145,8 @@ func (c *CutoverCmd) Run(ctx context.Context, env *Env) error {
 		if c.Fence == "read-only" {
 			fenced = p.Databases
 		}
-		ended, err := c.fence(ctx, p.Databases)
+		hooked = c.Fence == "hook"
+		ended, err := c.fence(ctx, env, p.Databases)
 		if err != nil {
 			return "", err
 		}
@@ -137,9 +159,14 @@ func (c *CutoverCmd) Run(ctx context.Context, env *Env) error {
 	if err := step("drain", func() (string, error) { return c.drain(ctx, env, p, daemon, fenceLSN) }); err != nil {
 		return undo(err)
 	}
-	if c.Fence == "none" {
+	switch c.Fence {
+	case "none":
 		// Nobody may have connected since: a write after the mark is lost.
 		if err := step("recheck", func() (string, error) { return "", c.noClients(ctx, p.Databases, 0) }); err != nil {
+			return undo(err)
+		}
+	case "hook":
+		if err := step("recheck", func() (string, error) { return "", c.noWrites(ctx, p.Databases, 0) }); err != nil {
 			return undo(err)
 		}
 	}
@@ -153,8 +180,13 @@ func (c *CutoverCmd) Run(ctx context.Context, env *Env) error {
 	}); err != nil {
 		return undo(err)
 	}
-	if c.Check == "counts" {
+	if c.Check != "none" {
 		if err := step("check", func() (string, error) { return checkCounts(ctx, p) }); err != nil {
+			return undo(err)
+		}
+	}
+	if c.Check == "verify" {
+		if err := step("verify", func() (string, error) { return c.verifyTables(ctx, env, p) }); err != nil {
 			return undo(err)
 		}
 	}
@@ -332,6 +364,52 @@ func checkCounts(ctx context.Context, p plan.Plan) (string, error) {
 	return fmt.Sprintf("%d %s, %d rows, equal counts", tables, plural(tables, "table"), rows), nil
 }
 
+// verifyTables compares every row of every selected table with verify's
+// method. The source is fenced and the target at the fence, so nothing
+// moves: no comparison waits for the checkpoint, and any difference,
+// confirmed or not, aborts.
+func (c *CutoverCmd) verifyTables(ctx context.Context, env *Env, p plan.Plan) (string, error) {
+	v := verify.New()
+	v.Wait = 0
+	v.Checkpoint.Schema = c.CheckpointSchema
+	v.Log = env.Log
+	rep := verify.Report{Match: true}
+	tables, rows := 0, int64(0)
+	for _, db := range p.Databases {
+		v.Slot = c.SlotFor(db.Name)
+		d, err := v.Database(ctx, db)
+		if err != nil {
+			return "", fmt.Errorf("verify database %s: %w", db.Name, err)
+		}
+		rep.Databases = append(rep.Databases, d)
+		rep.Match = rep.Match && d.Match()
+		for _, t := range d.Tables {
+			tables, rows = tables+1, rows+t.SourceRows
+		}
+	}
+	if rep.Match {
+		return fmt.Sprintf("%d %s, %d rows, equal checksums", tables, plural(tables, "table"), rows), nil
+	}
+	var differ []string
+	for _, d := range rep.Databases {
+		for _, t := range d.Tables {
+			if t.Status == verify.StatusMatch {
+				continue
+			}
+			what := fmt.Sprintf("%d differing %s", t.DifferingRows, plural(int(t.DifferingRows), "row"))
+			if t.Status == verify.StatusError {
+				what = "not compared: " + t.Error
+			}
+			differ = append(differ, fmt.Sprintf("%s.%s (%s)", d.Name, t.Qualified(), what))
+		}
+	}
+	if err := rep.WriteText(env.Stderr); err != nil {
+		env.Log.Warn("write verify report", "err", err)
+	}
+	return "", fmt.Errorf("%w: verify found differences after the drain: %s: the report above names the rows; fix them on the target (or run init again for these tables) before another cutover",
+		ErrCheckFailed, strings.Join(differ, "; "))
+}
+
 func restoreHolds(ctx context.Context, db plan.Database, schema string) ([]string, error) {
 	dst, err := db.Target.Connect(ctx)
 	if err != nil {
@@ -361,6 +439,9 @@ func (c *CutoverCmd) handOver(env *Env, rep *cutoverReport, daemon bool) error {
 	fmt.Fprintf(w, "The target is ready: point the application at %s.\n", strings.Join(rep.Target, ", "))
 	if c.Fence == "read-only" {
 		fmt.Fprintf(w, "The source stays read-only for new sessions (to undo: ALTER DATABASE %s RESET default_transaction_read_only).\n", strings.Join(rep.Databases, "/"))
+	}
+	if c.Fence == "hook" {
+		fmt.Fprintln(w, "The source stays fenced by --fence-command (to undo: run your --unfence-command).")
 	}
 	if daemon {
 		fmt.Fprintln(w, "Next: stop the sync daemon, then run cleanup to drop the slot and publication.")

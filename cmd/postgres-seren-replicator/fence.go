@@ -125,8 +125,15 @@ func fenceSession(ctx context.Context, db plan.Database) (*pgx.Conn, error) {
 // fence stops writes to the databases and returns the sessions it ended.
 // read-only: every database is made read-only first, then the sessions
 // that began before are given --grace to finish and are ended, and waited
-// for. none: no client session may be connected after --grace.
-func (c *CutoverCmd) fence(ctx context.Context, dbs []plan.Database) ([]string, error) {
+// for. none: no client session may be connected after --grace. hook:
+// --fence-command runs, then no write may be in flight after --grace.
+func (c *CutoverCmd) fence(ctx context.Context, env *Env, dbs []plan.Database) ([]string, error) {
+	if c.Fence == "hook" {
+		if _, err := runHook(ctx, env.Stderr, "fence-command", c.FenceCommand, c.HookTimeout, dbs); err != nil {
+			return nil, err
+		}
+		return []string{"fence-command done, no write in flight"}, c.noWrites(ctx, dbs, c.Grace)
+	}
 	fencedAt := map[string]time.Time{}
 	if c.Fence == "read-only" {
 		for _, db := range dbs {
