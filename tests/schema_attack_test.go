@@ -443,3 +443,116 @@ func TestSchemaAttackTypeChangeUsingDiffersFromCast(t *testing.T) {
 	t.Logf("exit %d\n%s", res.Code, reviewTail(res.Stderr, 6))
 	assertSameTables(t, src, dst, "att", "t")
 }
+
+// Attack: sync killed with SIGKILL while it copies a table again for a
+// schema change, under writes; started again, the target must converge and
+// no slot of the copy may stay behind on the source.
+func TestSchemaAttackKillDuringRecopy(t *testing.T) {
+	longTest(t)
+	src, dst := pgtestPair(t)
+	prepareStreaming(t, src, dst, "att", `CREATE TABLE t (id int PRIMARY KEY, b int, pad text);
+		CREATE TABLE c (id int PRIMARY KEY, tid int REFERENCES t (id) ON DELETE CASCADE);`, "public.t", "public.c")
+	src.Exec("att", `INSERT INTO t SELECT g, g, repeat('x', 200) FROM generate_series(1, 300000) g; INSERT INTO c SELECT g, g FROM generate_series(1, 1000) g`)
+	catchUp(t, src, dst, "att")
+	args := []string{"sync", "--source", src.URL("postgres", "", "att"), "--target", dst.URL("postgres", "", "att"), "--max-retry-delay", "300ms"}
+	daemon := startSync(t, nil, args...)
+	src.Exec("att", `ALTER TABLE t ADD COLUMN at timestamptz DEFAULT clock_timestamp(); UPDATE t SET b = -b WHERE id < 50; DELETE FROM t WHERE id = 60`)
+	eventually(t, 30*time.Second, "the copy to start", func() bool {
+		return strings.Contains(syncLog(daemon), "replacing the target's copy of the table")
+	})
+	time.Sleep(300 * time.Millisecond)
+	daemon.Process.Kill()
+	daemon.Wait()
+	t.Logf("first run:\n%s", reviewTail(syncLog(daemon), 6))
+	src.Exec("att", `UPDATE t SET b = 7 WHERE id = 70; DELETE FROM t WHERE id = 80`)
+	res := attackCatchUp(t, src.URL("postgres", "", "att"), dst.URL("postgres", "", "att"), 90*time.Second)
+	t.Logf("exit %d\n%s", res.Code, reviewTail(res.Stderr, 8))
+	if res.Code != 0 {
+		t.Errorf("catch-up exit %d", res.Code)
+	}
+	const sum = `SELECT count(*) || ' ' || sum(b) || ' ' || md5(string_agg(id || ':' || b || ':' || at, ',' ORDER BY id)) FROM t`
+	if s, d := src.QueryString("att", sum), dst.QueryString("att", sum); s != d {
+		t.Errorf("t differs: source %s, target %s", s, d)
+	}
+	assertSameTables(t, src, dst, "att", "c")
+	if got := dst.QueryString("att", `SELECT count(*) FROM pg_constraint WHERE conrelid = 'c'::regclass AND contype = 'f'`); got != "1" {
+		t.Errorf("c has %s foreign keys on the target, want 1", got)
+	}
+	if got := src.QueryString("att", `SELECT coalesce(string_agg(slot_name, ', '), '') FROM pg_replication_slots WHERE slot_name <> 'seren_att'`); got != "" {
+		t.Errorf("slots left on the source: %s", got)
+	}
+}
+
+// Attack: an enum value renamed on the source (ALTER TYPE ... RENAME
+// VALUE). Rows the stream does not carry again keep the old label on the
+// target.
+func TestSchemaAttackEnumRenameValue(t *testing.T) {
+	t.Skip("bug: ALTER TYPE ... RENAME VALUE is not followed: untouched rows keep the old label on the target, exit 0")
+	src, dst := pgtestPair(t)
+	prepareStreaming(t, src, dst, "att", `CREATE TYPE mood AS ENUM ('sad', 'ok'); CREATE TABLE t (id int PRIMARY KEY, m mood);`, "public.t")
+	src.Exec("att", `INSERT INTO t VALUES (1, 'ok')`)
+	catchUp(t, src, dst, "att")
+	src.Exec("att", `ALTER TYPE mood RENAME VALUE 'ok' TO 'fine'; INSERT INTO t VALUES (2, 'sad')`)
+	res := attackCatchUp(t, src.URL("postgres", "", "att"), dst.URL("postgres", "", "att"), 45*time.Second)
+	t.Logf("exit %d\n%s", res.Code, reviewTail(res.Stderr, 6))
+	assertSameTables(t, src, dst, "att", "t")
+}
+
+// Attack: while sync lags, a column of a type created after init is added
+// and written, then the column and its type dropped. The Relation message
+// names a type the source no longer has.
+func TestSchemaAttackShortLivedTypeWhileLagging(t *testing.T) {
+	t.Skip("bug: a Relation message naming a type the source has dropped since stops sync for good (source type N no longer exists) instead of re-copying")
+	src, dst := pgtestPair(t)
+	prepareStreaming(t, src, dst, "att", `CREATE TABLE t (id int PRIMARY KEY, b int);`, "public.t")
+	src.Exec("att", `INSERT INTO t SELECT g, g FROM generate_series(1, 5) g`)
+	catchUp(t, src, dst, "att")
+	src.Exec("att", `CREATE TYPE tmpmood AS ENUM ('a', 'b'); ALTER TABLE t ADD COLUMN m tmpmood; UPDATE t SET m = 'a' WHERE id = 1;
+		ALTER TABLE t DROP COLUMN m; DROP TYPE tmpmood; UPDATE t SET b = -b WHERE id = 2`)
+	res := attackCatchUp(t, src.URL("postgres", "", "att"), dst.URL("postgres", "", "att"), 45*time.Second)
+	t.Logf("exit %d\n%s", res.Code, reviewTail(res.Stderr, 6))
+	if res.Code != 0 {
+		t.Errorf("catch-up exit %d", res.Code)
+	}
+	assertSameTables(t, src, dst, "att", "t")
+	assertSameColumns(t, src, dst, "att", "t")
+}
+
+// Attack: a domain over an enum, arrays of both, all created after init.
+func TestSchemaAttackDomainOverEnumArrays(t *testing.T) {
+	t.Skip("bug: ensureType of a domain over an enum in a new schema runs CREATE SCHEMA twice (checked before the recursion made it): sync stops")
+	src, dst := pgtestPair(t)
+	prepareStreaming(t, src, dst, "att", `CREATE TABLE t (id int PRIMARY KEY);`, "public.t")
+	src.Exec("att", `INSERT INTO t SELECT generate_series(1, 5)`)
+	catchUp(t, src, dst, "att")
+	src.Exec("att", `CREATE SCHEMA "My Types"; CREATE TYPE "My Types"."Mood" AS ENUM ('sad', 'o''k');
+		CREATE DOMAIN "My Types".okmood AS "My Types"."Mood" DEFAULT 'o''k' NOT NULL CHECK (VALUE <> 'sad');
+		ALTER TABLE t ADD COLUMN d "My Types".okmood, ADD COLUMN ea "My Types"."Mood"[], ADD COLUMN da "My Types".okmood[];
+		UPDATE t SET ea = '{sad,o''k}', da = '{o''k}' WHERE id < 3; INSERT INTO t (id) VALUES (6)`)
+	res := attackCatchUp(t, src.URL("postgres", "", "att"), dst.URL("postgres", "", "att"), 45*time.Second)
+	t.Logf("exit %d\n%s", res.Code, reviewTail(res.Stderr, 6))
+	if res.Code != 0 {
+		t.Errorf("catch-up exit %d", res.Code)
+	}
+	assertSameTables(t, src, dst, "att", "t")
+	assertSameColumns(t, src, dst, "att", "t")
+}
+
+// Attack: while sync lags, a column renamed and written, then the table
+// renamed and written.
+func TestSchemaAttackColumnThenTableRenameWhileLagging(t *testing.T) {
+	t.Skip("bug: a re-copy asked under the table's old name (the source renamed the table since) never succeeds: 3 tries, then sync stops")
+	src, dst := pgtestPair(t)
+	prepareStreaming(t, src, dst, "att", `CREATE TABLE t (id int PRIMARY KEY, b int, c text);`, "public.t")
+	src.Exec("att", `INSERT INTO t SELECT g, g, 'c' FROM generate_series(1, 5) g`)
+	catchUp(t, src, dst, "att")
+	src.Exec("att", `ALTER TABLE t RENAME COLUMN b TO b2; UPDATE t SET b2 = -b2 WHERE id < 3; ALTER TABLE t RENAME TO u; UPDATE u SET c = 'u' WHERE id = 4;
+		ALTER TABLE u RENAME COLUMN c TO "C c"; UPDATE u SET "C c" = 'x' WHERE id = 5`)
+	res := attackCatchUp(t, src.URL("postgres", "", "att"), dst.URL("postgres", "", "att"), 45*time.Second)
+	t.Logf("exit %d\n%s", res.Code, reviewTail(res.Stderr, 6))
+	if res.Code != 0 {
+		t.Errorf("catch-up exit %d", res.Code)
+	}
+	assertSameTables(t, src, dst, "att", "u")
+	assertSameColumns(t, src, dst, "att", "u")
+}
