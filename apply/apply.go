@@ -99,9 +99,12 @@ type Observer interface {
 	RowsApplied(db, table, op string, n int)
 }
 
-// Acker is told each position that is durably applied: the stream reports
-// it to the source as flushed.
+// Acker hears of each position applied on the target: SetApplied once the
+// batch that reached it committed (visible there), SetFlushed once that
+// commit is durable, which is the only position the stream reports to the
+// source as flushed.
 type Acker interface {
+	SetApplied(pglogrepl.LSN)
 	SetFlushed(pglogrepl.LSN)
 }
 
@@ -120,12 +123,19 @@ type Applier struct {
 	byName    map[string]uint32                   // source OID by target table name
 	srcCols   map[uint32]checkpoint.SourceColumns // source attribute numbers by table OID (columns.go)
 	pending   []pendingDDL                        // statements due once the stream passes a position (alter.go)
+	ownTxn    bool                                // inBatch has opened a transaction of its own (follow.go)
 	typeNames map[[2]int64]string
 	source    *pgx.Conn // opened on first use, to describe column types
 	seq       int       // names prepared statements
 
 	b     *batcher // what goes in which batch, what is checkpointed
 	stats Stats
+
+	acks *ackQueue // committed batches waiting for their commit's flush (durable.go)
+	// syncCommit: every commit waits for its flush, because the target has
+	// synchronous standbys (whose wait synchronous_commit = off would skip).
+	syncCommit bool
+	pollAt     time.Time // when to ask the target how far its WAL is flushed
 
 	rowCounts map[[3]string]int // source changes per table and operation
 	pipe      *pipeline         // being built
@@ -142,10 +152,11 @@ type Applier struct {
 }
 
 // sessionSettings make the target parse values exactly as the source printed
-// them (see stream.OutputSettings) and make every commit durable before it
-// is acknowledged.
+// them (see stream.OutputSettings). Commits do not wait for their WAL flush:
+// a batch is acknowledged once the target's WAL is flushed past it
+// (durable.go).
 var sessionSettings = map[string]string{
-	"synchronous_commit":                  "on",
+	"synchronous_commit":                  "off",
 	"statement_timeout":                   "0",
 	"lock_timeout":                        "0",
 	"idle_in_transaction_session_timeout": "0",
@@ -202,6 +213,7 @@ func New(ctx context.Context, target *conninfo.Conn, cfg Config, log *slog.Logge
 		return nil, err
 	}
 	a.b = newBatcher(pos, cfg.MaxBatchChanges, cfg.MaxBatchDelay, cfg.StopAt)
+	a.acks = newAckQueue(pos.EndLSN)
 	a.execCtx, a.stopExec = context.WithCancel(context.Background())
 	return a, nil
 }
@@ -216,11 +228,17 @@ func (a *Applier) setUp(ctx context.Context, db *pgx.Conn) (checkpoint.Position,
 	} else if !isPermissionError(err) {
 		return checkpoint.Position{}, fmt.Errorf("set up target session: %w", err)
 	}
+	if err := a.checkStandbys(ctx); err != nil {
+		return checkpoint.Position{}, err
+	}
 	if err := lockWriter(ctx, conn, a.cfg.Slot); err != nil {
 		return checkpoint.Position{}, err
 	}
 	pos, err := a.cfg.Store.Load(ctx, db, a.cfg.Slot)
 	if err != nil {
+		return pos, err
+	}
+	if _, err := a.flushWAL(ctx, pos.EndLSN); err != nil {
 		return pos, err
 	}
 	if err := a.cfg.Store.EnsureTables(ctx, db); err != nil {
@@ -265,8 +283,9 @@ func (a *Applier) Waiting() (time.Duration, uint32) {
 	return time.Since(time.Unix(0, at)), a.conn.PID()
 }
 
-// Position is the durable checkpoint: where streaming must resume.
-func (a *Applier) Position() checkpoint.Position { return a.b.durable }
+// Position is the checkpoint last committed on the target: where streaming
+// resumes. Once Run has returned nil it is durable there too.
+func (a *Applier) Position() checkpoint.Position { return a.b.applied }
 
 // Close waits up to ShutdownTimeout for the statements in flight, then
 // closes the target connection; an open batch is rolled back.
@@ -285,10 +304,18 @@ func (a *Applier) Close() {
 
 // Run applies events until the stream ends, ctx ends or (with StopAt) the
 // checkpoint reaches StopAt. On ctx's end it commits the batch when it holds
-// only whole source transactions and rolls it back otherwise, then returns
-// nil. Each durable position is passed to ack.
+// only whole source transactions and rolls it back otherwise. Before it
+// returns nil it waits until every committed batch is durable on the
+// target. Each applied and each durable position is passed to ack.
 func (a *Applier) Run(ctx context.Context, events <-chan stream.Event, ack Acker) error {
 	a.ack = ack
+	if err := a.run(ctx, events); err != nil {
+		return err
+	}
+	return a.flushAll()
+}
+
+func (a *Applier) run(ctx context.Context, events <-chan stream.Event) error {
 	if a.b.reachedStop() {
 		return nil
 	}
@@ -330,6 +357,7 @@ func (a *Applier) Run(ctx context.Context, events <-chan stream.Event, ack Acker
 					finished = a.flights[0].finished
 				}
 				idleLSN, due := a.idleTimer()
+				poll := a.flushPoll()
 				waitStart := time.Now()
 				select {
 				case ev, ok = <-events:
@@ -348,6 +376,12 @@ func (a *Applier) Run(ctx context.Context, events <-chan stream.Event, ack Acker
 				case <-due:
 					// A keepalive position held back by the rate limit is due.
 					ev, ok = stream.Event{KeepaliveLSN: idleLSN}, true
+				case <-poll:
+					a.countWait(time.Since(waitStart), false)
+					if err := a.pollFlush(); err != nil {
+						return err
+					}
+					continue
 				case <-heartbeat.C:
 					continue
 				}
@@ -522,8 +556,9 @@ const (
 
 // commit queues the checkpoint write after the batch and sends it; COMMIT
 // follows once every statement's row count checked out (execute), and the
-// position becomes durable and acknowledged once the target confirms
-// (await). Catch-up waits for that at its end.
+// position becomes the checkpoint once the target confirms (await), and is
+// acknowledged once the target's WAL is flushed past the commit (durable.go).
+// Catch-up waits for both at its end.
 func (a *Applier) commit(ctx context.Context) error {
 	if err := a.emitMerged(ctx); err != nil {
 		return err
@@ -537,6 +572,7 @@ func (a *Applier) commit(ctx context.Context) error {
 	}
 	a.pipe.add("", checkpointAdvanceStmt, a.cfg.Store.AdvanceParams(prev, pos), stmtInfo{op: "advance checkpoint", want: 1, checkpoint: true})
 	a.pipe.commit = &committed{pos: pos, txns: txns, changes: changes, rows: a.rowCounts, started: a.b.opened}
+	a.syncIfDue()
 	a.rowCounts = map[[3]string]int{}
 	if err := a.flush(ctx); err != nil {
 		return err

@@ -17,9 +17,10 @@ import (
 // a model under random interleavings of transactions, keepalives, pipeline
 // completions and failures.
 //
-// Three positions are kept apart: durable (committed on the target: the only
-// one acknowledged), written (the newest position sent in a checkpoint write,
-// possibly not yet committed) and the open batch's end. Checkpoint writes
+// Three positions are kept apart: applied (committed on the target; it is
+// acknowledged once that commit is flushed, see durable.go), written (the
+// newest position sent in a checkpoint write, possibly not yet committed)
+// and the open batch's end. Checkpoint writes
 // form a chain: each goes from the position the previous one wrote to a
 // strictly greater one.
 type batcher struct {
@@ -27,7 +28,7 @@ type batcher struct {
 	maxDelay   time.Duration
 	stopAt     pglogrepl.LSN
 
-	durable checkpoint.Position
+	applied checkpoint.Position
 	written pglogrepl.LSN
 
 	inSource bool // a source transaction is being read
@@ -45,7 +46,7 @@ type batcher struct {
 
 func newBatcher(pos checkpoint.Position, maxChanges int, maxDelay time.Duration, stopAt pglogrepl.LSN) *batcher {
 	return &batcher{maxChanges: maxChanges, maxDelay: maxDelay, stopAt: stopAt,
-		durable: pos, written: pos.EndLSN, commitAt: pos.CommitTime}
+		applied: pos, written: pos.EndLSN, commitAt: pos.CommitTime}
 }
 
 // begin starts a source transaction whose commit record is at final. It
@@ -151,7 +152,7 @@ func (b *batcher) close() (prev pglogrepl.LSN, next checkpoint.Position, txns, c
 		return 0, next, 0, 0, fmt.Errorf("batch would move the checkpoint from %s to %s", b.written, b.end)
 	}
 	prev = b.written
-	next = checkpoint.Position{Slot: b.durable.Slot, EndLSN: b.end, CommitTime: b.commitAt}
+	next = checkpoint.Position{Slot: b.applied.Slot, EndLSN: b.end, CommitTime: b.commitAt}
 	b.written = b.end
 	b.open = false
 	return prev, next, b.txns, b.changes, nil
@@ -165,17 +166,18 @@ func (b *batcher) abandon() {
 }
 
 // committed records that the checkpoint write of pos committed on the
-// target: pos is durable and may be acknowledged.
+// target: pos is applied, and may be acknowledged once that commit is
+// flushed.
 func (b *batcher) committed(pos checkpoint.Position) error {
-	if pos.EndLSN <= b.durable.EndLSN || pos.EndLSN > b.written {
-		return fmt.Errorf("commit of checkpoint %s out of order (durable %s, written %s)", pos.EndLSN, b.durable.EndLSN, b.written)
+	if pos.EndLSN <= b.applied.EndLSN || pos.EndLSN > b.written {
+		return fmt.Errorf("commit of checkpoint %s out of order (applied %s, written %s)", pos.EndLSN, b.applied.EndLSN, b.written)
 	}
-	b.durable = pos
+	b.applied = pos
 	return nil
 }
 
 // reachedStop reports whether a catch-up run is done: its target position
-// is durable and no batch is open.
+// is applied and no batch is open.
 func (b *batcher) reachedStop() bool {
-	return b.stopAt != 0 && b.durable.EndLSN >= b.stopAt && !b.open
+	return b.stopAt != 0 && b.applied.EndLSN >= b.stopAt && !b.open
 }

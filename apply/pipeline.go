@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/serenorg/postgres-seren-replicator/checkpoint"
@@ -38,12 +39,19 @@ type copyIn struct {
 }
 
 // committed describes a batch whose COMMIT is in a pipeline: once the
-// pipeline succeeds, pos is durable on the target.
+// pipeline succeeds, pos is applied on the target, and durable once the
+// target's WAL is flushed to commitLSN (durable.go).
 type committed struct {
 	pos           checkpoint.Position
 	txns, changes int
 	rows          map[[3]string]int
 	started       time.Time
+	// sync: the COMMIT waits for its WAL flush (synchronous_commit = on).
+	sync bool
+	// commitLSN is the target's WAL insert position read right after
+	// COMMIT, at or past the end of its commit record; flushLSN how far the
+	// target's WAL was flushed then. Set by execute.
+	commitLSN, flushLSN pglogrepl.LSN
 }
 
 func (p *pipeline) add(sql, prepared string, params [][]byte, info stmtInfo) {
@@ -192,9 +200,10 @@ func (a *Applier) await() error {
 }
 
 // awaitOldest waits for the oldest pipeline in flight. When it committed a
-// batch, that batch's position is now durable: it becomes the checkpoint and
-// is passed to the acker. On failure the later pipelines are waited out too
-// (they do not run) and the first error is returned.
+// batch, that batch's position is now applied: it becomes the checkpoint,
+// and the acker hears of it and of what the target has flushed. On failure
+// the later pipelines are waited out too (they do not run) and the first
+// error is returned.
 func (a *Applier) awaitOldest() error {
 	f := a.flights[0]
 	start := time.Now()
@@ -216,8 +225,8 @@ func (a *Applier) awaitOldest() error {
 		a.stats.Transactions += c.txns
 		a.stats.Changes += c.changes
 		a.stats.Batches++
-		if a.ack != nil {
-			a.ack.SetFlushed(c.pos.EndLSN)
+		if err := a.batchCommitted(c); err != nil {
+			return err
 		}
 		if o := a.cfg.Observer; o != nil {
 			o.BatchCommitted(a.cfg.Database, c.txns, c.changes, time.Since(c.started), c.pos)
@@ -279,13 +288,18 @@ func (a *Applier) execute(ctx context.Context, p *pipeline) error {
 	if p.commit == nil {
 		return nil
 	}
-	tag, err := a.conn.Exec(ctx, "COMMIT").ReadAll()
+	res, err := a.conn.Exec(ctx, commitSQL).ReadAll()
 	if err != nil {
 		return classify(fmt.Errorf("commit batch on the target database of %s: %w", a.cfg.Database, err))
 	}
-	if len(tag) != 1 || tag[0].CommandTag.String() != "COMMIT" {
+	if len(res) != 2 || res[0].CommandTag.String() != "COMMIT" {
 		return fmt.Errorf("commit batch on the target database of %s: the target rolled the transaction back", a.cfg.Database)
 	}
+	lsns, err := walPositions(res[1], 2)
+	if err != nil {
+		return fmt.Errorf("commit batch on the target database of %s: %w", a.cfg.Database, err)
+	}
+	p.commit.commitLSN, p.commit.flushLSN = lsns[0], lsns[1]
 	return nil
 }
 

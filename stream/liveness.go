@@ -62,8 +62,8 @@ func (s *Stream) checkSilence(ctx context.Context) error {
 	return nil
 }
 
-// Lag is how long ago the oldest transaction received but not yet durably
-// applied committed on the source; 0 when every received transaction is
+// Lag is how long ago the oldest transaction received but not yet applied
+// (committed on the target) committed on the source; 0 when every received transaction is
 // applied, whatever else the source's other databases write.
 func (s *Stream) Lag() time.Duration {
 	at, ok := s.pending.oldest()
@@ -74,7 +74,7 @@ func (s *Stream) Lag() time.Duration {
 }
 
 // pendingTxns lists the commit times of transactions received and not yet
-// durably applied, in commit order. Its length is bounded by what fits
+// applied, in commit order. Its length is bounded by what fits
 // between the stream and the target: the event buffer and the batches in
 // flight.
 type pendingTxns struct {
@@ -95,7 +95,7 @@ func (p *pendingTxns) begun(final pglogrepl.LSN, commit time.Time) {
 	p.txns = append(p.txns, txnStamp{final: final, commit: commit})
 }
 
-// applied drops the transactions that end at or before the durable
+// applied drops the transactions that end at or before the applied
 // position lsn (a commit record's end is past its start).
 func (p *pendingTxns) applied(lsn pglogrepl.LSN) {
 	p.mu.Lock()

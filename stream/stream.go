@@ -83,6 +83,7 @@ type Stream struct {
 	log     *slog.Logger
 	events  chan Event
 	flushed atomic.Uint64 // durable on the target: the only position reported as flush
+	applied atomic.Uint64 // committed on the target, possibly not yet durable
 	nudge   chan struct{}
 
 	received     atomic.Uint64 // highest WAL position seen; reported as write only
@@ -138,6 +139,7 @@ func Open(ctx context.Context, src *conninfo.Conn, cfg Config, log *slog.Logger)
 	}
 	s := &Stream{conn: conn, cfg: cfg, log: log, events: make(chan Event, cfg.Buffer), nudge: make(chan struct{}, 1)}
 	s.flushed.Store(uint64(cfg.Start))
+	s.applied.Store(uint64(cfg.Start))
 	s.received.Store(uint64(cfg.Start))
 	s.heard()
 	return s, nil
@@ -146,24 +148,41 @@ func Open(ctx context.Context, src *conninfo.Conn, cfg Config, log *slog.Logger)
 // Events is the channel the applier reads. It is closed when Run returns.
 func (s *Stream) Events() <-chan Event { return s.events }
 
+// SetApplied records that everything up to lsn is committed on the target,
+// and visible there, though perhaps not durable yet: lag is measured to it,
+// and it is never reported to the source.
+func (s *Stream) SetApplied(lsn pglogrepl.LSN) {
+	raise(&s.applied, lsn)
+	s.pending.applied(lsn)
+}
+
 // SetFlushed records that everything up to lsn is durably applied on the
 // target; the next status update reports it to the source.
 func (s *Stream) SetFlushed(lsn pglogrepl.LSN) {
-	for {
-		cur := s.flushed.Load()
-		if uint64(lsn) <= cur || s.flushed.CompareAndSwap(cur, uint64(lsn)) {
-			break
-		}
-	}
-	s.pending.applied(lsn)
+	raise(&s.flushed, lsn)
+	s.SetApplied(lsn)
 	select {
 	case s.nudge <- struct{}{}:
 	default:
 	}
 }
 
+// raise moves v up to lsn, never down.
+func raise(v *atomic.Uint64, lsn pglogrepl.LSN) {
+	for {
+		cur := v.Load()
+		if uint64(lsn) <= cur || v.CompareAndSwap(cur, uint64(lsn)) {
+			return
+		}
+	}
+}
+
 // Flushed is the durable position last recorded with SetFlushed.
 func (s *Stream) Flushed() pglogrepl.LSN { return pglogrepl.LSN(s.flushed.Load()) }
+
+// Applied is the committed position last recorded with SetApplied or
+// SetFlushed.
+func (s *Stream) Applied() pglogrepl.LSN { return pglogrepl.LSN(s.applied.Load()) }
 
 // Run receives messages until ctx ends or the connection fails, delivering
 // them on Events. Before returning it sends a final status update with the
