@@ -35,6 +35,7 @@ type CutoverCmd struct {
 	Grace          time.Duration `default:"5s" env:"SEREN_FENCE_GRACE" help:"How long sessions may go on after the fence: connected before a read-only fence (then they are ended), connected with none, or writing after --fence-command (then cutover gives up)."`
 	MaxWait        time.Duration `name:"max-wait" default:"2m" env:"SEREN_CUTOVER_MAX_WAIT" help:"Longest wait for the target to apply everything up to the fence."`
 	Check          string        `enum:"counts,verify,none" default:"counts" env:"SEREN_CUTOVER_CHECK" help:"After the drain, compare every selected table's row count on both sides (counts), then also every row's checksum with verify's method (verify; reads every selected table, so the write pause grows with the data), or nothing (none; run verify yourself)."`
+	Reverse        bool          `name:"reverse" env:"SEREN_CUTOVER_REVERSE" help:"Prepare the way back before handing over: a publication and a slot on the target, and on the source a checkpoint at the slot's start, so that sync --source TARGET --target SOURCE keeps the old server in step. The target needs wal_level = logical and a role that may replicate (checked first)."`
 	Yes            bool          `short:"y" env:"SEREN_YES" help:"Do not ask for confirmation."`
 	JSON           bool          `name:"json" env:"SEREN_JSON" help:"Print JSON."`
 }
@@ -54,6 +55,8 @@ type cutoverReport struct {
 	Steps      []cutoverStep `json:"steps"`
 	WritePause float64       `json:"write_pause_seconds"`
 	Target     []string      `json:"target"`
+	// Reverse is the way back --reverse prepared, per database.
+	Reverse []reverseReport `json:"reverse,omitempty"`
 }
 
 // Run performs the cutover. Until the tables are checked, any failure puts
@@ -190,6 +193,22 @@ func (c *CutoverCmd) Run(ctx context.Context, env *Env) error {
 			return undo(err)
 		}
 	}
+	if c.Reverse {
+		// Before the restore, while a failure can still be undone: the
+		// restore changes no row, so the slot starts where both sides are
+		// equal either way.
+		if err := step("reverse", func() (string, error) {
+			var err error
+			rep.Reverse, err = c.prepareReverse(ctx, p)
+			var made []string
+			for _, r := range rep.Reverse {
+				made = append(made, fmt.Sprintf("%s: slot %s from %s", r.Database, r.Slot, r.StartLSN))
+			}
+			return strings.Join(made, "; "), err
+		}); err != nil {
+			return undo(err)
+		}
+	}
 	if err := step("restore", func() (string, error) {
 		var restored []string
 		for _, db := range p.Databases {
@@ -263,6 +282,11 @@ func (c *CutoverCmd) preflight(ctx context.Context, p plan.Plan) (bool, error) {
 		}
 		if err := c.canFence(ctx, db); err != nil {
 			return false, err
+		}
+		if c.Reverse {
+			if err := c.canReverse(ctx, db); err != nil {
+				return false, err
+			}
 		}
 	}
 	if running != 0 && running != len(p.Databases) {
@@ -443,10 +467,26 @@ func (c *CutoverCmd) handOver(env *Env, rep *cutoverReport, daemon bool) error {
 	if c.Fence == "hook" {
 		fmt.Fprintln(w, "The source stays fenced by --fence-command (to undo: run your --unfence-command).")
 	}
+	next := "Next: run cleanup to drop the slot and publication"
 	if daemon {
-		fmt.Fprintln(w, "Next: stop the sync daemon, then run cleanup to drop the slot and publication.")
-	} else {
-		fmt.Fprintln(w, "Next: run cleanup to drop the slot and publication.")
+		next = "Next: stop the sync daemon, then run cleanup to drop the slot and publication"
+	}
+	if c.Fence == "read-only" {
+		// cleanup's sessions on the source are read-only too.
+		next += ", with PGOPTIONS='-c default_transaction_read_only=off' in its environment (the source is read-only)"
+	}
+	fmt.Fprintln(w, next+".")
+	if len(rep.Reverse) > 0 {
+		fmt.Fprintln(w, "The way back is ready: on the target, a slot and a publication start where both sides are equal:")
+		for _, r := range rep.Reverse {
+			fmt.Fprintf(w, "  %s: slot %s, publication %s, from %s\n", r.Database, r.Slot, r.Publication, r.StartLSN)
+		}
+		fmt.Fprintln(w, "To keep the old server in step, after that cleanup (the old slot would send the changes back), run sync with the connection strings swapped;")
+		fmt.Fprintln(w, "PGOPTIONS lets its sessions write to the fenced old server:")
+		fmt.Fprintln(w, "  PGOPTIONS='-c default_transaction_read_only=off' postgres-seren-replicator sync --source TARGET --target SOURCE")
+		if c.Fence != "read-only" {
+			fmt.Fprintln(w, "Keep the application off the old server: a write there is sent nowhere and makes the two differ.")
+		}
 	}
 	return nil
 }

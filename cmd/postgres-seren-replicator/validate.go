@@ -23,6 +23,7 @@ type ValidateCmd struct {
 	// from before: validate refuses what init would refuse.
 	Replication
 	DropExisting bool `name:"drop-existing" env:"SEREN_DROP_EXISTING" help:"Check as for init --drop-existing: a slot left by an earlier init is a warning (init drops it), not a failure."`
+	Reverse      bool `name:"reverse" env:"SEREN_VALIDATE_REVERSE" help:"Also check that the target can be the source of the way back that cutover --reverse prepares: wal_level = logical, a role that may replicate and publish, a free slot."`
 }
 
 // validateReport is the --json output.
@@ -49,6 +50,15 @@ func (c *ValidateCmd) Run(ctx context.Context, env *Env) error {
 		CheckpointSchema: c.CheckpointSchema, DropExisting: c.DropExisting})
 	if err != nil {
 		return err
+	}
+	if c.Reverse {
+		for _, db := range p.Databases {
+			more, err := reverseChecks(ctx, db, c.SlotFor(db.Name)+reverseSuffix)
+			if err != nil {
+				return err
+			}
+			checks = append(checks, more...)
+		}
 	}
 	for i := range checks {
 		checks[i].Detail = conninfo.Redact(checks[i].Detail)
