@@ -68,6 +68,27 @@ func TestCutoverReverse(t *testing.T) {
 		t.Errorf("ev_id_seq on the old server is behind the new one's after sync")
 	}
 
+	// Rolling back is a second cutover, the other way. The old server is
+	// read-only: without PGOPTIONS cutover refuses before changing anything.
+	nw.Exec("rv", `UPDATE acct SET note = 'late' WHERE id = 1000; INSERT INTO ev (v) VALUES ('e')`)
+	res = runCLI(t, nil, "cutover", "--yes", "--grace", "0s", "--source", newURL, "--target", oldURL)
+	if res.Code != 1 || !strings.Contains(res.Stderr, "is read-only for new sessions") || !strings.Contains(res.Stderr, "nothing was changed") {
+		t.Errorf("rollback without PGOPTIONS: exit %d, want 1 saying the target is read-only\n%s", res.Code, res.Stderr)
+	}
+	res = runCLI(t, writable, "cutover", "--yes", "--grace", "0s", "--source", newURL, "--target", oldURL)
+	if res.Code != 0 || !strings.Contains(res.Stdout, "target rv writable again") {
+		t.Fatalf("rollback cutover: exit %d\n%s\n%s", res.Code, res.Stdout, res.Stderr)
+	}
+	t.Logf("rollback:\n%s", res.Stdout)
+	assertSameTables(t, nw, old, "rv", "acct", "hist", "ev")
+	if got := sourceReadOnly(old, "rv") + sourceReadOnly(nw, "rv"); got != "offon" {
+		t.Errorf("after the rollback the old server is read-only = %s, the new one %s; want off, on", got[:len(got)-2], got[len(got)-2:])
+	}
+	if behind := old.QueryString("rv", "SELECT last_value < $1::bigint FROM ev_id_seq", nw.QueryString("rv", "SELECT last_value FROM ev_id_seq")); behind != "false" {
+		t.Errorf("ev_id_seq on the old server is behind the new one's after the rollback")
+	}
+	old.Exec("rv", `INSERT INTO ev (v) VALUES ('back on the old server')`)
+
 	// A target that cannot be the source of the way back is refused
 	// before anything changes.
 	replica := pgtest.Start(t, pgtest.Options{Settings: []string{"wal_level = replica"}})

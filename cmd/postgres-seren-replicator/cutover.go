@@ -210,15 +210,27 @@ func (c *CutoverCmd) Run(ctx context.Context, env *Env) error {
 		}
 	}
 	if err := step("restore", func() (string, error) {
-		var restored []string
+		var restored, lifted []string
 		for _, db := range p.Databases {
 			done, err := restoreHolds(ctx, db, c.CheckpointSchema)
 			if err != nil {
 				return "", err
 			}
 			restored = append(restored, done...)
+			// The application comes to the target now.
+			ok, err := liftTargetFence(ctx, db)
+			if err != nil {
+				return "", err
+			}
+			if ok {
+				lifted = append(lifted, db.Name)
+			}
 		}
-		return fmt.Sprintf("%d held %s put back", len(restored), plural(len(restored), "item")), nil
+		detail := fmt.Sprintf("%d held %s put back", len(restored), plural(len(restored), "item"))
+		if len(lifted) > 0 {
+			detail += "; target " + strings.Join(lifted, ", ") + " writable again (an earlier cutover's fence)"
+		}
+		return detail, nil
 	}); err != nil {
 		return fmt.Errorf("%w; the source stays fenced and the target holds every change: stop the sync daemon if it runs, then run cleanup to put back the rest", err)
 	}
@@ -281,6 +293,9 @@ func (c *CutoverCmd) preflight(ctx context.Context, p plan.Plan) (bool, error) {
 			return false, fmt.Errorf("%w: database %s: %s: wait until status says it is caught up", ErrCheckFailed, db.Name, r.Reason)
 		}
 		if err := c.canFence(ctx, db); err != nil {
+			return false, err
+		}
+		if err := targetWritable(ctx, db); err != nil {
 			return false, err
 		}
 		if c.Reverse {

@@ -289,3 +289,48 @@ func (c *CutoverCmd) dropReverse(ctx context.Context, p plan.Plan, r reverseRepo
 	}
 	return nil
 }
+
+// A rollback is a cutover back onto a server an earlier cutover fenced: its
+// database is read-only for new sessions until the hand-over lifts that.
+
+// targetWritable refuses, before anything changes, a target whose sessions
+// are read-only: sync, sequences and the restore could not write there.
+func targetWritable(ctx context.Context, db plan.Database) error {
+	conn, err := db.Target.Connect(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(context.Background())
+	var ro string
+	if err := conn.QueryRow(ctx, `SELECT current_setting('default_transaction_read_only')`).Scan(&ro); err != nil {
+		return fmt.Errorf("check the target %s: %w", db.Name, err)
+	}
+	if ro == "on" {
+		return fmt.Errorf("%w: the target database %s is read-only for new sessions (fenced by an earlier cutover?): run cutover with PGOPTIONS='-c default_transaction_read_only=off' in its environment so that its own sessions write; the hand-over then makes the database writable",
+			ErrCheckFailed, db.Name)
+	}
+	return nil
+}
+
+// liftTargetFence makes the target database writable for new sessions
+// when an earlier cutover left it read-only, and tells whether it did.
+func liftTargetFence(ctx context.Context, db plan.Database) (bool, error) {
+	conn, err := db.Target.ConnectWith(ctx, map[string]string{"default_transaction_read_only": "off"})
+	if err != nil {
+		return false, err
+	}
+	defer conn.Close(context.Background())
+	var fenced bool
+	if err := conn.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_db_role_setting s JOIN pg_database d ON d.oid = s.setdatabase, unnest(s.setconfig) AS c
+		WHERE d.datname = current_database() AND s.setrole = 0
+		AND lower(c) IN ('default_transaction_read_only=on', 'default_transaction_read_only=true', 'default_transaction_read_only=yes', 'default_transaction_read_only=1'))`).Scan(&fenced); err != nil {
+		return false, fmt.Errorf("read the settings of the target %s: %w", db.Name, err)
+	}
+	if !fenced {
+		return false, nil
+	}
+	if _, err := conn.Exec(ctx, "ALTER DATABASE "+pgx.Identifier{db.Name}.Sanitize()+" RESET default_transaction_read_only"); err != nil {
+		return false, fmt.Errorf("make the target %s writable: %w", db.Name, err)
+	}
+	return true, nil
+}
