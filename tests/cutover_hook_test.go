@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -147,4 +148,51 @@ func TestCutoverFailsAtEachStepAndUnfences(t *testing.T) {
 	if got := dst.QueryString("inj", "SELECT count(*) FROM hist"); got != fmt.Sprint(write) {
 		t.Errorf("%s hist rows on the target, want the %d written between the failures", got, write)
 	}
+}
+
+// A cutover stopped by a signal in the middle (here while the fence command
+// runs) unfences and says so; one killed cannot, and leaves the fence as it
+// was; a cutover run again afterwards, without undoing it, succeeds.
+func TestCutoverInterruptedOrKilled(t *testing.T) {
+	src, dst := pgtestPair(t)
+	prepareStreaming(t, src, dst, "ki", cutoverSchema, "public.acct", "public.hist", "public.ev")
+	src.Exec("ki", `INSERT INTO acct SELECT g, g, NULL FROM generate_series(1, 100) g`)
+	fenced := filepath.Join(t.TempDir(), "fenced")
+	fence := hookScript(t, src, "fence.sh", `ALTER DATABASE ki SET default_transaction_read_only = on`, "touch "+fenced, "sleep 20")
+	unfence := hookScript(t, src, "unfence.sh", `ALTER DATABASE ki RESET default_transaction_read_only`)
+	args := []string{"cutover", "--yes", "--grace", "0s", "--source", src.URL("postgres", "", "ki"), "--target", dst.URL("postgres", "", "ki")}
+	stop := func(sig syscall.Signal) (string, error) {
+		t.Helper()
+		os.Remove(fenced)
+		cmd := startSync(t, nil, append(append([]string{}, args...), "--fence", "hook", "--fence-command", fence, "--unfence-command", unfence)...)
+		eventually(t, 30*time.Second, "the fence command ran", func() bool { _, err := os.Stat(fenced); return err == nil })
+		start := time.Now()
+		cmd.Process.Signal(sig)
+		err := cmd.Wait()
+		if took := time.Since(start); took > 5*time.Second {
+			t.Errorf("cutover took %s to stop after %s", took, sig)
+		}
+		return syncLog(cmd), err
+	}
+
+	out, err := stop(syscall.SIGTERM)
+	if err == nil || !strings.Contains(out, "cutover was interrupted") || !strings.Contains(out, "the source is writable again") {
+		t.Errorf("SIGTERM during the fence: %v, want a failure saying the source is writable again\n%s", err, out)
+	}
+	if got := sourceReadOnly(src, "ki"); got != "off" {
+		t.Errorf("SIGTERM during the fence left the source read-only")
+	}
+
+	if _, err := stop(syscall.SIGKILL); err == nil {
+		t.Errorf("cutover killed with SIGKILL exited 0")
+	}
+	if got := sourceReadOnly(src, "ki"); got != "on" {
+		t.Errorf("a killed cutover cannot undo its fence; the source is read-only = %s, want on (left by the fence command)", got)
+	}
+	// Run again on the source still fenced, it starts over and succeeds.
+	res := runCLI(t, nil, args...)
+	if res.Code != 0 {
+		t.Fatalf("cutover after a killed one: exit %d\n%s\n%s", res.Code, res.Stdout, res.Stderr)
+	}
+	assertSameTables(t, src, dst, "ki", "acct", "hist", "ev")
 }

@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -38,8 +39,11 @@ func runHook(ctx context.Context, w io.Writer, name, command string, timeout tim
 	}
 	cmd := exec.CommandContext(ctx, "sh", "-c", command)
 	cmd.Env = append(os.Environ(), "SEREN_CUTOVER_DATABASES="+strings.Join(names, ","), "SEREN_CUTOVER_HOOK="+name)
-	// A child that keeps the output pipe open after sh is killed must not
-	// hold cutover up.
+	// Its own process group, ended as a whole on Ctrl-C or timeout: a
+	// child of sh (a sleep, a psql) must not go on pausing the application,
+	// nor hold cutover up by keeping the output pipe open.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
 	cmd.WaitDelay = 5 * time.Second
 	out := &hookOutput{w: w, prefix: name + ": "}
 	cmd.Stdout, cmd.Stderr = out, out
@@ -49,6 +53,8 @@ func runHook(ctx context.Context, w io.Writer, name, command string, timeout tim
 	switch {
 	case err == nil:
 		return tail, nil
+	case ctx.Err() == context.Canceled:
+		err = fmt.Errorf("%s ended: cutover was interrupted", name)
 	case ctx.Err() == context.DeadlineExceeded:
 		err = fmt.Errorf("%s did not finish within --hook-timeout %s", name, timeout)
 	default:
