@@ -326,7 +326,12 @@ func (c *CutoverCmd) drain(ctx context.Context, env *Env, p plan.Plan, daemon bo
 	if !daemon {
 		dctx, cancel := context.WithTimeout(ctx, c.MaxWait)
 		defer cancel()
-		if _, err := c.catchUp(dctx, env); err != nil {
+		_, err := c.catchUp(dctx, env)
+		if err == nil && dctx.Err() != nil {
+			// A stop is a clean end for sync, not the fence reached.
+			err = dctx.Err()
+		}
+		if err != nil {
 			if dctx.Err() != nil && ctx.Err() == nil {
 				return "", fmt.Errorf("the target did not reach the fence %s within --max-wait %s: %w", fence, c.MaxWait, err)
 			}
