@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -60,6 +61,11 @@ func TestCutoverWithAHookFence(t *testing.T) {
 		if !strings.Contains(res.Stdout, want) {
 			t.Errorf("cutover output lacks %q:\n%s", want, res.Stdout)
 		}
+	}
+	if m := regexp.MustCompile(`write pause: (\S+)`).FindStringSubmatch(res.Stdout); m == nil {
+		t.Errorf("no write pause printed")
+	} else if pause, err := time.ParseDuration(m[1]); err != nil || pause <= 0 || pause > took {
+		t.Errorf("printed write pause %s (%v), want within the %s cutover took", m[1], err, took)
 	}
 	if !strings.Contains(res.Stderr, "fence-command: application paused") {
 		t.Errorf("the fence command's output is not shown:\n%s", res.Stderr)

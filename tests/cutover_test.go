@@ -15,7 +15,8 @@ CREATE TABLE ev (id int GENERATED ALWAYS AS IDENTITY PRIMARY KEY, v text);`
 
 // cutover under a live write workload with the sync daemon running: the
 // source is fenced read-only (sessions connected before are ended), the
-// daemon drains to the fence, sequences are copied, counts checked, the
+// daemon drains to the fence, sequences are copied, counts and checksums
+// checked (verify against a running daemon), the
 // identity column the migration held is put back, and the target ends equal
 // to the source, whose later writes are refused.
 func TestCutoverUnderLoadWithDaemon(t *testing.T) {
@@ -30,13 +31,13 @@ func TestCutoverUnderLoadWithDaemon(t *testing.T) {
 	time.Sleep(3 * time.Second)
 
 	start := time.Now()
-	res := runCLI(t, nil, "cutover", "--yes", "--grace", "1s", "--source", src.URL("postgres", "", "shop"), "--target", dst.URL("postgres", "", "shop"))
+	res := runCLI(t, nil, "cutover", "--yes", "--grace", "1s", "--check", "verify", "--source", src.URL("postgres", "", "shop"), "--target", dst.URL("postgres", "", "shop"))
 	took := time.Since(start)
 	txns := w.stop()
 	if res.Code != 0 {
 		t.Fatalf("cutover: exit %d\n%s\n%s\n%s", res.Code, res.Stdout, res.Stderr, syncLog(daemon))
 	}
-	for _, want := range []string{"fence", "drain", "sequences", "check", "restore", "write pause:", "equal counts", "stop the sync daemon"} {
+	for _, want := range []string{"fence", "drain", "sequences", "check", "restore", "write pause:", "equal counts", "equal checksums", "stop the sync daemon"} {
 		if !strings.Contains(res.Stdout, want) {
 			t.Errorf("cutover output lacks %q:\n%s", want, res.Stdout)
 		}
