@@ -8,6 +8,7 @@ import (
 	"strconv"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/serenorg/postgres-seren-replicator/internal/sqltext"
 	"github.com/serenorg/postgres-seren-replicator/stream"
@@ -35,8 +36,8 @@ type sourceColumn struct {
 // if the default changed since), NULL when there was none. Where the source
 // filled them with values the target cannot recompute (a volatile default
 // such as clock_timestamp() or nextval(), an identity), it stops instead of
-// leaving them NULL. The column gets the source's current default, and NOT
-// NULL when the rows the target has satisfy it (otherwise later, alter.go).
+// leaving them NULL. The column gets the source's current default; NOT NULL
+// follows later (alter.go).
 func (a *Applier) addColumn(ctx context.Context, name, qualified string, c stream.RelationColumn, typ string) error {
 	sc, err := a.describeSourceColumn(ctx, qualified, c.Name)
 	if err != nil {
@@ -75,12 +76,10 @@ func (a *Applier) addColumn(ctx context.Context, name, qualified string, c strea
 	case sc.missing != "":
 		ddl = append(ddl, alter+"DROP DEFAULT")
 	}
-	// Added nullable and filled later (ADD COLUMN, UPDATE, SET NOT NULL),
-	// the rows here are NULL until those updates arrive: syncColumnProps
-	// sets NOT NULL once the stream has passed them.
-	if sc.notNull && (sc.missing != "" || empty) {
-		ddl = append(ddl, alter+"SET NOT NULL")
-	}
+	// NOT NULL comes from syncColumnProps once the stream has passed the
+	// source position where it was seen: the catalog may be past this
+	// change, and rows still in the stream may be NULL (added nullable,
+	// filled, then SET NOT NULL).
 	if sc.gone {
 		a.log.Warn("the source added a column and has dropped or renamed it since; added it as it streams, nullable", "table", name, "column", c.Name)
 	}
@@ -94,18 +93,45 @@ func (a *Applier) addColumn(ctx context.Context, name, qualified string, c strea
 
 // runDDL runs statements in the batch's transaction. In ordered mode the
 // batch defers foreign-key checks, and PostgreSQL refuses ALTER TABLE on a
-// table with checks pending: they run first, as the source ran them at the
-// end of the statements before its own ALTER TABLE.
+// table with checks pending: then they run first, as the source ran them at
+// the end of the statements before its own ALTER TABLE.
 func (a *Applier) runDDL(ctx context.Context, ddl []string) error {
-	if !a.replicaMode {
-		ddl = append(append([]string{"SET CONSTRAINTS ALL IMMEDIATE"}, ddl...), "SET CONSTRAINTS ALL DEFERRED")
-	}
-	for _, stmt := range ddl {
-		if _, err := a.query(ctx, stmt); err != nil {
-			return permanent(fmt.Errorf("%s: %w", stmt, err))
+	run := func(ddl []string) error {
+		for _, stmt := range ddl {
+			if _, err := a.query(ctx, stmt); err != nil {
+				return permanent(fmt.Errorf("%s: %w", stmt, err))
+			}
 		}
+		return nil
 	}
-	return nil
+	return a.inBatch(ctx, func() error {
+		if a.replicaMode {
+			return run(ddl)
+		}
+		return a.runDDLOrdered(ctx, ddl, run)
+	})
+}
+
+func (a *Applier) runDDLOrdered(ctx context.Context, ddl []string, run func([]string) error) error {
+	// Checking every deferred constraint first would also check the
+	// source's own DEFERRABLE INITIALLY DEFERRED ones in the middle of the
+	// transaction that defers them: only a table with checks pending needs
+	// it (SQLSTATE 55006), so the statements are tried without it first.
+	if _, err := a.query(ctx, "SAVEPOINT seren_replicator_runddl"); err != nil {
+		return err
+	}
+	err := run(ddl)
+	var pgErr *pgconn.PgError
+	if err == nil || !errors.As(err, &pgErr) || pgErr.Code != "55006" {
+		if err == nil {
+			_, err = a.query(ctx, "RELEASE SAVEPOINT seren_replicator_runddl")
+		}
+		return err
+	}
+	if _, err := a.query(ctx, "ROLLBACK TO SAVEPOINT seren_replicator_runddl"); err != nil {
+		return err
+	}
+	return run(append(append([]string{"SET CONSTRAINTS ALL IMMEDIATE"}, ddl...), "SET CONSTRAINTS ALL DEFERRED"))
 }
 
 func orIdentity(def string) string {

@@ -30,11 +30,11 @@ func (a *Applier) targetColumns(ctx context.Context, name, qualified string) (ma
 	return target, nil
 }
 
-// changeType changes a column's type on the target as the source did.
-// pgoutput does not carry the USING expression the source's ALTER TABLE
-// may have had: the target's values are converted with a cast, which is
-// what ALTER TABLE does without USING. A cast the target's values refuse
-// stops replication with the statement to complete by hand.
+// changeType changes a column's type on the target as the source did, when
+// the change keeps the stored values as they are. pgoutput carries neither
+// the USING expression the source's ALTER TABLE may have had nor the
+// settings its conversion ran under, so any other type change is one DDL
+// cannot follow (recopy.go).
 func (a *Applier) changeType(ctx context.Context, name, qualified string, c stream.RelationColumn, from, to string) error {
 	col := pgx.Identifier{c.Name}.Sanitize()
 	if a.cfg.SchemaChanges == SchemaChangesStop {
@@ -44,12 +44,26 @@ func (a *Applier) changeType(ctx context.Context, name, qualified string, c stre
 	if err := a.ensureType(ctx, c.TypeOID); err != nil {
 		return fmt.Errorf("table %s column %s: %w", name, c.Name, err)
 	}
-	stmt := fmt.Sprintf("ALTER TABLE %s ALTER COLUMN %s TYPE %s USING %s::%s", qualified, col, to, col, to)
+	// Only a change that keeps the stored values as they are (a typmod,
+	// or a binary-coercible cast such as varchar to text) converts the
+	// same way whatever the source's USING expression and session
+	// settings (a cast to timestamptz depends on TimeZone); the rest is
+	// copied again.
+	rows, err := a.query(ctx, `SELECT $1::regtype = $2::regtype OR EXISTS (SELECT 1 FROM pg_cast WHERE castsource = $1::regtype AND casttarget = $2::regtype AND castmethod = 'b')`, from, to)
+	if err != nil {
+		return fmt.Errorf("table %s column %s: compare types %s and %s: %w", name, c.Name, from, to, err)
+	}
+	if string(rows[0][0]) != "t" {
+		return cannotFollowError{why: fmt.Sprintf("column %s changed type on the source from %s to %s, which rewrote its values (with a USING expression and settings the stream does not carry)", c.Name, from, to),
+			stop: fmt.Errorf("table %s: column %s is %s on the source but %s on the target: run ALTER TABLE %s ALTER COLUMN %s TYPE %s on the target (with the USING expression the source used), then restart sync",
+				name, c.Name, to, from, qualified, col, to)}
+	}
+	stmt := fmt.Sprintf("ALTER TABLE %s ALTER COLUMN %s TYPE %s", qualified, col, to)
 	if err := a.inBatch(ctx, func() error { return a.runDDL(ctx, []string{stmt}) }); err != nil {
 		return cannotFollowError{why: fmt.Sprintf("column %s changed type on the source from %s to %s, and the target's values do not convert with a cast", c.Name, from, to), stop: fmt.Errorf("table %s: column %s changed type on the source from %s to %s, and the target could not follow (%w): run ALTER TABLE %s ALTER COLUMN %s TYPE %s USING <the expression the source used> on the target, then restart sync",
 			name, c.Name, from, to, err, qualified, col, to)}
 	}
-	a.log.Warn("column type changed on the source: changed on the target, its values converted with a cast; if the source's ALTER TABLE had another USING expression, run verify on this table",
+	a.log.Info("column type changed on the source: changed on the target too (its values stay as they are)",
 		"table", name, "column", c.Name, "from", from, "to", to)
 	return nil
 }
@@ -88,7 +102,7 @@ func (a *Applier) ensureType(ctx context.Context, oid uint32) error {
 		return a.ensureType(ctx, elem)
 	}
 	qualified := pgx.Identifier{schema, typname}.Sanitize()
-	rows, err := a.query(ctx, `SELECT to_regtype($1) IS NOT NULL, EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $2)`, qualified, schema)
+	rows, err := a.query(ctx, `SELECT to_regtype($1) IS NOT NULL`, qualified)
 	if err != nil {
 		return fmt.Errorf("look up type %s on the target: %w", qualified, err)
 	}
@@ -121,7 +135,11 @@ func (a *Applier) ensureType(ctx context.Context, oid uint32) error {
 		return permanent(fmt.Errorf("type %s does not exist on the target: create it there as on the source (CREATE EXTENSION for an extension's type; pg_dump --schema-only of the source shows its definition), then restart sync", qualified))
 	}
 	ddl := []string{create}
-	if string(rows[0][1]) != "t" {
+	// Looked up after the base type's, which may have made the schema.
+	if rows, err = a.query(ctx, `SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)`, schema); err != nil {
+		return fmt.Errorf("look up schema %s on the target: %w", schema, err)
+	}
+	if string(rows[0][0]) != "t" {
 		ddl = append([]string{"CREATE SCHEMA " + pgx.Identifier{schema}.Sanitize()}, ddl...)
 	}
 	if err := a.inBatch(ctx, func() error { return a.runDDL(ctx, ddl) }); err != nil {

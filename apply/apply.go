@@ -458,10 +458,10 @@ func (a *Applier) handle(ctx context.Context, ev stream.Event) error {
 			return a.commit(ctx)
 		}
 	case *stream.Relation:
-		if err := a.checkCopied(m.Namespace + "." + m.Name); err != nil {
+		if err := a.checkCopied(a.copyName(m.ID, m.Namespace+"."+m.Name)); err != nil {
 			return err
 		}
-		if a.inCopy(m.Namespace + "." + m.Name) {
+		if a.inCopy(a.copyName(m.ID, m.Namespace+"."+m.Name)) {
 			// Compared with the target before the table's first applied change.
 			r := newRelation(m)
 			r.deferred = true

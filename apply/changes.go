@@ -326,7 +326,8 @@ func permanent(err error) error { return permanentError{err} }
 // server error except those of connections, shutdowns, exhausted resources
 // (a full disk), deadlocks, serialization failures and a read-only target
 // (managed services switch a database to read-only during a failover or
-// when its storage quota is reached, and back once fixed).
+// when its storage quota is reached, and back once fixed), and a value of
+// an enum label the target does not have yet.
 func classify(err error) error {
 	var pgErr *pgconn.PgError
 	if !errors.As(err, &pgErr) {
@@ -335,6 +336,11 @@ func classify(err error) error {
 	switch {
 	case strings.HasPrefix(pgErr.Code, "08"), strings.HasPrefix(pgErr.Code, "57"), strings.HasPrefix(pgErr.Code, "53"),
 		pgErr.Code == "40001", pgErr.Code == "40P01", pgErr.Code == "55P03", pgErr.Code == "25006":
+		return err
+	case pgErr.Code == "22P02" && strings.HasPrefix(pgErr.Message, "invalid input value for enum"):
+		// A label the source added (ALTER TYPE … ADD VALUE, which sends no
+		// Relation message): sync adds the source's labels before it
+		// streams again.
 		return err
 	}
 	return permanent(err)

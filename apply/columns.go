@@ -97,9 +97,29 @@ type rename struct{ from, to string }
 // only while it has exactly the message's columns: once a later change to
 // the table's columns has committed, names may have moved in any way, and
 // it reports false.
-func alignColumns(shape sourceShape) ([]int16, bool) {
+//
+// Matching names are not enough when, since the record, some column is gone
+// from the source and another is new: a column dropped and one added under
+// the same name (or a name moved onto the new one) after the message leave
+// the names as they were, on other attribute numbers.
+func alignColumns(shape sourceShape, recorded checkpoint.SourceColumns) ([]int16, bool) {
 	if !shape.matches {
 		return nil, false
+	}
+	if recorded != nil {
+		alive := map[int16]bool{}
+		fresh := false
+		for _, c := range shape.attrs {
+			alive[c.num] = true
+			if _, ok := recorded[c.num]; !ok {
+				fresh = true
+			}
+		}
+		for num := range recorded {
+			if !alive[num] && fresh {
+				return nil, false
+			}
+		}
 	}
 	nums := make([]int16, len(shape.attrs))
 	for i, c := range shape.attrs {
@@ -166,10 +186,10 @@ func (a *Applier) followColumnRenames(ctx context.Context, name, qualified strin
 	var ddl []string
 	if clash {
 		for i, rn := range todo {
-			ddl = append(ddl, alter+pgx.Identifier{rn.from}.Sanitize()+" TO "+pgx.Identifier{tempColumn(i)}.Sanitize())
+			ddl = append(ddl, alter+pgx.Identifier{rn.from}.Sanitize()+" TO "+pgx.Identifier{tempColumn(target, i)}.Sanitize())
 		}
 		for i, rn := range todo {
-			ddl = append(ddl, alter+pgx.Identifier{tempColumn(i)}.Sanitize()+" TO "+pgx.Identifier{rn.to}.Sanitize())
+			ddl = append(ddl, alter+pgx.Identifier{tempColumn(target, i)}.Sanitize()+" TO "+pgx.Identifier{rn.to}.Sanitize())
 		}
 	} else {
 		for _, rn := range todo {
@@ -193,7 +213,16 @@ func (a *Applier) followColumnRenames(ctx context.Context, name, qualified strin
 	return nil
 }
 
-func tempColumn(i int) string { return "seren_replicator_rename_" + strconv.Itoa(i) }
+// tempColumn is a name for the i-th column of a swap that the target's
+// table does not have.
+func tempColumn(target map[string]targetColumn, i int) string {
+	for n := i; ; n += 1000 {
+		name := "seren_replicator_rename_" + strconv.Itoa(n)
+		if _, taken := target[name]; !taken {
+			return name
+		}
+	}
+}
 
 // recordColumns records the attribute numbers of a Relation message's
 // columns, when known (alignColumns), in the batch's transaction: the

@@ -58,8 +58,8 @@ func evolve(r *rand.Rand, cols []col, next *int16, n int) []col {
 // source's catalog an even later one. Whenever they decide (report true),
 // every column of the message ends under its name on the target with the
 // data of the same source column, unless that column is gone from the
-// source's catalog; they decide exactly when the catalog is still at the
-// message.
+// source's catalog; they decide only when the catalog is still at the
+// message, which its names alone do not prove.
 func TestAlignColumnsModel(t *testing.T) {
 	cases := 20000
 	if os.Getenv("SEREN_LONG_TESTS") != "" {
@@ -90,21 +90,22 @@ func TestAlignColumnsModel(t *testing.T) {
 		shape := sourceShape{matches: len(now) == len(msg), found: len(now) > 0}
 		for i, c := range now {
 			shape.attrs = append(shape.attrs, sourceAttr{num: c.num, name: c.name})
-			shape.matches = shape.matches && msg[i] == c
+			// As readSourceShape: by names, which cannot see numbers.
+			shape.matches = shape.matches && msg[i].name == c.name
 		}
 		names := make([]string, len(msg))
 		for i, c := range msg {
 			names[i] = c.name
 		}
 		desc := fmt.Sprintf("case %d: recorded %v, message %v, catalog %v", n, start, msg, now)
-		nums, ok := alignColumns(shape)
+		nums, ok := alignColumns(shape, recorded)
 		var drops []string
 		var renames []rename
 		if ok {
 			drops, renames, ok = columnChanges(target, recorded, names, nums)
 		}
-		if ok != shape.matches {
-			t.Fatalf("%s: decided %v, catalog at the message %v", desc, ok, shape.matches)
+		if ok && !shape.matches {
+			t.Fatalf("%s: decided although the catalog is past the message", desc)
 		}
 		if !ok {
 			continue

@@ -116,13 +116,15 @@ func (a *Applier) followRename(ctx context.Context, st checkpoint.Table, m *stre
 // inBatch runs f inside the open batch, whose commit it joins, or, for a
 // transaction already applied (skipped), in a transaction of its own.
 func (a *Applier) inBatch(ctx context.Context, f func() error) (err error) {
-	if a.b.open {
+	if a.b.open || a.ownTxn {
 		return f()
 	}
 	if _, err := a.query(ctx, "BEGIN"); err != nil {
 		return err
 	}
+	a.ownTxn = true
 	defer func() {
+		a.ownTxn = false
 		end := "COMMIT"
 		if err != nil {
 			end = "ROLLBACK"

@@ -35,11 +35,26 @@ func (a *Applier) loadJoins(ctx context.Context, db *pgx.Conn, from pglogrepl.LS
 	}
 	a.joins = map[string]pglogrepl.LSN{}
 	for _, t := range tables {
+		at := t.CopyLSN
 		switch {
 		case t.State == checkpoint.TableCopying:
-			a.joins[t.Schema+"."+t.Name] = copyUnfinished
-		case t.CopyLSN > from:
-			a.joins[t.Schema+"."+t.Name] = t.CopyLSN
+			at = copyUnfinished
+		case t.CopyLSN <= from:
+			continue
+		}
+		// The stream names a partitioned table's partitions, which its
+		// copy holds with it.
+		rows, err := db.Query(ctx, `SELECT format('%s.%s', n.nspname, c.relname) FROM pg_partition_tree(to_regclass($1)) p
+			JOIN pg_class c ON c.oid = p.relid JOIN pg_namespace n ON n.oid = c.relnamespace`, pgx.Identifier{t.Schema, t.Name}.Sanitize())
+		if err != nil {
+			return fmt.Errorf("list the partitions of %s.%s on the target: %w", t.Schema, t.Name, err)
+		}
+		names, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		if err != nil {
+			return fmt.Errorf("list the partitions of %s.%s on the target: %w", t.Schema, t.Name, err)
+		}
+		for _, name := range append(names, t.Schema+"."+t.Name) {
+			a.joins[name] = at
 		}
 	}
 	return nil
@@ -47,6 +62,16 @@ func (a *Applier) loadJoins(ctx context.Context, db *pgx.Conn, from pglogrepl.LS
 
 // copyUnfinished marks a table whose add has not finished.
 const copyUnfinished = pglogrepl.LSN(1<<64 - 1)
+
+// copyName is the name a table's copy state goes by: the target's name for
+// the source OID when the states know it (the stream may still use a name
+// the source has changed since the copy), else the message's.
+func (a *Applier) copyName(id uint32, name string) string {
+	if st, ok := a.byOID[id]; ok {
+		return st.Schema + "." + st.Name
+	}
+	return name
+}
 
 // checkCopied fails for a table whose add has not finished.
 func (a *Applier) checkCopied(name string) error {
@@ -88,10 +113,10 @@ func (a *Applier) admit(ctx context.Context, msg stream.Message) (stream.Message
 		if err != nil {
 			return nil, err
 		}
-		if err := a.checkCopied(r.name); err != nil {
+		if err := a.checkCopied(a.copyName(id, r.name)); err != nil {
 			return nil, err
 		}
-		if a.inCopy(r.name) {
+		if a.inCopy(a.copyName(id, r.name)) {
 			a.skipped++
 			continue
 		}

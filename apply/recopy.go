@@ -18,6 +18,9 @@ import (
 // transaction that met the change was applied.
 type RecopyError struct {
 	Schema, Name string
+	// RelID is the table's OID on the source, which finds it if it has
+	// been renamed since.
+	RelID uint32
 	// Why is the schema change that could not be followed.
 	Why string
 }
@@ -45,7 +48,7 @@ func (a *Applier) cannotFollow(msg *stream.Relation, err error) error {
 		return err
 	}
 	if a.cfg.Recopy && a.cfg.SchemaChanges != SchemaChangesStop {
-		return &RecopyError{Schema: msg.Namespace, Name: msg.Name, Why: cf.why}
+		return &RecopyError{Schema: msg.Namespace, Name: msg.Name, RelID: msg.ID, Why: cf.why}
 	}
 	return permanent(cf.stop)
 }

@@ -60,16 +60,16 @@ type targetColumn struct {
 }
 
 // reconcile compares a Relation message with the target table and follows
-// the source's schema changes that are unambiguous (unless
-// Config.SchemaChanges is SchemaChangesStop): a column the source renamed is
-// renamed, told from a drop and an add by its attribute number on the
-// source (columns.go); a column the source added is added (addcolumn.go),
-// with a type the source created after init (alter.go); a column the source
-// dropped is dropped; a type change converts the target's values with a
-// cast; defaults and NOT NULL follow the source's. Anything else (a column
-// gone while another appeared where attribute numbers cannot tell a rename,
-// a type the target's values do not cast to) stops replication with an
-// error naming the table and the fix, since guessing could lose data.
+// the source's schema changes (unless Config.SchemaChanges is
+// SchemaChangesStop): a column the source renamed is renamed, told from a
+// drop and an add by its attribute number on the source (columns.go); a
+// column the source added is added (addcolumn.go), with a type the source
+// created after init (alter.go); a column the source dropped is dropped; a
+// type change converts the target's values with a cast; defaults and NOT
+// NULL follow the source's. What DDL cannot follow (names that cannot tell
+// a rename from a drop and an add, values the target cannot recompute or
+// cast) is a RecopyError, or stops replication with the fix when the caller
+// does not copy tables again (recopy.go): guessing could lose data.
 func (a *Applier) reconcile(ctx context.Context, msg *stream.Relation) (*relation, error) {
 	r, err := a.compare(ctx, msg)
 	return r, a.cannotFollow(msg, err)
@@ -92,12 +92,22 @@ func (a *Applier) compare(ctx context.Context, msg *stream.Relation) (*relation,
 	if err != nil {
 		return nil, err
 	}
+	// The stream describes partitions; their columns are their root's,
+	// which the column changes below go to (from there to every
+	// partition). The partition's own name serves the rest.
+	leaf := qualified
+	if rows, err := a.query(ctx, `SELECT format('%I.%I', n.nspname, c.relname) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+		WHERE c.oid = pg_partition_root(to_regclass($1)) AND c.oid <> to_regclass($1)`, qualified); err != nil {
+		return nil, fmt.Errorf("look up the partition root of %s on the target: %w", name, err)
+	} else if len(rows) == 1 {
+		qualified = string(rows[0][0])
+	}
 	names := make([]string, len(msg.Columns))
 	for i, c := range msg.Columns {
 		names[i] = c.Name
 	}
 	recorded := a.srcCols[msg.ID]
-	nums, aligned := alignColumns(shape)
+	nums, aligned := alignColumns(shape, recorded)
 	byNumber := false
 	if aligned && recorded != nil {
 		if drops, renames, ok := columnChanges(target, recorded, names, nums); ok {
@@ -175,10 +185,10 @@ func (a *Applier) compare(ctx context.Context, msg *stream.Relation) (*relation,
 	if err := a.holdTable(ctx, r); err != nil {
 		return nil, err
 	}
-	if r.mergeable, err = a.mergeable(ctx, r, qualified); err != nil {
+	if r.mergeable, err = a.mergeable(ctx, r, leaf); err != nil {
 		return nil, err
 	}
-	cascade, err := a.query(ctx, `SELECT 1 FROM pg_constraint WHERE conrelid = to_regclass($1) AND contype = 'f' AND confdeltype = 'c'`, qualified)
+	cascade, err := a.query(ctx, `SELECT 1 FROM pg_constraint WHERE conrelid = to_regclass($1) AND contype = 'f' AND confdeltype = 'c'`, leaf)
 	if err != nil {
 		return nil, fmt.Errorf("read foreign keys of %s: %w", name, err)
 	}
@@ -287,7 +297,8 @@ func (a *Applier) typeName(ctx context.Context, oid uint32, typmod int32) (strin
 		return "", fmt.Errorf("look up source type %d: %w", oid, err)
 	}
 	if name == nil || *name == "???" {
-		return "", permanent(fmt.Errorf("source type %d no longer exists", oid))
+		err := fmt.Errorf("source type %d no longer exists (dropped on the source since the change being applied)", oid)
+		return "", cannotFollowError{why: err.Error(), stop: err}
 	}
 	a.typeNames[key] = *name
 	return *name, nil

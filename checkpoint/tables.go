@@ -56,20 +56,8 @@ func (s Store) tablesTable() string { return s.Ident("tables") }
 // EnsureTables creates the schema, the table of per-table states and the
 // table of their source columns (columns.go) when missing.
 func (s Store) EnsureTables(ctx context.Context, q Querier) error {
-	// CREATE SCHEMA IF NOT EXISTS needs CREATE on the database even when
-	// the schema exists, which a managed target's role may lack.
-	var exists bool
-	name := s.Schema
-	if name == "" {
-		name = DefaultSchema
-	}
-	if err := q.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)`, name).Scan(&exists); err != nil {
-		return fmt.Errorf("look up schema %s: %w", s.schema(), err)
-	}
-	if !exists {
-		if _, err := q.Exec(ctx, "CREATE SCHEMA IF NOT EXISTS "+s.schema()); err != nil {
-			return fmt.Errorf("create schema %s: %w", s.schema(), err)
-		}
+	if err := s.EnsureSchema(ctx, q); err != nil {
+		return err
 	}
 	_, err := q.Exec(ctx, fmt.Sprintf(`CREATE TABLE IF NOT EXISTS %s (
 	slot_name   text NOT NULL,
@@ -181,4 +169,24 @@ FROM %s WHERE slot_name = $1 ORDER BY 1, 2`, s.tablesTable()), slot)
 func isUndefinedTable(err error) bool {
 	var pgErr *pgconn.PgError
 	return errors.As(err, &pgErr) && (pgErr.Code == "42P01" || pgErr.Code == "3F000")
+}
+
+// EnsureSchema creates the tool's schema when missing. CREATE SCHEMA IF NOT
+// EXISTS needs CREATE on the database even when the schema exists, which a
+// managed target's role may lack: it runs only when the schema is missing.
+func (s Store) EnsureSchema(ctx context.Context, q Querier) error {
+	var exists bool
+	name := s.Schema
+	if name == "" {
+		name = DefaultSchema
+	}
+	if err := q.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)`, name).Scan(&exists); err != nil {
+		return fmt.Errorf("look up schema %s: %w", s.schema(), err)
+	}
+	if !exists {
+		if _, err := q.Exec(ctx, "CREATE SCHEMA IF NOT EXISTS "+s.schema()); err != nil {
+			return fmt.Errorf("create schema %s: %w", s.schema(), err)
+		}
+	}
+	return nil
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/serenorg/postgres-seren-replicator/checkpoint"
 	"github.com/serenorg/postgres-seren-replicator/internal/pgtools"
@@ -236,7 +237,16 @@ func AddTables(ctx context.Context, db plan.Database, tables []selection.Table, 
 		}
 		res.Notices = append(res.Notices, notices...)
 		for _, s := range schemasOf(create) {
-			if _, err := dst.Exec(ctx, "CREATE SCHEMA IF NOT EXISTS "+pgx.Identifier{s}.Sanitize()); err != nil {
+			// CREATE SCHEMA IF NOT EXISTS needs CREATE on the database even
+			// when the schema exists, which a managed target's role may lack.
+			var exists bool
+			if err := dst.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)`, s).Scan(&exists); err != nil {
+				return res, fmt.Errorf("look up schema %s on the target: %w", s, err)
+			}
+			if exists {
+				continue
+			}
+			if _, err := dst.Exec(ctx, "CREATE SCHEMA "+pgx.Identifier{s}.Sanitize()); err != nil {
 				return res, fmt.Errorf("create schema %s on the target: %w", s, err)
 			}
 		}
@@ -399,8 +409,19 @@ func FinishTables(ctx context.Context, dst *pgx.Conn, store checkpoint.Store, sl
 		}
 		err := pgx.BeginFunc(ctx, dst, func(tx pgx.Tx) error {
 			for _, sql := range t.Pending {
+				// A key made meanwhile (sync follows the source's new
+				// constraints by definition) is there already.
+				if _, err := tx.Exec(ctx, "SAVEPOINT seren_finish"); err != nil {
+					return err
+				}
 				if _, err := tx.Exec(ctx, sql); err != nil {
-					return fmt.Errorf("%s: %w", sql, err)
+					var pgErr *pgconn.PgError
+					if !errors.As(err, &pgErr) || pgErr.Code != "42710" {
+						return fmt.Errorf("%s: %w", sql, err)
+					}
+					if _, err := tx.Exec(ctx, "ROLLBACK TO SAVEPOINT seren_finish"); err != nil {
+						return err
+					}
 				}
 			}
 			t.Pending = nil

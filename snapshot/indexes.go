@@ -8,6 +8,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/serenorg/postgres-seren-replicator/internal/selection"
+	"github.com/serenorg/postgres-seren-replicator/internal/sqltext"
 )
 
 // SchemaObject is an index or a constraint that the source has on a table
@@ -25,6 +26,10 @@ type SchemaObject struct {
 	// SQL makes it; when the target has an index of the same definition
 	// under another name, it renames that one instead.
 	SQL []string
+	// Early: safe to make before the stream has passed the source position
+	// where it was seen (a new enum label only widens what the target
+	// accepts).
+	Early bool
 	// dropOnFailure is the index a failed CREATE INDEX CONCURRENTLY leaves
 	// behind, invalid, to drop.
 	dropOnFailure string
@@ -171,7 +176,77 @@ func missingOn(ctx context.Context, src, dst *pgx.Conn, t selection.Table, ident
 		out = append(out, o)
 	}
 	cons, err := missingConstraints(ctx, src, dst, t, ident)
-	return append(out, cons...), err
+	if err != nil {
+		return nil, err
+	}
+	labels, err := missingLabels(ctx, src, dst, t, ident)
+	return append(append(out, cons...), labels...), err
+}
+
+// enumTypesSQL lists the enum types a table's columns use, directly or as
+// array elements.
+const enumTypesSQL = `SELECT DISTINCT format('%I.%I', n.nspname, e.typname),
+		ARRAY(SELECT enumlabel::text FROM pg_enum WHERE enumtypid = e.oid ORDER BY enumsortorder)
+	FROM pg_attribute a JOIN pg_type e ON e.oid = a.atttypid OR e.typarray = a.atttypid JOIN pg_namespace n ON n.oid = e.typnamespace
+	WHERE a.attrelid = $1::regclass AND a.attnum > 0 AND NOT a.attisdropped AND e.typtype = 'e'`
+
+// missingLabels finds the labels added on the source (ALTER TYPE … ADD
+// VALUE) to the enums a table uses that the target's enums lack: rows with
+// them would be refused. Each is added in the source's order.
+func missingLabels(ctx context.Context, src, dst *pgx.Conn, t selection.Table, ident string) ([]SchemaObject, error) {
+	rows, err := src.Query(ctx, enumTypesSQL, ident)
+	if err != nil {
+		return nil, err
+	}
+	type enum struct {
+		name   string
+		labels []string
+	}
+	enums, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (enum, error) {
+		var e enum
+		return e, r.Scan(&e.name, &e.labels)
+	})
+	if err != nil {
+		return nil, err
+	}
+	var out []SchemaObject
+	for _, e := range enums {
+		var have []string
+		if err := dst.QueryRow(ctx, `SELECT ARRAY(SELECT enumlabel::text FROM pg_enum WHERE enumtypid = to_regtype($1) ORDER BY enumsortorder)`, e.name).Scan(&have); err != nil {
+			return nil, err
+		}
+		if len(have) == 0 {
+			continue // not on the target: made with the column that uses it
+		}
+		o := SchemaObject{Table: t, Kind: "enum label", Name: e.name, Early: true}
+		known := map[string]bool{}
+		for _, l := range have {
+			known[l] = true
+		}
+		for i, l := range e.labels {
+			if known[l] {
+				continue
+			}
+			where := ""
+			for j := i - 1; j >= 0 && where == ""; j-- {
+				if known[e.labels[j]] {
+					where = " AFTER " + sqltext.Literal(e.labels[j])
+				}
+			}
+			for j := i + 1; j < len(e.labels) && where == ""; j++ {
+				if known[e.labels[j]] {
+					where = " BEFORE " + sqltext.Literal(e.labels[j])
+				}
+			}
+			o.SQL = append(o.SQL, fmt.Sprintf("ALTER TYPE %s ADD VALUE IF NOT EXISTS %s%s", e.name, sqltext.Literal(l), where))
+			known[l] = true
+		}
+		if len(o.SQL) > 0 {
+			o.Key = t.Qualified() + "|" + e.name + "|" + strings.Join(o.SQL, ";")
+			out = append(out, o)
+		}
+	}
+	return out, nil
 }
 
 func missingConstraints(ctx context.Context, src, dst *pgx.Conn, t selection.Table, ident string) ([]SchemaObject, error) {

@@ -8,6 +8,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/serenorg/postgres-seren-replicator/checkpoint"
 )
 
 // progressTable is init_progress in the checkpoint schema on the target: one
@@ -24,8 +26,10 @@ func (t *progressTable) ident() string { return pgx.Identifier{t.schema, "init_p
 // ensure creates the table, and records the start of this run (the
 // piece "" row carries the snapshot and start time).
 func (t *progressTable) ensure(ctx context.Context, dst *pgx.Conn) error {
-	_, err := dst.Exec(ctx, fmt.Sprintf(`CREATE SCHEMA IF NOT EXISTS %s;
-CREATE TABLE IF NOT EXISTS %s (
+	if err := (checkpoint.Store{Schema: t.schema}).EnsureSchema(ctx, dst); err != nil {
+		return err
+	}
+	_, err := dst.Exec(ctx, fmt.Sprintf(`CREATE TABLE IF NOT EXISTS %s (
 	slot_name   text NOT NULL,
 	piece       text NOT NULL,
 	snapshot    text NOT NULL,
@@ -33,7 +37,7 @@ CREATE TABLE IF NOT EXISTS %s (
 	bytes       bigint NOT NULL DEFAULT 0,
 	finished_at timestamptz NOT NULL DEFAULT now(),
 	PRIMARY KEY (slot_name, piece)
-)`, pgx.Identifier{t.schema}.Sanitize(), t.ident()))
+)`, t.ident()))
 	if err != nil {
 		return fmt.Errorf("create %s: %w", t.ident(), err)
 	}

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5"
 
 	"github.com/serenorg/postgres-seren-replicator/checkpoint"
 	"github.com/serenorg/postgres-seren-replicator/internal/selection"
@@ -63,7 +64,7 @@ func prepareStreaming(t *testing.T, src, dst *pgtest.Cluster, db, schema string,
 		var nums []int16
 		var names []string
 		if err := sconn.QueryRow(ctx, `SELECT c.oid, array_agg(a.attnum), array_agg(a.attname::text) FROM pg_class c JOIN pg_attribute a ON a.attrelid = c.oid
-			WHERE c.oid = $1::regclass AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = '' GROUP BY c.oid`, tbl.Schema+"."+tbl.Name).Scan(&relid, &nums, &names); err != nil {
+			WHERE c.oid = $1::regclass AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = '' GROUP BY c.oid`, pgx.Identifier{tbl.Schema, tbl.Name}.Sanitize()).Scan(&relid, &nums, &names); err != nil {
 			t.Fatal(err)
 		}
 		cols := checkpoint.SourceColumns{}

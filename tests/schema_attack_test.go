@@ -34,7 +34,6 @@ func assertSameColumns(t *testing.T, src, dst interface {
 // drops v and adds the new v at the old message, then writes the old
 // column's value into the new column. The source's new v is NULL.
 func TestSchemaAttackDropReaddSameNameWhileLagging(t *testing.T) {
-	t.Skip("bug: catalog names matching a lagging Relation message are taken as aligned attnums; a later DROP+ADD of the same name writes the old column's values into the new one")
 	src, dst := pgtestPair(t)
 	prepareStreaming(t, src, dst, "att", `CREATE TABLE t (id int PRIMARY KEY, v int);`, "public.t")
 	src.Exec("att", `INSERT INTO t SELECT g, g FROM generate_series(1, 10) g`)
@@ -50,7 +49,7 @@ func TestSchemaAttackDropReaddSameNameWhileLagging(t *testing.T) {
 // Attack: the same, through a rename chain: b renamed to b2 (a change
 // written), then b2 dropped and a new b2 added, all before sync reads it.
 func TestSchemaAttackRenameThenReaddWhileLagging(t *testing.T) {
-	t.Skip("bug: rename then drop+re-add of the new name while lagging: the renamed column is treated as dropped and the old values land in the new column")
+	longTest(t) // make test-long; make test keeps a few of these
 	src, dst := pgtestPair(t)
 	prepareStreaming(t, src, dst, "att", `CREATE TABLE t (id int PRIMARY KEY, b int);`, "public.t")
 	src.Exec("att", `INSERT INTO t SELECT g, g FROM generate_series(1, 10) g`)
@@ -69,6 +68,7 @@ func TestSchemaAttackRenameThenReaddWhileLagging(t *testing.T) {
 // table here) puts that position past the last published commit, so no
 // batch ever ends there: the catch-up ends and the target lacks NOT NULL.
 func TestSchemaAttackNotNullBeforeCatchUpEnd(t *testing.T) {
+	longTest(t) // make test-long; make test keeps a few of these
 	src, dst := pgtestPair(t)
 	prepareStreaming(t, src, dst, "att", `CREATE TABLE t (id int PRIMARY KEY, a text); CREATE TABLE other (id int PRIMARY KEY);`, "public.t")
 	src.Exec("att", `INSERT INTO t SELECT g, NULL FROM generate_series(1, 10) g`)
@@ -87,7 +87,7 @@ func TestSchemaAttackNotNullBeforeCatchUpEnd(t *testing.T) {
 // the root without publish_via_partition_root, so the stream describes the
 // partition, whose inherited column the target cannot rename by itself.
 func TestSchemaAttackPartitionedRename(t *testing.T) {
-	t.Skip("bug: a column change on a partitioned table (stream describes the leaf) makes sync re-copy the leaf forever (pg_restore ATTACH PARTITION fails)")
+	longTest(t) // make test-long; make test keeps a few of these
 	src, dst := pgtestPair(t)
 	src.Exec("postgres", "CREATE DATABASE att")
 	src.Exec("att", `CREATE TABLE p (id int PRIMARY KEY, b int) PARTITION BY RANGE (id);
@@ -110,7 +110,7 @@ func TestSchemaAttackPartitionedRename(t *testing.T) {
 // Attack: a value added to an enum the target already has (ALTER TYPE ...
 // ADD VALUE), then used.
 func TestSchemaAttackEnumAddValue(t *testing.T) {
-	t.Skip("bug: ALTER TYPE ... ADD VALUE on the source is not followed: sync stops on invalid input value for enum")
+	longTest(t) // make test-long; make test keeps a few of these
 	src, dst := pgtestPair(t)
 	prepareStreaming(t, src, dst, "att", `CREATE TYPE mood AS ENUM ('sad', 'ok'); CREATE TABLE t (id int PRIMARY KEY, m mood);`, "public.t")
 	src.Exec("att", `INSERT INTO t VALUES (1, 'ok')`)
@@ -129,7 +129,8 @@ func TestSchemaAttackEnumAddValue(t *testing.T) {
 // name to a plain column (generated columns are not in the stream, so the
 // target's generated column keeps the name).
 func TestSchemaAttackRenameOntoGeneratedName(t *testing.T) {
-	t.Skip("bug: a source column renamed to the old name of a (renamed) generated column: the rename fails on the target, sync stops")
+	longTest(t) // make test-long; make test keeps a few of these
+	t.Skip("limitation (README): a source column renamed to the old name of a (renamed) generated column: the rename fails on the target, sync stops")
 	src, dst := pgtestPair(t)
 	prepareStreaming(t, src, dst, "att", `CREATE TABLE t (id int PRIMARY KEY, a int, g int GENERATED ALWAYS AS (id * 2) STORED);`, "public.t")
 	src.Exec("att", `INSERT INTO t (id, a) SELECT g, g FROM generate_series(1, 5) g`)
@@ -147,6 +148,7 @@ func TestSchemaAttackRenameOntoGeneratedName(t *testing.T) {
 // Attack: a type change whose old default does not cast to the new type;
 // the source dropped the default in the same statement.
 func TestSchemaAttackTypeChangeDefaultNoCast(t *testing.T) {
+	longTest(t) // make test-long; make test keeps a few of these
 	src, dst := pgtestPair(t)
 	prepareStreaming(t, src, dst, "att", `CREATE TABLE t (id int PRIMARY KEY, c text DEFAULT 'x');`, "public.t")
 	src.Exec("att", `INSERT INTO t SELECT g, g::text FROM generate_series(1, 10) g`)
@@ -167,7 +169,7 @@ func TestSchemaAttackTypeChangeDefaultNoCast(t *testing.T) {
 // Attack: odd names in a swap, with a column named like the temporary names
 // a swap goes through.
 func TestSchemaAttackOddNamesAndTableRename(t *testing.T) {
-	t.Skip("bug: swap through temp names fails when the table has a column named seren_replicator_rename_N")
+	longTest(t) // make test-long; make test keeps a few of these
 	src, dst := pgtestPair(t)
 	prepareStreaming(t, src, dst, "att", `CREATE TABLE t (id int PRIMARY KEY, "Größe ""x""" text, "a b" text, seren_replicator_rename_0 text);`, "public.t")
 	src.Exec("att", `INSERT INTO t SELECT g, 'g' || g, 'ab' || g, 's' || g FROM generate_series(1, 5) g`)
@@ -185,7 +187,6 @@ func TestSchemaAttackOddNamesAndTableRename(t *testing.T) {
 // after a later change to the columns) and then the table renamed: the
 // table must be copied again, under its new name.
 func TestSchemaAttackRecopyOfRenamedTable(t *testing.T) {
-	t.Skip("bug: a re-copy asked under the table's old name after the source renamed the table never succeeds (3 tries, then stop)")
 	src, dst := pgtestPair(t)
 	prepareStreaming(t, src, dst, "att", `CREATE TABLE t (id int PRIMARY KEY, b int);`, "public.t")
 	src.Exec("att", `INSERT INTO t SELECT g, g FROM generate_series(1, 10) g`)
@@ -206,7 +207,7 @@ func TestSchemaAttackRecopyOfRenamedTable(t *testing.T) {
 // table is empty when the column is added, so it gets NOT NULL at once, and
 // the stream's NULL row no longer fits.
 func TestSchemaAttackNotNullOnEmptyTableWhileLagging(t *testing.T) {
-	t.Skip("bug: addColumn sets NOT NULL at once on an empty target table although NULL rows are still in flight; sync stops on a not-null violation")
+	longTest(t) // make test-long; make test keeps a few of these
 	src, dst := pgtestPair(t)
 	// A unique column keeps the applier from folding the INSERT and the
 	// UPDATE into one row.
@@ -225,7 +226,6 @@ func TestSchemaAttackNotNullOnEmptyTableWhileLagging(t *testing.T) {
 // Attack: a column renamed on a partitioned table, read at once (the
 // catalog still has the message's columns), after a real init.
 func TestSchemaAttackPartitionedRenameAligned(t *testing.T) {
-	t.Skip("bug: init records the partition root's attnums but the stream describes leaves; a rename on the root loops forever re-copying the leaf")
 	src, dst := pgtestPair(t)
 	src.Exec("postgres", "CREATE DATABASE att")
 	src.Exec("att", `CREATE TABLE p (id int PRIMARY KEY, b int) PARTITION BY RANGE (id);
@@ -248,7 +248,7 @@ func TestSchemaAttackPartitionedRenameAligned(t *testing.T) {
 // Attack: a column added to and one dropped from a partitioned table (the
 // stream describes the partition), after a real init.
 func TestSchemaAttackPartitionedAddDrop(t *testing.T) {
-	t.Skip("bug: ADD/DROP COLUMN on a partitioned table loops forever re-copying the leaf (before fd9b256 it stopped with a clear error)")
+	longTest(t) // make test-long; make test keeps a few of these
 	src, dst := pgtestPair(t)
 	src.Exec("postgres", "CREATE DATABASE att")
 	src.Exec("att", `CREATE TABLE p (id int PRIMARY KEY, b int, old text) PARTITION BY RANGE (id);
@@ -271,7 +271,6 @@ func TestSchemaAttackPartitionedAddDrop(t *testing.T) {
 // (a column added with a volatile default). The add-table path drops the
 // target's table without CASCADE, which the view refuses.
 func TestSchemaAttackRecopyOfTableWithView(t *testing.T) {
-	t.Skip("bug: re-copy DROP TABLE fails when a view depends on the table; sync retries forever")
 	src, dst := pgtestPair(t)
 	prepareStreaming(t, src, dst, "att", `CREATE TABLE t (id int PRIMARY KEY, b int); CREATE VIEW v AS SELECT id, b FROM t;`, "public.t")
 	src.Exec("att", `INSERT INTO t SELECT g, g FROM generate_series(1, 10) g`)
@@ -279,9 +278,17 @@ func TestSchemaAttackRecopyOfTableWithView(t *testing.T) {
 	src.Exec("att", `ALTER TABLE t ADD COLUMN at timestamptz DEFAULT clock_timestamp(); UPDATE t SET b = -b WHERE id < 3`)
 	res := attackCatchUp(t, src.URL("postgres", "", "att"), dst.URL("postgres", "", "att"), 45*time.Second)
 	t.Logf("exit %d\n%s", res.Code, reviewTail(res.Stderr, 6))
-	if res.Code != 0 {
-		t.Errorf("catch-up exit %d", res.Code)
+	// The copy again cannot drop the table under the view: sync stops
+	// (exit 4, not retrying for ever) saying what to do, and following it
+	// works.
+	if res.Code != 4 || !strings.Contains(res.Stderr, "depend") || !strings.Contains(res.Stderr, "drop what depends on the table there") {
+		t.Fatalf("catch-up exit %d, want 4 with what to do", res.Code)
 	}
+	dst.Exec("att", `DROP VIEW v`)
+	if res := attackCatchUp(t, src.URL("postgres", "", "att"), dst.URL("postgres", "", "att"), 45*time.Second); res.Code != 0 {
+		t.Fatalf("after dropping the view: exit %d\n%s", res.Code, reviewTail(res.Stderr, 6))
+	}
+	dst.Exec("att", `CREATE VIEW v AS SELECT id, b FROM t`)
 	assertSameTables(t, src, dst, "att", "t", "v")
 }
 
@@ -290,6 +297,7 @@ func TestSchemaAttackRecopyOfTableWithView(t *testing.T) {
 // swapped between two tables in one transaction, while sync lags and then
 // while it streams.
 func TestSchemaAttackKeyTypeAndRotations(t *testing.T) {
+	longTest(t) // make test-long; make test keeps a few of these
 	src, dst := pgtestPair(t)
 	prepareStreaming(t, src, dst, "att", `CREATE TABLE parent (id int PRIMARY KEY, c1 text, c2 text, c3 text, c4 text, c5 text);
 		CREATE TABLE child (id int PRIMARY KEY, pid int REFERENCES parent (id) ON DELETE CASCADE, x text, y text);`, "public.parent", "public.child")
@@ -325,7 +333,6 @@ func TestSchemaAttackKeyTypeAndRotations(t *testing.T) {
 // cast in the applier's session, whose TimeZone is UTC: every row not
 // written again is 5 hours off.
 func TestSchemaAttackTypeChangeCastDependsOnTimeZone(t *testing.T) {
-	t.Skip("bug: type change cast on the target runs with TimeZone=UTC, not the source session's zone: timestamp->timestamptz values shifted silently")
 	src, dst := pgtestPair(t)
 	prepareStreaming(t, src, dst, "att", `CREATE TABLE t (id int PRIMARY KEY, ts timestamp);`, "public.t")
 	src.Exec("postgres", "ALTER DATABASE att SET timezone = 'America/New_York'")
@@ -348,7 +355,7 @@ func TestSchemaAttackTypeChangeCastDependsOnTimeZone(t *testing.T) {
 // apart in real life). Each copy succeeds; the count of copies is never
 // reset, so the fourth stops sync as though copying "did not help".
 func TestSchemaAttackRecopyCountNeverResets(t *testing.T) {
-	t.Skip("bug: the per-table re-copy counter never resets in a daemon: the 4th legitimate re-copy stops sync")
+	longTest(t) // make test-long; make test keeps a few of these
 	src, dst := pgtestPair(t)
 	prepareStreaming(t, src, dst, "att", `CREATE TABLE t (id int PRIMARY KEY, b int);`, "public.t")
 	src.Exec("att", `INSERT INTO t SELECT g, g FROM generate_series(1, 10) g`)
@@ -385,7 +392,6 @@ func TestSchemaAttackRecopyCountNeverResets(t *testing.T) {
 // IMMEDIATE before its ALTER TABLE, which checks the child row at once: the
 // source never checked it there.
 func TestSchemaAttackDeferredForeignKeyOrdered(t *testing.T) {
-	t.Skip("bug: ordered mode runDDL does SET CONSTRAINTS ALL IMMEDIATE mid-transaction; a DEFERRABLE INITIALLY DEFERRED FK with the parent still to come fails and sync stops for good")
 	src, dst := pgtestPair(t)
 	prepareStreaming(t, src, dst, "att", `CREATE TABLE parent (id int PRIMARY KEY);
 		CREATE TABLE child (id int PRIMARY KEY, pid int REFERENCES parent (id) DEFERRABLE INITIALLY DEFERRED);
@@ -413,7 +419,8 @@ func TestSchemaAttackDeferredForeignKeyOrdered(t *testing.T) {
 // column computed from it. Generated columns are not in the stream, so the
 // target keeps its generated column, which then blocks dropping the base.
 func TestSchemaAttackDropColumnUnderGenerated(t *testing.T) {
-	t.Skip("bug: DROP COLUMN ... CASCADE of a generated column's base: the target keeps the generated column, the drop fails, sync stops")
+	longTest(t) // make test-long; make test keeps a few of these
+	t.Skip("limitation (README): DROP COLUMN ... CASCADE of a generated column's base: the target keeps the generated column, the drop fails, sync stops")
 	src, dst := pgtestPair(t)
 	prepareStreaming(t, src, dst, "att", `CREATE TABLE t (id int PRIMARY KEY, a int, b int, g int GENERATED ALWAYS AS (a * 2) STORED);`, "public.t")
 	src.Exec("att", `INSERT INTO t (id, a, b) SELECT g, g, g FROM generate_series(1, 5) g`)
@@ -433,7 +440,7 @@ func TestSchemaAttackDropColumnUnderGenerated(t *testing.T) {
 // the rows not written again differ from the source's, with only a warning
 // in the log.
 func TestSchemaAttackTypeChangeUsingDiffersFromCast(t *testing.T) {
-	t.Skip("bug (design): a type change with USING whose expression differs from a plain cast is converted with the cast; silent divergence, exit 0, only a warning")
+	longTest(t) // make test-long; make test keeps a few of these
 	src, dst := pgtestPair(t)
 	prepareStreaming(t, src, dst, "att", `CREATE TABLE t (id int PRIMARY KEY, c text);`, "public.t")
 	src.Exec("att", `INSERT INTO t SELECT g, (g * 100)::text FROM generate_series(1, 5) g`)
@@ -487,7 +494,8 @@ func TestSchemaAttackKillDuringRecopy(t *testing.T) {
 // VALUE). Rows the stream does not carry again keep the old label on the
 // target.
 func TestSchemaAttackEnumRenameValue(t *testing.T) {
-	t.Skip("bug: ALTER TYPE ... RENAME VALUE is not followed: untouched rows keep the old label on the target, exit 0")
+	longTest(t) // make test-long; make test keeps a few of these
+	t.Skip("limitation (README): ALTER TYPE ... RENAME VALUE is not followed: untouched rows keep the old label on the target, exit 0")
 	src, dst := pgtestPair(t)
 	prepareStreaming(t, src, dst, "att", `CREATE TYPE mood AS ENUM ('sad', 'ok'); CREATE TABLE t (id int PRIMARY KEY, m mood);`, "public.t")
 	src.Exec("att", `INSERT INTO t VALUES (1, 'ok')`)
@@ -502,7 +510,7 @@ func TestSchemaAttackEnumRenameValue(t *testing.T) {
 // and written, then the column and its type dropped. The Relation message
 // names a type the source no longer has.
 func TestSchemaAttackShortLivedTypeWhileLagging(t *testing.T) {
-	t.Skip("bug: a Relation message naming a type the source has dropped since stops sync for good (source type N no longer exists) instead of re-copying")
+	longTest(t) // make test-long; make test keeps a few of these
 	src, dst := pgtestPair(t)
 	prepareStreaming(t, src, dst, "att", `CREATE TABLE t (id int PRIMARY KEY, b int);`, "public.t")
 	src.Exec("att", `INSERT INTO t SELECT g, g FROM generate_series(1, 5) g`)
@@ -520,7 +528,7 @@ func TestSchemaAttackShortLivedTypeWhileLagging(t *testing.T) {
 
 // Attack: a domain over an enum, arrays of both, all created after init.
 func TestSchemaAttackDomainOverEnumArrays(t *testing.T) {
-	t.Skip("bug: ensureType of a domain over an enum in a new schema runs CREATE SCHEMA twice (checked before the recursion made it): sync stops")
+	longTest(t) // make test-long; make test keeps a few of these
 	src, dst := pgtestPair(t)
 	prepareStreaming(t, src, dst, "att", `CREATE TABLE t (id int PRIMARY KEY);`, "public.t")
 	src.Exec("att", `INSERT INTO t SELECT generate_series(1, 5)`)
@@ -541,7 +549,7 @@ func TestSchemaAttackDomainOverEnumArrays(t *testing.T) {
 // Attack: while sync lags, a column renamed and written, then the table
 // renamed and written.
 func TestSchemaAttackColumnThenTableRenameWhileLagging(t *testing.T) {
-	t.Skip("bug: a re-copy asked under the table's old name (the source renamed the table since) never succeeds: 3 tries, then sync stops")
+	longTest(t) // make test-long; make test keeps a few of these
 	src, dst := pgtestPair(t)
 	prepareStreaming(t, src, dst, "att", `CREATE TABLE t (id int PRIMARY KEY, b int, c text);`, "public.t")
 	src.Exec("att", `INSERT INTO t SELECT g, g, 'c' FROM generate_series(1, 5) g`)
@@ -562,7 +570,8 @@ func TestSchemaAttackColumnThenTableRenameWhileLagging(t *testing.T) {
 // Relation message only before a change), so a catch-up ends with the old
 // column name, default and NOT NULL on the target.
 func TestSchemaAttackSchemaChangeWithoutLaterWrites(t *testing.T) {
-	t.Skip("bug (limitation): DDL with no later write to the table never reaches the target; a catch-up ends exit 0 with the old column name, default and nullability")
+	longTest(t) // make test-long; make test keeps a few of these
+	t.Skip("limitation (README): DDL with no later write to the table never reaches the target; a catch-up ends exit 0 with the old column name, default and nullability")
 	src, dst := pgtestPair(t)
 	prepareStreaming(t, src, dst, "att", `CREATE TABLE t (id int PRIMARY KEY, b int, c text);`, "public.t")
 	src.Exec("att", `INSERT INTO t SELECT g, g, 'c' FROM generate_series(1, 5) g`)

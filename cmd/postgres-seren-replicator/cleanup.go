@@ -168,7 +168,10 @@ func (c *CleanupCmd) confirm(ctx context.Context, env *Env, states []cleanupStat
 // concurrent cleanup cannot make it fail.
 func (c *CleanupCmd) drop(ctx context.Context, env *Env, s cleanupState) error {
 	name := s.db.Name
-	src, err := s.db.Source.Connect(ctx)
+	// After a cutover the source database is read-only for new
+	// transactions (its fence); cleanup's drops are what the migration
+	// left there, and go through.
+	src, err := s.db.Source.ConnectWith(ctx, map[string]string{"default_transaction_read_only": "off"})
 	if err != nil {
 		return err
 	}

@@ -491,10 +491,6 @@ func (c *CutoverCmd) handOver(env *Env, rep *cutoverReport, daemon bool) error {
 	if daemon {
 		next = "Next: stop the sync daemon, then run cleanup to drop the slot and publication"
 	}
-	if c.Fence == "read-only" {
-		// cleanup's sessions on the source are read-only too.
-		next += ", with PGOPTIONS='-c default_transaction_read_only=off' in its environment (the source is read-only)"
-	}
 	fmt.Fprintln(w, next+".")
 	if len(rep.Reverse) > 0 {
 		fmt.Fprintln(w, "The way back is ready: on the target, a slot and a publication start where both sides are equal:")

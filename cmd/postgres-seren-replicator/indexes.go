@@ -85,7 +85,7 @@ func (r *pipelineRunner) followObjects(ctx context.Context) (bool, error) {
 			r.objects.seen[o.Key] = now
 			at = now
 		}
-		if r.objects.failed[o.Key] || pos.EndLSN < at {
+		if r.objects.failed[o.Key] || pos.EndLSN < at && !o.Early {
 			continue
 		}
 		if err := o.Make(ctx, dst); err != nil {
@@ -93,12 +93,12 @@ func (r *pipelineRunner) followObjects(ctx context.Context) (bool, error) {
 				return made, ctx.Err()
 			}
 			r.objects.failed[o.Key] = true
-			r.log.Warn("could not make on the target an index or constraint the source has (not tried again until sync restarts); make it there by hand",
+			r.log.Warn("could not make on the target what the source made after the copy (not tried again until sync restarts); make it there by hand",
 				"table", o.Table.Qualified(), o.Kind, o.Name, "error", err)
 			continue
 		}
 		made = true
-		r.log.Info("made on the target an index or constraint the source made", "table", o.Table.Qualified(), o.Kind, o.Name, "sql", o.SQL[0])
+		r.log.Info("made on the target what the source made after the copy", "table", o.Table.Qualified(), o.Kind, o.Name, "sql", o.SQL[0])
 	}
 	return made, nil
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/serenorg/postgres-seren-replicator/apply"
 	"github.com/serenorg/postgres-seren-replicator/checkpoint"
@@ -151,6 +152,14 @@ func (r *pipelineRunner) joinNewTables(ctx context.Context, src *pgx.Conn) (bool
 		return false, setupError("%v", err)
 	}
 	if err != nil {
+		var pgErr *pgconn.PgError
+		for _, t := range tables {
+			if r.recopied[t.Schema+"."+t.Name].count > 0 && errors.As(err, &pgErr) && pgErr.Code == "2BP01" {
+				// Copied again for a schema change: a view on the table
+				// blocks DROP TABLE, and would again.
+				return false, setupError("copy %s again (for a schema change DDL could not follow): %v: fix that on the target (drop what depends on the table there, to make it again after), or copy everything again with init --drop-existing; then restart sync", list, err)
+			}
+		}
 		return false, fmt.Errorf("add tables %s: %w", list, err)
 	}
 	for _, t := range res.Added {
@@ -295,29 +304,64 @@ func (r *pipelineRunner) tablesToFinish(ctx context.Context) (bool, error) {
 // table added to the migration, when its target copy cannot follow a schema
 // change of the source by DDL (apply.RecopyError): its state goes back to
 // copying, so the next attempt copies it (joinNewTables) and the stream
-// skips its changes older than the copy. A table that asks again and again
-// within one run stops sync instead.
-func (r *pipelineRunner) recopy(ctx context.Context, e *apply.RecopyError) error {
-	name := e.Schema + "." + e.Name
-	if r.recopied == nil {
-		r.recopied = map[string]int{}
+// skips its changes older than the copy. A partition is copied with its
+// partitioned table (the table of the migration); a table the source has
+// renamed since is renamed on the target first, so the copy finds it. A
+// table that asks again with the stream at the same position (the copy did
+// not help) stops sync instead.
+func (r *pipelineRunner) recopy(ctx context.Context, e *apply.RecopyError, at pglogrepl.LSN) error {
+	src, err := r.db.Source.Connect(ctx)
+	if err != nil {
+		return err
 	}
-	if r.recopied[name]++; r.recopied[name] > 3 {
-		return setupError("%v; copying the table again did not help (%d times): compare its columns on both sides and make the target's match, then restart sync", e, r.recopied[name]-1)
-	}
+	defer src.Close(context.WithoutCancel(ctx))
 	dst, err := r.db.Target.Connect(ctx)
 	if err != nil {
 		return err
 	}
 	defer dst.Close(context.WithoutCancel(ctx))
+	schema, table := e.Schema, e.Name
+	var now []string
+	err = src.QueryRow(ctx, `SELECT ARRAY[n.nspname::text, c.relname::text] FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+		WHERE c.oid = COALESCE(pg_partition_root($1::oid), $1::oid)`, e.RelID).Scan(&now)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil // dropped on the source since: followTables says so
+	}
+	if err != nil {
+		return fmt.Errorf("look up table OID %d on the source: %w", e.RelID, err)
+	}
+	var root []string
+	if err := dst.QueryRow(ctx, `SELECT COALESCE((SELECT ARRAY[n.nspname::text, c.relname::text] FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+		WHERE c.oid = pg_partition_root(to_regclass($1))), ARRAY[$2, $3])`, pgx.Identifier{schema, table}.Sanitize(), schema, table).Scan(&root); err != nil {
+		return fmt.Errorf("look up %s.%s on the target: %w", schema, table, err)
+	}
+	schema, table = root[0], root[1]
 	store := checkpoint.Store{Schema: r.cmd.CheckpointSchema}
+	if now[0] != schema || now[1] != table {
+		if err := r.renameCopy(ctx, dst, store, schema, table, now[0], now[1]); err != nil {
+			return err
+		}
+		schema, table = now[0], now[1]
+	}
+	name := schema + "." + table
+	if r.recopied == nil {
+		r.recopied = map[string]recopies{}
+	}
+	n := r.recopied[name]
+	if at > n.at || n.count == 0 {
+		n = recopies{at: at}
+	}
+	n.count++
+	if r.recopied[name] = n; n.count > 3 {
+		return setupError("%v; copying table %s again did not help (%d times, the stream still at %s): compare its columns on both sides and make the target's match, then restart sync", e, name, n.count-1, at)
+	}
 	states, err := store.LoadTables(ctx, dst, r.slot)
 	if err != nil {
 		return err
 	}
-	t := checkpoint.Table{Schema: e.Schema, Name: e.Name, State: checkpoint.TableCopying}
+	t := checkpoint.Table{Schema: schema, Name: table, State: checkpoint.TableCopying}
 	for _, s := range states {
-		if s.Schema == e.Schema && s.Name == e.Name {
+		if s.Schema == schema && s.Name == table {
 			t.Pending = s.Pending // keys still to make after an earlier copy
 		}
 	}
@@ -326,4 +370,31 @@ func (r *pipelineRunner) recopy(ctx context.Context, e *apply.RecopyError) error
 	}
 	r.log.Warn("the target's copy of a table cannot follow a schema change of the source by DDL: copying the table again", "table", name, "change", e.Why)
 	return nil
+}
+
+// renameCopy renames the target's copy of a table, and its state, as the
+// source renamed the table.
+func (r *pipelineRunner) renameCopy(ctx context.Context, dst *pgx.Conn, store checkpoint.Store, schema, table, toSchema, toTable string) error {
+	from := pgx.Identifier{schema, table}.Sanitize()
+	return pgx.BeginFunc(ctx, dst, func(tx pgx.Tx) error {
+		if toSchema != schema {
+			if _, err := tx.Exec(ctx, "ALTER TABLE "+from+" SET SCHEMA "+pgx.Identifier{toSchema}.Sanitize()); err != nil {
+				return fmt.Errorf("follow the source's rename of %s.%s to %s.%s: %w", schema, table, toSchema, toTable, err)
+			}
+			from = pgx.Identifier{toSchema, table}.Sanitize()
+		}
+		if toTable != table {
+			if _, err := tx.Exec(ctx, "ALTER TABLE "+from+" RENAME TO "+pgx.Identifier{toTable}.Sanitize()); err != nil {
+				return fmt.Errorf("follow the source's rename of %s.%s to %s.%s: %w", schema, table, toSchema, toTable, err)
+			}
+		}
+		_, err := tx.Exec(ctx, store.RenameTableSQL(), r.slot, schema, table, toSchema, toTable)
+		return err
+	})
+}
+
+// recopies counts the copies of one table again at one stream position.
+type recopies struct {
+	at    pglogrepl.LSN
+	count int
 }

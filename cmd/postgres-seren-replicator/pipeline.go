@@ -34,9 +34,9 @@ type pipelineRunner struct {
 	// gone are selected tables the catalog poll found gone from the source
 	// (said once).
 	gone map[selection.Table]bool
-	// recopied counts the tables copied again for a schema change DDL
-	// could not follow (recopy).
-	recopied map[string]int
+	// recopied counts, per table, the copies again for a schema change DDL
+	// could not follow (recopy) since the stream last moved on.
+	recopied map[string]recopies
 	objects  objectWatch // indexes and constraints to follow (indexes.go)
 }
 
@@ -67,7 +67,7 @@ func (r *pipelineRunner) run(ctx context.Context) (pipelineResult, error) {
 		}
 		var recopy *apply.RecopyError
 		if errors.As(err, &recopy) {
-			if err := r.recopy(ctx, recopy); err != nil {
+			if err := r.recopy(ctx, recopy, res.position.EndLSN); err != nil {
 				return res, err
 			}
 			attempt = 0 // the next attempt copies the table, then streams
@@ -360,5 +360,6 @@ func (r *pipelineRunner) removeTables(ctx context.Context, src *pgx.Conn, tables
 		}
 		r.log.Warn("table removed from the migration (the selection no longer covers it): the source stops sending its changes; its copy on the target is kept and no longer changes", "table", t.Qualified())
 	}
+	r.cmd.recorded.removedTables()
 	return nil
 }

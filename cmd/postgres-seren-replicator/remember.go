@@ -73,6 +73,10 @@ type migration struct {
 	// migration's: the rows are rewritten with it once sync has checked
 	// the publication.
 	widened *Selection
+	// narrowed is set by sync when its selection leaves out tables of the
+	// recorded one; it becomes widened (the selection to record) once sync
+	// has removed some of them from the migration.
+	narrowed *Selection
 
 	mu    sync.Mutex
 	saved map[string]bool // databases whose row holds widened
@@ -260,11 +264,10 @@ func (c *Common) resolveRecorded(ctx context.Context, env *Env, r *Replication, 
 			"tables", strings.Join(tables, ","), "selection", merged.describe())
 		m.widened = &merged
 	}
-	if removed := leftOut(got, want); widen && len(removed) > 0 {
-		// sync removes them from the publication (checkPublication).
-		env.Log.Info("the selection leaves tables of the migration out: they are removed from it, and its record holds the new selection",
-			"tables", strings.Join(removed, ","), "selection", merged.describe())
-		m.widened = &merged
+	if widen && len(leftOut(got, want)) > 0 {
+		// Those it publishes, sync removes (checkPublication), and then
+		// the record holds the new selection (removedTables).
+		m.narrowed = &merged
 	}
 	return got, m, nil
 }
@@ -650,4 +653,17 @@ func nonEmpty(in []string) []string {
 		}
 	}
 	return out
+}
+
+// removedTables makes the record hold the narrower selection of a sync
+// that removed tables from the migration.
+func (m *migration) removedTables() {
+	if m == nil {
+		return
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.narrowed != nil {
+		m.widened = m.narrowed
+	}
 }
