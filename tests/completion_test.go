@@ -20,8 +20,8 @@ func TestCompletionCandidates(t *testing.T) {
 		{"one command", "postgres-seren-replicator cu", []string{"cutover"}},
 		{"hidden command left out", "postgres-seren-replicator do", nil},
 		{"flag prefix", "postgres-seren-replicator sync --max-b", []string{"--max-batch-changes", "--max-batch-delay"}},
-		{"flag of one command only", "postgres-seren-replicator cutover --fe", []string{"--fence"}},
-		{"enumerated value", "postgres-seren-replicator cutover --fence ", []string{"none", "read-only"}},
+		{"flag of one command only", "postgres-seren-replicator cutover --fe", []string{"--fence", "--fence-command"}},
+		{"enumerated value", "postgres-seren-replicator cutover --fence ", []string{"hook", "none", "read-only"}},
 		{"shell argument", "postgres-seren-replicator completion ", []string{"bash", "fish", "zsh"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -271,6 +271,7 @@ func TestSchemaAttackPartitionedAddDrop(t *testing.T) {
 // (a column added with a volatile default). The add-table path drops the
 // target's table without CASCADE, which the view refuses.
 func TestSchemaAttackRecopyOfTableWithView(t *testing.T) {
+	longTest(t) // make test-long; make test keeps a few of these
 	src, dst := pgtestPair(t)
 	prepareStreaming(t, src, dst, "att", `CREATE TABLE t (id int PRIMARY KEY, b int); CREATE VIEW v AS SELECT id, b FROM t;`, "public.t")
 	src.Exec("att", `INSERT INTO t SELECT g, g FROM generate_series(1, 10) g`)
@@ -333,6 +334,7 @@ func TestSchemaAttackKeyTypeAndRotations(t *testing.T) {
 // cast in the applier's session, whose TimeZone is UTC: every row not
 // written again is 5 hours off.
 func TestSchemaAttackTypeChangeCastDependsOnTimeZone(t *testing.T) {
+	longTest(t) // make test-long; make test keeps a few of these
 	src, dst := pgtestPair(t)
 	prepareStreaming(t, src, dst, "att", `CREATE TABLE t (id int PRIMARY KEY, ts timestamp);`, "public.t")
 	src.Exec("postgres", "ALTER DATABASE att SET timezone = 'America/New_York'")
@@ -392,6 +394,7 @@ func TestSchemaAttackRecopyCountNeverResets(t *testing.T) {
 // IMMEDIATE before its ALTER TABLE, which checks the child row at once: the
 // source never checked it there.
 func TestSchemaAttackDeferredForeignKeyOrdered(t *testing.T) {
+	longTest(t) // make test-long; make test keeps a few of these
 	src, dst := pgtestPair(t)
 	prepareStreaming(t, src, dst, "att", `CREATE TABLE parent (id int PRIMARY KEY);
 		CREATE TABLE child (id int PRIMARY KEY, pid int REFERENCES parent (id) DEFERRABLE INITIALLY DEFERRED);

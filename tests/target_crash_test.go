@@ -47,7 +47,7 @@ func targetCrashes(t *testing.T, mode string) {
 	args := []string{"sync", "--source", src.URL("postgres", "", "bank"), "--target", target, "--max-retry-delay", "200ms"}
 	w := startWorkload(t, src, "bank", 4)
 	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 5))
-	rounds, lost := 4, 0
+	rounds, lost := 2, 0
 	if os.Getenv("SEREN_LONG_TESTS") != "" {
 		rounds = 20
 	}

@@ -114,7 +114,8 @@ func TestCleanupForceWhileSyncRuns(t *testing.T) {
 	dst.CreateRole("applier", "applier-pw")
 	dst.Exec("app", `ALTER TABLE items OWNER TO applier; ALTER TABLE audit OWNER TO applier; ALTER TABLE tree OWNER TO applier;
 		ALTER TABLE orders OWNER TO applier; ALTER TABLE dropped_names OWNER TO applier; ALTER SCHEMA seren_replicator OWNER TO applier;
-		ALTER TABLE seren_replicator.checkpoint OWNER TO applier`)
+		ALTER TABLE seren_replicator.checkpoint OWNER TO applier; ALTER TABLE seren_replicator.tables OWNER TO applier;
+		ALTER TABLE seren_replicator.source_columns OWNER TO applier`)
 	target := dst.URL("applier", "applier-pw", "app")
 	held := `SELECT count(*) FROM pg_trigger WHERE NOT tgisinternal AND tgenabled = 'D'`
 	before := dst.QueryString("app", held)
