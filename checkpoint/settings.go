@@ -61,20 +61,8 @@ func (s Store) settingsTable() string { return s.Ident("migration") }
 // SaveSettings records a migration's settings, replacing those of the same
 // slot; it creates the schema and the table when missing.
 func (s Store) SaveSettings(ctx context.Context, q Querier, st Settings) error {
-	// CREATE SCHEMA IF NOT EXISTS needs CREATE on the database even when
-	// the schema exists, which a managed target's role may lack.
-	var exists bool
-	name := s.Schema
-	if name == "" {
-		name = DefaultSchema
-	}
-	if err := q.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)`, name).Scan(&exists); err != nil {
-		return fmt.Errorf("look up schema %s: %w", s.schema(), err)
-	}
-	if !exists {
-		if _, err := q.Exec(ctx, "CREATE SCHEMA IF NOT EXISTS "+s.schema()); err != nil {
-			return fmt.Errorf("create schema %s: %w", s.schema(), err)
-		}
+	if err := s.EnsureSchema(ctx, q); err != nil {
+		return err
 	}
 	_, err := q.Exec(ctx, fmt.Sprintf(`CREATE TABLE IF NOT EXISTS %s (
 	slot_name         text PRIMARY KEY,
