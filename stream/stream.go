@@ -190,7 +190,12 @@ func (s *Stream) Applied() pglogrepl.LSN { return pglogrepl.LSN(s.applied.Load()
 func (s *Stream) Run(ctx context.Context) error {
 	defer close(s.events)
 	defer func() {
-		// A last report, on a fresh context: ctx may already be done.
+		// A last report, on a fresh context: ctx may already be done. Not
+		// on a connection that failed, which cannot carry it: pgconn is
+		// closing it in a goroutine of its own that writes to it.
+		if s.conn.IsClosed() {
+			return
+		}
 		fctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		_ = s.sendStatus(fctx, false)
