@@ -34,9 +34,17 @@ type netChange struct {
 
 // tableMerge accumulates one table's net changes, keys in first-seen order.
 // A key is listed once however often its net effect changes.
+//
+// Inserts into a table that has had no other change in the batch go to
+// fresh, in order, without a map entry: a run of inserts has nothing to
+// fold (the source's key is unique, so none of those keys comes twice
+// without a delete between). The first update or delete of the table moves
+// them into changes (index), and from then on every change of the table
+// folds by key. So a table holds rows in fresh or in changes, never both.
 type tableMerge struct {
 	r       *relation
 	active  bool // has changes in this batch (listed in merger.order)
+	fresh   [][][]byte
 	keys    []string
 	changes map[string]*netChange
 	inserts [][][]byte // keyless tables: inserts only, in order
@@ -74,6 +82,8 @@ func (m *merger) reset() {
 		clear(t.changes)
 		clear(t.keys)
 		t.keys = t.keys[:0]
+		clear(t.fresh)
+		t.fresh = t.fresh[:0]
 		t.inserts = nil
 		t.active = false
 	}
@@ -86,22 +96,14 @@ func (m *merger) empty() bool { return m.count == 0 }
 // insert folds the insert of a whole row (every column a value or NULL).
 func (m *merger) insert(id uint32, r *relation, row [][]byte, size int) error {
 	t := m.table(r, id)
-	if len(r.key) == 0 {
+	switch {
+	case len(r.key) == 0:
 		t.inserts = append(t.inserts, row)
-	} else {
-		key := pick(row, r.key)
-		k := mergeKey(key)
-		nc, ok := t.changes[k]
-		switch {
-		case !ok:
-			t.keys = append(t.keys, k)
-			t.changes[k] = &netChange{kind: netInsert, row: row, key: key}
-		case nc.kind == netDelete:
-			nc.kind, nc.row, nc.set = netReplace, row, nil
-		case nc.kind == netNone:
-			nc.kind, nc.row, nc.set = netInsert, row, nil
-		default:
-			return permanent(fmt.Errorf("insert on table %s: key %s inserted twice in one batch", r.name, describeVals(r, key)))
+	case len(t.keys) == 0:
+		t.fresh = append(t.fresh, row)
+	default:
+		if err := t.insertKeyed(row); err != nil {
+			return err
 		}
 	}
 	m.count++
@@ -109,10 +111,45 @@ func (m *merger) insert(id uint32, r *relation, row [][]byte, size int) error {
 	return nil
 }
 
+// insertKeyed folds an insert into changes by its key.
+func (t *tableMerge) insertKeyed(row [][]byte) error {
+	key := pick(row, t.r.key)
+	k := mergeKey(key)
+	nc, ok := t.changes[k]
+	switch {
+	case !ok:
+		t.keys = append(t.keys, k)
+		t.changes[k] = &netChange{kind: netInsert, row: row, key: key}
+	case nc.kind == netDelete:
+		nc.kind, nc.row, nc.set = netReplace, row, nil
+	case nc.kind == netNone:
+		nc.kind, nc.row, nc.set = netInsert, row, nil
+	default:
+		return permanent(fmt.Errorf("insert on table %s: key %s inserted twice in one batch", t.r.name, describeVals(t.r, key)))
+	}
+	return nil
+}
+
+// index moves the rows of fresh into changes, in order, before a change
+// that may fold with one of them.
+func (t *tableMerge) index() error {
+	for _, row := range t.fresh {
+		if err := t.insertKeyed(row); err != nil {
+			return err
+		}
+	}
+	clear(t.fresh)
+	t.fresh = t.fresh[:0]
+	return nil
+}
+
 // update folds an update that kept its key; vals is the new tuple, where
 // unchanged TOAST values leave the column as it is.
 func (m *merger) update(id uint32, r *relation, key [][]byte, vals stream.Tuple) error {
 	t := m.table(r, id)
+	if err := t.index(); err != nil {
+		return err
+	}
 	k := mergeKey(key)
 	nc, ok := t.changes[k]
 	switch {
@@ -146,6 +183,9 @@ func (m *merger) update(id uint32, r *relation, key [][]byte, vals stream.Tuple)
 // delete folds the delete of the row with key.
 func (m *merger) delete(id uint32, r *relation, key [][]byte) error {
 	t := m.table(r, id)
+	if err := t.index(); err != nil {
+		return err
+	}
 	k := mergeKey(key)
 	nc, ok := t.changes[k]
 	switch {
@@ -178,7 +218,10 @@ type tablePlan struct {
 // insert).
 func (t *tableMerge) plan() tablePlan {
 	var p tablePlan
-	groups := map[string]int{}
+	// Rows in fresh have no other change in the batch (see tableMerge); the
+	// capacity is cut so that appending to the plan never writes into fresh.
+	p.inserts = t.fresh[:len(t.fresh):len(t.fresh)]
+	var groups map[string]int
 	for _, k := range t.keys {
 		nc := t.changes[k]
 		switch nc.kind {
@@ -193,6 +236,9 @@ func (t *tableMerge) plan() tablePlan {
 			shape := setKey(setColumns(nc.set))
 			i, seen := groups[shape]
 			if !seen {
+				if groups == nil {
+					groups = map[string]int{}
+				}
 				i = len(p.updates)
 				groups[shape] = i
 				p.updates = append(p.updates, nil)

@@ -72,6 +72,11 @@ type foldRun struct {
 	m      merger
 	log    []string
 	serial int
+	// bits is how many bits of each key column the keys use: 2 draws
+	// mostly changes of existing keys, 4 mostly inserts of new ones, so that
+	// runs of inserts (kept without an index, see tableMerge) come before an
+	// update, delete or re-insert of one of their keys.
+	bits int
 }
 
 func (f *foldRun) fail(format string, args ...any) {
@@ -82,7 +87,7 @@ func (f *foldRun) fail(format string, args ...any) {
 func (f *foldRun) keyOf(n int) [][]byte {
 	key := make([][]byte, len(f.r.key))
 	for i := range key {
-		key[i] = []byte(fmt.Sprintf("k%d", (n>>(2*i))&3))
+		key[i] = []byte(fmt.Sprintf("k%d", (n>>(f.bits*i))&(1<<f.bits-1)))
 	}
 	return key
 }
@@ -147,7 +152,7 @@ func (f *foldRun) flush() {
 }
 
 func (f *foldRun) step() {
-	key := f.keyOf(f.c.intn(1 << (2 * len(f.r.key))))
+	key := f.keyOf(f.c.intn(1 << (f.bits * len(f.r.key))))
 	k := mergeKey(key)
 	row, exists := f.model[k]
 	switch {
@@ -160,7 +165,7 @@ func (f *foldRun) step() {
 		}
 	case f.c.intn(10) == 0:
 		// A key change takes the ordered path: what was merged goes first.
-		to := f.keyOf(f.c.intn(1 << (2 * len(f.r.key))))
+		to := f.keyOf(f.c.intn(1 << (f.bits * len(f.r.key))))
 		tk := mergeKey(to)
 		if _, taken := f.model[tk]; taken {
 			return
@@ -212,9 +217,9 @@ func (f *foldRun) step() {
 // checkFold runs one random sequence of up to 60 changes against a random
 // initial table, cutting batches at random, and compares the two tables.
 func checkFold(t testing.TB, c chooser) {
-	f := &foldRun{t: t, c: c, r: testRelation(1 + c.intn(2)), model: foldTable{}}
+	f := &foldRun{t: t, c: c, r: testRelation(1 + c.intn(2)), model: foldTable{}, bits: 2 + 2*c.intn(2)}
 	for n := c.intn(6); n > 0; n-- {
-		key := f.keyOf(c.intn(1 << (2 * len(f.r.key))))
+		key := f.keyOf(c.intn(1 << (f.bits * len(f.r.key))))
 		f.model[mergeKey(key)] = f.newRow(key)
 	}
 	f.target = foldTable{}
@@ -268,4 +273,135 @@ func TestMergerInsertDeleteInsert(t *testing.T) {
 	if len(p.deletes) != 0 || len(p.inserts) != 1 || string(p.inserts[0][1]) != "b" {
 		t.Fatalf("plan = %d deletes, inserts %q; want one insert of the second row", len(p.deletes), p.inserts)
 	}
+}
+
+// A run of inserts into a table with no other change in the batch is kept
+// without a map entry per row; an update, delete or re-insert of one of
+// those keys later in the batch still folds with it.
+func TestMergerLazyInserts(t *testing.T) {
+	r := testRelation(1)
+	k := func(n int) [][]byte { return [][]byte{[]byte(fmt.Sprint(n))} }
+	row := func(n int, v string) [][]byte { return [][]byte{[]byte(fmt.Sprint(n)), []byte(v), []byte("toast")} }
+	var m merger
+	for n := 1; n <= 5; n++ {
+		if err := m.insert(1, r, row(n, "a"), 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tm := m.tables[1]
+	if len(tm.changes) != 0 || len(tm.fresh) != 5 {
+		t.Fatalf("after 5 inserts: %d map entries, %d fresh rows; want 0 and 5", len(tm.changes), len(tm.fresh))
+	}
+	unchanged := stream.Value{Kind: stream.ValueUnchangedToast}
+	text := func(s string) stream.Value { return stream.Value{Kind: stream.ValueText, Data: []byte(s)} }
+	for _, err := range []error{
+		m.update(1, r, k(3), stream.Tuple{text("3"), text("b"), unchanged}),
+		m.delete(1, r, k(4)),
+		m.insert(1, r, row(4, "c"), 0),
+		m.delete(1, r, k(2)),
+		m.insert(1, r, row(6, "d"), 0),
+	} {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	p := tm.plan()
+	var got []string
+	for _, row := range p.inserts {
+		got = append(got, fmt.Sprintf("%s=%s/%s", row[0], row[1], row[2]))
+	}
+	want := []string{"1=a/toast", "3=b/toast", "4=c/toast", "5=a/toast", "6=d/toast"}
+	if !slices.Equal(got, want) || len(p.deletes) != 0 || len(p.updates) != 0 {
+		t.Fatalf("plan: inserts %q, %d deletes, %d update groups; want inserts %q only", got, len(p.deletes), len(p.updates), want)
+	}
+	m.reset()
+	if err := m.insert(1, r, row(1, "e"), 0); err != nil {
+		t.Fatal(err)
+	}
+	if len(tm.changes) != 0 || len(tm.fresh) != 1 {
+		t.Fatalf("next batch: %d map entries, %d fresh rows; want 0 and 1", len(tm.changes), len(tm.fresh))
+	}
+	// A key inserted twice without a delete between is found when the
+	// rows are indexed.
+	if err := m.insert(1, r, row(1, "f"), 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.delete(1, r, k(1)); err == nil || !strings.Contains(err.Error(), "inserted twice") {
+		t.Fatalf("delete after a twice-inserted key: %v, want an error naming it", err)
+	}
+}
+
+// Keyless tables merge inserts only; their updates and deletes take the
+// ordered path after what was merged is written. Random inserts into a
+// keyless and a keyed table, with ordered deletes of the keyless table's
+// rows and batch cuts, must leave the target as applying every change in
+// order does.
+func TestMergerKeylessMatchesModel(t *testing.T) {
+	for seed := range uint64(propertyCases()) {
+		c := randChooser{rand.New(rand.NewPCG(seed, 2))}
+		keyless, keyed := testRelation(0), testRelation(1)
+		var m merger
+		var model, target []string // keyless rows, rendered, in any order
+		modelKeyed, targetKeyed := map[string]bool{}, map[string]bool{}
+		var log []string
+		flush := func() {
+			for _, id := range m.order {
+				for _, row := range m.tables[id].plan().inserts {
+					if id == 2 {
+						target = append(target, fmt.Sprintf("%q", row))
+					} else {
+						targetKeyed[string(row[0])] = true
+					}
+				}
+			}
+			m.reset()
+		}
+		for n, serial := 1+c.intn(60), 0; n > 0; n-- {
+			switch op := c.intn(4); {
+			case op == 0 && len(model) > 0:
+				// An ordered delete of one row equal to a random one.
+				victim := model[c.intn(len(model))]
+				log = append(log, "ordered delete "+victim)
+				flush()
+				model = deleteOne(model, victim)
+				i := slices.Index(target, victim)
+				if i < 0 {
+					t.Fatalf("seed %d: ordered delete of %s found no row on the target\n%s", seed, victim, strings.Join(log, "\n"))
+				}
+				target = deleteOne(target, victim)
+			case op == 1:
+				serial++
+				row := [][]byte{[]byte(fmt.Sprint(serial)), nil}
+				modelKeyed[string(row[0])] = true
+				if err := m.insert(1, keyed, append(row, []byte("x")), 0); err != nil {
+					t.Fatal(err)
+				}
+			default:
+				row := [][]byte{[]byte(fmt.Sprint(c.intn(3))), nil}
+				if c.intn(2) == 0 {
+					row[1] = []byte("v")
+				}
+				log = append(log, fmt.Sprintf("insert %q", row))
+				model = append(model, fmt.Sprintf("%q", row))
+				if err := m.insert(2, keyless, row, 0); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if c.intn(8) == 0 {
+				log = append(log, "-- batch ends")
+				flush()
+			}
+		}
+		flush()
+		slices.Sort(model)
+		slices.Sort(target)
+		if !slices.Equal(model, target) || !maps.Equal(modelKeyed, targetKeyed) {
+			t.Fatalf("seed %d: target differs from the model:\nmodel:  %q %v\ntarget: %q %v\n%s", seed, model, modelKeyed, target, targetKeyed, strings.Join(log, "\n"))
+		}
+	}
+}
+
+func deleteOne(rows []string, row string) []string {
+	i := slices.Index(rows, row)
+	return slices.Delete(rows, i, i+1)
 }
