@@ -326,7 +326,20 @@ func (c *CutoverCmd) drain(ctx context.Context, env *Env, p plan.Plan, daemon bo
 	if !daemon {
 		dctx, cancel := context.WithTimeout(ctx, c.MaxWait)
 		defer cancel()
-		_, err := c.catchUp(dctx, env)
+		var err error
+		for {
+			_, err = c.catchUp(dctx, env)
+			if err == nil || dctx.Err() != nil || ExitCode(err) != ExitRuntime {
+				break
+			}
+			// A connection lost before the stream started (sync retries
+			// the later ones itself): again, within --max-wait.
+			env.Log.Warn("cutover drain interrupted; trying again", "error", err)
+			select {
+			case <-dctx.Done():
+			case <-time.After(500 * time.Millisecond):
+			}
+		}
 		if err == nil && dctx.Err() != nil {
 			// A stop is a clean end for sync, not the fence reached.
 			err = dctx.Err()

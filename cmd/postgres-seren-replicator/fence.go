@@ -2,12 +2,14 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
 
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/serenorg/postgres-seren-replicator/internal/plan"
 )
@@ -287,8 +289,31 @@ func markFence(ctx context.Context, db plan.Database) (pglogrepl.LSN, error) {
 	return pglogrepl.ParseLSN(s)
 }
 
-// unfence makes a database writable again.
+// unfenceRetryFor is how long unfence keeps trying a source that does not
+// answer: the fault that failed the cutover may be passing, and a source
+// left read-only keeps the application from writing.
+const unfenceRetryFor = 30 * time.Second
+
+// unfence makes a database writable again, retrying while the source
+// cannot be reached or refuses connections for a while (a restart).
 func unfence(ctx context.Context, db plan.Database) error {
+	deadline := time.Now().Add(unfenceRetryFor)
+	for {
+		err := unfenceOnce(ctx, db)
+		var pgErr *pgconn.PgError
+		answered := errors.As(err, &pgErr) && !strings.HasPrefix(pgErr.Code, "08") && !strings.HasPrefix(pgErr.Code, "57")
+		if err == nil || answered || ctx.Err() != nil || time.Now().After(deadline) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+}
+
+func unfenceOnce(ctx context.Context, db plan.Database) error {
 	conn, err := fenceSession(ctx, db)
 	if err != nil {
 		return err
