@@ -2,16 +2,21 @@ package tests
 
 import (
 	"encoding/json"
+	"math/rand/v2"
+	"os"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/serenorg/postgres-seren-replicator/tests/pgtest"
 )
 
 // cutover --reverse prepares the way back at the fence: once the forward
 // migration is cleaned up, sync from the new server to the old one carries
-// the application's writes on the new server back, into an old server that
-// stays read-only for the application.
+// the application's writes on the new server back, exactly once through a
+// kill -9 of that sync, into an old server that stays read-only for the
+// application.
 func TestCutoverReverse(t *testing.T) {
 	old, nw := pgtestPair(t)
 	prepareStreaming(t, old, nw, "rv", cutoverSchema, "public.acct", "public.hist", "public.ev")
@@ -55,7 +60,28 @@ func TestCutoverReverse(t *testing.T) {
 		t.Fatalf("cleanup of the forward migration: exit %d\n%s\n%s", cl.Code, cl.Stdout, cl.Stderr)
 	}
 
-	// The application now writes to the new server.
+	// The application now writes to the new server, while sync carries its
+	// changes back and is killed with SIGKILL at random moments (once here,
+	// ten times in make test-long): each change reaches the old server
+	// exactly once.
+	w := startWorkload(t, nw, "rv", 3)
+	rounds, streamed := 1, 0
+	if os.Getenv("SEREN_LONG_TESTS") != "" {
+		rounds = 10
+	}
+	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 15))
+	for range rounds {
+		cmd := startSync(t, writable, "sync", "--source", newURL, "--target", oldURL, "--max-retry-delay", "200ms")
+		time.Sleep(time.Duration(1200+rng.IntN(1500)) * time.Millisecond)
+		cmd.Process.Signal(syscall.SIGKILL)
+		cmd.Wait()
+		if strings.Contains(syncLog(cmd), "msg=streaming") {
+			streamed++
+		}
+	}
+	if txns := w.stop(); txns < 50 || streamed == 0 {
+		t.Errorf("the way back was killed %d times, %d of them while streaming, under %d workload transactions: the test proved little", rounds, streamed, txns)
+	}
 	nw.Exec("rv", `INSERT INTO acct VALUES (1000, 5, 'new'); UPDATE acct SET bal = bal + 100 WHERE id <= 10;
 		DELETE FROM hist WHERE id <= 5; INSERT INTO ev (v) VALUES ('c'), ('d'); INSERT INTO hist (acct, delta) VALUES (1000, 7)`)
 	back := runCLI(t, writable, "sync", "--catch-up", "--source", newURL, "--target", oldURL)
@@ -63,6 +89,11 @@ func TestCutoverReverse(t *testing.T) {
 		t.Fatalf("sync back to the old server: exit %d\n%s\n%s", back.Code, back.Stdout, back.Stderr)
 	}
 	assertSameTables(t, nw, old, "rv", "acct", "hist", "ev")
+	for _, tbl := range []string{"acct", "hist", "ev"} {
+		if n, o := rowsMD5(nw, "rv", tbl), rowsMD5(old, "rv", tbl); n != o {
+			t.Errorf("table %s on the old server %s, on the new one %s (count:md5 of rows)", tbl, o, n)
+		}
+	}
 	if got := sourceReadOnly(old, "rv"); got != "on" {
 		t.Errorf("the old server is read-only = %s for the application during the way back, want on", got)
 	}

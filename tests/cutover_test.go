@@ -16,23 +16,25 @@ CREATE TABLE ev (id int GENERATED ALWAYS AS IDENTITY PRIMARY KEY, v text);`
 // cutover under a live write workload with the sync daemon running: the
 // source is fenced read-only (sessions connected before are ended), the
 // daemon drains to the fence, sequences are copied, counts and checksums
-// checked (verify against a running daemon), the
-// identity column the migration held is put back, and the target ends equal
-// to the source, whose later writes are refused.
+// checked (verify against a running daemon), the identity column the
+// migration held is put back, and the target ends equal to the source,
+// whose later writes are refused; the printed write pause covers the
+// time the probe's writes were refused.
 func TestCutoverUnderLoadWithDaemon(t *testing.T) {
 	src, dst := pgtestPair(t)
-	prepareStreaming(t, src, dst, "shop", cutoverSchema, "public.acct", "public.hist", "public.ev")
-	daemon := startSync(t, nil, syncArgs(src, dst, "shop")...)
+	target := prepareCutover(t, src, dst, "shop", "replica")
+	daemon := startSync(t, nil, "sync", "--source", src.URL("postgres", "", "shop"), "--target", target)
 	src.Exec("shop", `INSERT INTO ev (v) SELECT 'e' || g FROM generate_series(1, 50) g`)
 	eventually(t, 30*time.Second, "the identity column held", func() bool {
 		return dst.QueryString("shop", "SELECT attidentity FROM pg_attribute WHERE attrelid = 'ev'::regclass AND attname = 'id'") == "d"
 	})
 	w := startWorkload(t, src, "shop", 3)
+	probe := startProbe(t, src, "shop")
 	time.Sleep(3 * time.Second)
 
 	start := time.Now()
-	res := runCLI(t, nil, "cutover", "--yes", "--grace", "1s", "--check", "verify", "--source", src.URL("postgres", "", "shop"), "--target", dst.URL("postgres", "", "shop"))
-	took := time.Since(start)
+	res := runCLI(t, []string{quickExit}, "cutover", "--yes", "--grace", "1s", "--check", "verify", "--source", src.URL("postgres", "", "shop"), "--target", target)
+	end := time.Now()
 	txns := w.stop()
 	if res.Code != 0 {
 		t.Fatalf("cutover: exit %d\n%s\n%s\n%s", res.Code, res.Stdout, res.Stderr, syncLog(daemon))
@@ -42,7 +44,8 @@ func TestCutoverUnderLoadWithDaemon(t *testing.T) {
 			t.Errorf("cutover output lacks %q:\n%s", want, res.Stdout)
 		}
 	}
-	t.Logf("%d workload transactions; cutover took %s:\n%s", txns, took, res.Stdout)
+	t.Logf("%d workload transactions; cutover took %s:\n%s", txns, end.Sub(start), res.Stdout)
+	assertCutoverPause(t, res.Stdout, start, end, probe)
 	if !strings.Contains(res.Stdout, "ended pid") {
 		t.Errorf("the workload's sessions were not ended at the fence:\n%s", res.Stdout)
 	}
@@ -50,25 +53,57 @@ func TestCutoverUnderLoadWithDaemon(t *testing.T) {
 	if got := src.QueryString("shop", "current_setting('default_transaction_read_only')"); got != "on" {
 		t.Errorf("new source sessions are read-only = %s, want on", got)
 	}
-	if st := runCLI(t, nil, "status", "--source", src.URL("postgres", "", "shop"), "--target", dst.URL("postgres", "", "shop")); !strings.Contains(st.Stdout+st.Stderr, "RESET default_transaction_read_only") {
+	if st := runCLI(t, nil, "status", "--source", src.URL("postgres", "", "shop"), "--target", target); !strings.Contains(st.Stdout+st.Stderr, "RESET default_transaction_read_only") {
 		t.Errorf("status does not say the source is fenced:\n%s%s", st.Stdout, st.Stderr)
 	}
 	daemon.Process.Signal(syscall.SIGTERM)
 	if err := daemon.Wait(); err != nil {
 		t.Fatalf("sync: %v\n%s", err, syncLog(daemon))
 	}
-	assertSameTables(t, src, dst, "shop", "acct", "hist", "ev")
+	assertCutoverState(t, src, dst, "shop")
 	if got := dst.QueryString("shop", "SELECT attidentity FROM pg_attribute WHERE attrelid = 'ev'::regclass AND attname = 'id'"); got != "a" {
 		t.Errorf("identity on the target is %q after cutover, want a (ALWAYS, as on the source)", got)
 	}
-	if got := dst.QueryString("shop", "SELECT count(*) FROM seren_replicator.held"); got != "0" {
-		t.Errorf("%s holds left on the target", got)
+}
+
+// --fence=none: the user stops the application (here the workload, with the
+// daemon behind), and cutover, after checking nobody is connected, drains
+// through the daemon in ordered mode: the triggers and foreign keys the
+// migration held come back as on the source.
+func TestCutoverWithNoFence(t *testing.T) {
+	src, dst := pgtestPair(t)
+	target := prepareCutover(t, src, dst, "nf", "ordered")
+	daemon := startSync(t, nil, "sync", "--source", src.URL("postgres", "", "nf"), "--target", target)
+	w := startWorkload(t, src, "nf", 3)
+	probe := startProbe(t, src, "nf")
+	eventually(t, 30*time.Second, "the trigger held", func() bool {
+		return dst.QueryString("nf", "SELECT tgenabled FROM pg_trigger WHERE tgname = 'ev_stamp'") == "D"
+	})
+	time.Sleep(2 * time.Second)
+	// The application stops: its sessions close (and this test's own, left
+	// open by prepareStreaming, end).
+	txns := w.stop()
+	probe.stop()
+	src.Exec("nf", `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = 'nf' AND pid <> pg_backend_pid()
+		AND backend_type = 'client backend' AND application_name NOT LIKE 'postgres-seren-replicator%'`)
+	start := time.Now()
+	res := runCLI(t, []string{quickExit}, "cutover", "--yes", "--fence", "none", "--grace", "2s", "--source", src.URL("postgres", "", "nf"), "--target", target)
+	end := time.Now()
+	if res.Code != 0 {
+		t.Fatalf("cutover --fence none: exit %d\n%s\n%s\n%s", res.Code, res.Stdout, res.Stderr, syncLog(daemon))
 	}
-	for _, seq := range []string{"hist_id_seq", "ev_id_seq"} {
-		if behind := dst.QueryString("shop", "SELECT last_value < $1::bigint FROM "+seq, src.QueryString("shop", "SELECT last_value FROM "+seq)); behind != "false" {
-			t.Errorf("%s on the target is behind the source's", seq)
+	t.Logf("%d workload transactions; cutover took %s:\n%s", txns, end.Sub(start), res.Stdout)
+	for _, want := range []string{"applied by the sync daemon", "recheck", "equal counts", "held items put back"} {
+		if !strings.Contains(res.Stdout, want) {
+			t.Errorf("cutover output lacks %q:\n%s", want, res.Stdout)
 		}
 	}
+	assertCutoverPause(t, res.Stdout, start, end, nil)
+	daemon.Process.Signal(syscall.SIGTERM)
+	if err := daemon.Wait(); err != nil {
+		t.Fatalf("sync: %v\n%s", err, syncLog(daemon))
+	}
+	assertCutoverState(t, src, dst, "nf")
 }
 
 // A cutover whose check fails leaves everything as it was: the source is
