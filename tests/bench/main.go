@@ -18,12 +18,12 @@ func main() {
 	bin := flag.String("bin", "bin/postgres-seren-replicator", "the binary to measure")
 	scale := flag.Int("scale", 30, "pgbench scale of the benchmark database")
 	txns := flag.Int("txns", 10000, "pgbench transactions per client (4 clients) for the catch-up backlog")
-	only := flag.String("only", "", "comma list of sections to run (init, verify, catchup, mixed, memory, steady); empty runs all")
+	only := flag.String("only", "", "comma list of sections to run (init, verify, catchup, mixed, memory, steady, cutover); empty runs all")
 	syncArgs := flag.String("sync-args", "", "extra arguments for sync, both --catch-up and the steady-state daemon (to try batch settings)")
 	jobs := flag.Int("jobs", runtime.NumCPU(), "parallel sessions for init, pg_dump and pg_restore")
 	bigRows := flag.Int("rows", 5_000_000, "rows of the memory section's single large insert and update transactions (about 10 minutes at 5000000 on 2 cores)")
 	steadySecs := flag.Int("steady-seconds", 60, "duration of each steady-state run (ours, then native)")
-	rate := flag.Int("rate", 1000, "pgbench transactions per second of the steady-state runs")
+	rate := flag.Int("rate", 1000, "pgbench transactions per second of the steady-state and cutover runs")
 	stats := flag.Bool("stats", false, "print the target's statement statistics (pg_stat_statements) after each catch-up")
 	flag.Parse()
 	h := &pgtest.Standalone{}
@@ -33,8 +33,8 @@ func main() {
 	// A failing section still shows what the sections before it measured.
 	h.BeforeExit = b.report
 	sections := map[string]func(){"catchup": b.catchUp, "mixed": b.mixed, "init": b.initCopy,
-		"verify": b.verifySpeed, "memory": b.memory, "steady": b.steadyState}
-	all := []string{"init", "verify", "catchup", "mixed", "memory", "steady"}
+		"verify": b.verifySpeed, "memory": b.memory, "steady": b.steadyState, "cutover": b.cutoverPause}
+	all := []string{"init", "verify", "catchup", "mixed", "memory", "steady", "cutover"}
 	order := all
 	if *only != "" {
 		order = strings.Split(*only, ",")
