@@ -2,13 +2,13 @@ package apply
 
 import (
 	"context"
+	"errors"
 	"fmt"
-	"strings"
 
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
 
-	"github.com/serenorg/postgres-seren-replicator/internal/sqltext"
+	"github.com/serenorg/postgres-seren-replicator/internal/usertype"
 	"github.com/serenorg/postgres-seren-replicator/stream"
 )
 
@@ -69,83 +69,35 @@ func (a *Applier) changeType(ctx context.Context, name, qualified string, c stre
 }
 
 // ensureType creates on the target a type that the source created after
-// init and a column now uses: an enum with its labels, or a domain (over a
-// type the target has or can be given this way) with its default, NOT NULL
-// and checks. An array type needs its element type. Other kinds (a base
-// type from an extension, a composite, a range) stop replication with what
-// to do.
+// init and a column now uses (usertype.Missing: enums, domains, and the
+// element type of an array). Other kinds (a base type from an extension, a
+// composite, a range) stop replication with what to do.
 func (a *Applier) ensureType(ctx context.Context, oid uint32) error {
 	src, err := a.sourceConn(ctx)
 	if err != nil {
 		return err
 	}
-	var (
-		kind, schema, typname, base string
-		elem, baseOID               uint32
-		labels, checks              []string
-		notNull                     bool
-		def                         *string
-	)
-	err = src.QueryRow(ctx, `SELECT t.typtype::text, n.nspname, t.typname, CASE WHEN t.typcategory = 'A' THEN t.typelem ELSE 0 END,
-			t.typbasetype, COALESCE(format_type(NULLIF(t.typbasetype, 0), t.typtypmod), ''), t.typnotnull, t.typdefault,
-			ARRAY(SELECT e.enumlabel::text FROM pg_enum e WHERE e.enumtypid = t.oid ORDER BY e.enumsortorder),
-			ARRAY(SELECT 'CONSTRAINT ' || quote_ident(c.conname) || ' ' || pg_get_constraintdef(c.oid) FROM pg_constraint c WHERE c.contypid = t.oid ORDER BY c.conname)
-		FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace WHERE t.oid = $1`, oid).
-		Scan(&kind, &schema, &typname, &elem, &baseOID, &base, &notNull, &def, &labels, &checks)
+	has := func(ctx context.Context, sql, arg string) (bool, error) {
+		rows, err := a.query(ctx, sql, arg)
+		if err != nil {
+			return false, err
+		}
+		return string(rows[0][0]) == "t", nil
+	}
+	missing, err := usertype.Missing(ctx, src, has, oid)
+	var unsupported *usertype.UnsupportedError
+	if errors.As(err, &unsupported) {
+		return permanent(fmt.Errorf("type %s does not exist on the target: create it there as on the source (CREATE EXTENSION for an extension's type; pg_dump --schema-only of the source shows its definition), then restart sync", unsupported.Name))
+	}
 	if err != nil {
-		return fmt.Errorf("look up source type %d: %w", oid, err)
+		return err
 	}
-	if schema == "pg_catalog" || schema == "information_schema" {
-		return nil
-	}
-	if elem != 0 {
-		return a.ensureType(ctx, elem)
-	}
-	qualified := pgx.Identifier{schema, typname}.Sanitize()
-	rows, err := a.query(ctx, `SELECT to_regtype($1) IS NOT NULL`, qualified)
-	if err != nil {
-		return fmt.Errorf("look up type %s on the target: %w", qualified, err)
-	}
-	if string(rows[0][0]) == "t" {
-		return nil
-	}
-	var create string
-	switch kind {
-	case "e":
-		quoted := make([]string, len(labels))
-		for i, l := range labels {
-			quoted[i] = sqltext.Literal(l)
+	for _, t := range missing {
+		if err := a.inBatch(ctx, func() error { return a.runDDL(ctx, t.SQL) }); err != nil {
+			return fmt.Errorf("create type %s that the source created: %w", t.Name, err)
 		}
-		create = fmt.Sprintf("CREATE TYPE %s AS ENUM (%s)", qualified, strings.Join(quoted, ", "))
-	case "d":
-		if err := a.ensureType(ctx, baseOID); err != nil {
-			return err
-		}
-		create = fmt.Sprintf("CREATE DOMAIN %s AS %s", qualified, base)
-		if def != nil {
-			create += " DEFAULT " + *def
-		}
-		if notNull {
-			create += " NOT NULL"
-		}
-		if len(checks) > 0 {
-			create += " " + strings.Join(checks, " ")
-		}
-	default:
-		return permanent(fmt.Errorf("type %s does not exist on the target: create it there as on the source (CREATE EXTENSION for an extension's type; pg_dump --schema-only of the source shows its definition), then restart sync", qualified))
+		a.log.Info("created a type the source created", "type", t.Name, "sql", t.SQL[len(t.SQL)-1])
 	}
-	ddl := []string{create}
-	// Looked up after the base type's, which may have made the schema.
-	if rows, err = a.query(ctx, `SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)`, schema); err != nil {
-		return fmt.Errorf("look up schema %s on the target: %w", schema, err)
-	}
-	if string(rows[0][0]) != "t" {
-		ddl = append([]string{"CREATE SCHEMA " + pgx.Identifier{schema}.Sanitize()}, ddl...)
-	}
-	if err := a.inBatch(ctx, func() error { return a.runDDL(ctx, ddl) }); err != nil {
-		return fmt.Errorf("create type %s that the source created: %w", qualified, err)
-	}
-	a.log.Info("created a type the source created", "type", qualified, "sql", create)
 	return nil
 }
 

@@ -210,6 +210,9 @@ func AddTables(ctx context.Context, db plan.Database, tables []selection.Table, 
 	if len(present) == 0 {
 		return res, nil
 	}
+	if err := makeTypes(ctx, snap, dst, create, present, log); err != nil {
+		return res, err
+	}
 
 	dir, err := os.MkdirTemp("", "seren-add-")
 	if err != nil {

@@ -193,7 +193,7 @@ const enumTypesSQL = `SELECT DISTINCT format('%I.%I', n.nspname, e.typname),
 // missingLabels finds the labels added on the source (ALTER TYPE … ADD
 // VALUE) to the enums a table uses that the target's enums lack: rows with
 // them would be refused. Each is added in the source's order.
-func missingLabels(ctx context.Context, src, dst *pgx.Conn, t selection.Table, ident string) ([]SchemaObject, error) {
+func missingLabels(ctx context.Context, src, dst querier, t selection.Table, ident string) ([]SchemaObject, error) {
 	rows, err := src.Query(ctx, enumTypesSQL, ident)
 	if err != nil {
 		return nil, err

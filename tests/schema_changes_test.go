@@ -153,15 +153,25 @@ func TestSyncRecopiesWhatDDLCannotFollow(t *testing.T) {
 			src.Exec("recopy", `INSERT INTO parent SELECT g, g, 'c' || g FROM generate_series(1, 300) g;
 				INSERT INTO child SELECT g, g FROM generate_series(1, 300) g`)
 			catchUpTo()
-			steps := []struct{ name, sql string }{
-				{"rename read after a later change", `ALTER TABLE parent RENAME COLUMN b TO b2; UPDATE parent SET b2 = b2 + 1 WHERE id % 2 = 0;
+			// before runs in a transaction of its own, ahead of sql.
+			steps := []struct{ name, before, sql string }{
+				{"rename read after a later change", "", `ALTER TABLE parent RENAME COLUMN b TO b2; UPDATE parent SET b2 = b2 + 1 WHERE id % 2 = 0;
 					DELETE FROM parent WHERE id = 7; ALTER TABLE parent ADD COLUMN d int DEFAULT 3; UPDATE parent SET d = 4 WHERE id = 8`},
-				{"volatile default", `ALTER TABLE parent ADD COLUMN at timestamptz DEFAULT clock_timestamp(); INSERT INTO parent (id, b2, c) VALUES (1000, 1, 'new');
+				{"volatile default", "", `ALTER TABLE parent ADD COLUMN at timestamptz DEFAULT clock_timestamp(); INSERT INTO parent (id, b2, c) VALUES (1000, 1, 'new');
 					INSERT INTO child VALUES (1000, 1000)`},
-				{"type change the target cannot cast", `ALTER TABLE parent ALTER COLUMN c TYPE int USING length(c); UPDATE parent SET c = c * 10 WHERE id % 3 = 0;
+				{"type change the target cannot cast", "", `ALTER TABLE parent ALTER COLUMN c TYPE int USING length(c); UPDATE parent SET c = c * 10 WHERE id % 3 = 0;
 					DELETE FROM parent WHERE id = 9`},
+				// pg_dump -t dumps the table without the types it uses.
+				{"types created since init", "", `CREATE TYPE mood AS ENUM ('sad', 'ok'); CREATE DOMAIN posint AS int CHECK (VALUE > 0);
+					ALTER TABLE parent ADD COLUMN at2 timestamptz DEFAULT clock_timestamp(), ADD COLUMN m mood, ADD COLUMN p posint, ADD COLUMN ms mood[];
+					UPDATE parent SET m = 'ok', p = id, ms = '{sad,ok}' WHERE id % 3 = 0`},
+				{"enum labels added since", `ALTER TYPE mood ADD VALUE 'great' BEFORE 'ok'`, `ALTER TABLE parent ADD COLUMN at3 timestamptz DEFAULT clock_timestamp();
+					UPDATE parent SET m = 'great', ms = '{great}' WHERE id % 5 = 0`},
 			}
 			for _, step := range steps {
+				if step.before != "" {
+					src.Exec("recopy", step.before)
+				}
 				src.Exec("recopy", step.sql)
 				res := catchUpTo()
 				if !strings.Contains(res.Stderr, "copying the table again") || !strings.Contains(res.Stderr, "table joined the migration") {
