@@ -109,7 +109,8 @@ func TestCutoverWithNoFence(t *testing.T) {
 // A cutover whose check fails leaves everything as it was: the source is
 // writable again and what the migration held on the target stays held, so
 // replication goes on. Once the target is fixed, a cutover without a daemon
-// drains by itself and succeeds.
+// drains by itself and succeeds, naming the owner and grant on the target
+// that differ from the source's.
 func TestCutoverAbortsAndUnfencesOnAFailedCheck(t *testing.T) {
 	src, dst := pgtestPair(t)
 	prepareStreaming(t, src, dst, "two", cutoverSchema, "public.acct", "public.hist", "public.ev")
@@ -131,9 +132,22 @@ func TestCutoverAbortsAndUnfencesOnAFailedCheck(t *testing.T) {
 	src.Exec("two", `INSERT INTO hist (acct, delta) VALUES (1, 2)`)
 
 	dst.Exec("two", `INSERT INTO acct VALUES (42, 42, NULL)`)
+	// An owner and a grant init could not set: named at the hand-over.
+	src.Exec("postgres", `CREATE ROLE reader`)
+	dst.Exec("postgres", `CREATE ROLE reader; CREATE ROLE stranger`)
+	src.Exec("two", `GRANT SELECT ON acct TO reader`)
+	dst.Exec("two", `ALTER TABLE hist OWNER TO stranger`)
 	res = runCLI(t, nil, args...)
 	if res.Code != 0 || !strings.Contains(res.Stdout, "applied by cutover") {
 		t.Fatalf("cutover after the fix: exit %d\n%s\n%s", res.Code, res.Stdout, res.Stderr)
+	}
+	for _, want := range []string{`ALTER TABLE "public"."hist" OWNER TO "postgres";`, `GRANT SELECT ON TABLE "public"."acct" TO "reader";`} {
+		if !strings.Contains(res.Stdout, want) {
+			t.Errorf("the hand-over does not name %s:\n%s", want, res.Stdout)
+		}
+	}
+	if strings.Count(res.Stdout, " ON TABLE ")+strings.Count(res.Stdout, " OWNER TO ") != 2 {
+		t.Errorf("the hand-over names more than the two differences:\n%s", res.Stdout)
 	}
 	assertSameTables(t, src, dst, "two", "acct", "hist", "ev")
 }

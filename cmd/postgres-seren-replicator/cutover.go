@@ -57,6 +57,9 @@ type cutoverReport struct {
 	Target     []string      `json:"target"`
 	// Reverse is the way back --reverse prepared, per database.
 	Reverse []reverseReport `json:"reverse,omitempty"`
+	// AccessFixes are the statements that would give the target's tables
+	// the source's owners and privileges (cutover does not run them).
+	AccessFixes []string `json:"access_fixes,omitempty"`
 }
 
 // Run performs the cutover. Until the tables are checked, any failure puts
@@ -103,7 +106,21 @@ func (c *CutoverCmd) Run(ctx context.Context, env *Env) error {
 	if err := step("preflight", func() (string, error) {
 		var err error
 		daemon, err = c.preflight(ctx, p)
-		return map[bool]string{true: "a sync daemon is running: it drains", false: "no sync running: cutover drains itself"}[daemon], err
+		if err != nil {
+			return "", err
+		}
+		// Before the fence: what it finds is said at the hand-over.
+		for _, db := range p.Databases {
+			fixes, err := accessDrift(ctx, db)
+			if err != nil {
+				return "", err
+			}
+			if len(fixes) > 0 && len(p.Databases) > 1 {
+				fixes = append([]string{`\connect ` + pgx.Identifier{db.Name}.Sanitize()}, fixes...)
+			}
+			rep.AccessFixes = append(rep.AccessFixes, fixes...)
+		}
+		return map[bool]string{true: "a sync daemon is running: it drains", false: "no sync running: cutover drains itself"}[daemon], nil
 	}); err != nil {
 		return fmt.Errorf("%w; nothing was changed", err)
 	}
@@ -494,6 +511,12 @@ func (c *CutoverCmd) handOver(env *Env, rep *cutoverReport, daemon bool) error {
 	}
 	fmt.Fprintf(w, "write pause: %s (from the fence to now)\n", time.Duration(rep.WritePause*float64(time.Second)).Round(time.Millisecond))
 	fmt.Fprintf(w, "The target is ready: point the application at %s.\n", strings.Join(rep.Target, ", "))
+	if len(rep.AccessFixes) > 0 {
+		fmt.Fprintln(w, "Owners or privileges of the selected tables differ from the source's (init could not set them as this role); an administrator can run on the target (psql):")
+		for _, f := range rep.AccessFixes {
+			fmt.Fprintf(w, "  %s\n", f)
+		}
+	}
 	if c.Fence == "read-only" {
 		fmt.Fprintf(w, "The source stays read-only for new sessions (to undo: ALTER DATABASE %s RESET default_transaction_read_only).\n", strings.Join(rep.Databases, "/"))
 	}
