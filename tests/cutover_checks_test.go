@@ -156,7 +156,7 @@ func assertCutoverPause(t *testing.T, stdout string, start, end time.Time, p *wr
 		return
 	}
 	seen := end.Sub(refused)
-	if seen > pause+300*time.Millisecond {
+	if seen > pause+500*time.Millisecond {
 		t.Errorf("printed write pause %s, but the probe's writes were refused for %s until cutover ended (%v)", pause, seen.Round(time.Millisecond), why)
 	}
 	t.Logf("write pause printed %s; probe (%d commits) refused from %s after the start until the end: %s (%v)",
