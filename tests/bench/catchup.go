@@ -24,8 +24,11 @@ type bench struct {
 	syncArgs string
 	// jobs is the parallelism of init, pg_dump and pg_restore.
 	jobs int
-	// bigRows is the size of the memory section's transactions.
-	bigRows int
+	// bigRows is the size of the memory section's transactions;
+	// insertOnly leaves out the update transaction.
+	bigRows    int
+	insertOnly bool
+	reps       int
 	// steady is how long each steady-state run lasts, at rate transactions
 	// per second.
 	steady time.Duration
@@ -67,6 +70,18 @@ func (b *bench) sh(script string) string {
 		b.h.Fatalf("%s: %v\n%s", script, err, out)
 	}
 	return string(out)
+}
+
+// shCPU is sh that also returns the CPU time (user and system) of the
+// pipeline's processes.
+func (b *bench) shCPU(script string) (string, time.Duration) {
+	cmd := exec.Command("bash", "-o", "pipefail", "-c", script)
+	cmd.Env = append(os.Environ(), "PATH=/usr/lib/postgresql/15/bin:"+os.Getenv("PATH"))
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		b.h.Fatalf("%s: %v\n%s", script, err, out)
+	}
+	return string(out), cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()
 }
 
 func (b *bench) psql(c *pgtest.Cluster) string {
@@ -124,7 +139,7 @@ func (b *bench) drain(section string, src, ours, native *pgtest.Cluster, changes
 		ours.Exec(benchDB, "SELECT pg_stat_statements_reset()")
 	}
 	start = time.Now()
-	out := b.sh(fmt.Sprintf("%s sync --catch-up --source '%s' --target '%s' --log-level warn %s", b.bin, src.DSN(benchDB), ours.DSN(benchDB), b.syncArgs))
+	out, cpu := b.shCPU(fmt.Sprintf("%s sync --catch-up --source '%s' --target '%s' --log-level warn %s", b.bin, src.DSN(benchDB), ours.DSN(benchDB), b.syncArgs))
 	oursTook := time.Since(start)
 	fmt.Fprint(os.Stderr, out)
 	b.statementStats(ours)
@@ -140,7 +155,7 @@ func (b *bench) drain(section string, src, ours, native *pgtest.Cluster, changes
 	start = time.Now()
 	b.sh(fmt.Sprintf("%s sync --catch-up --source '%s' --target '%s' --log-level warn %s", b.bin, src.DSN(benchDB), ours.DSN(benchDB), b.syncArgs))
 	fmt.Fprintf(os.Stderr, "an empty catch-up takes %s\n", time.Since(start).Round(time.Millisecond))
-	b.rows = append(b.rows, row{section: section, what: "drain backlog", ours: oursTook, native: nativeTook, changes: changes, note: peak(out) + fmt.Sprintf(", source decode alone %s", decodeTook.Round(time.Millisecond))})
+	b.rows = append(b.rows, row{section: section, what: "drain backlog", ours: oursTook, native: nativeTook, changes: changes, note: peak(out) + fmt.Sprintf(", our CPU %.1f s, source decode alone %s", cpu.Seconds(), decodeTook.Round(time.Millisecond))})
 }
 
 func peak(out string) string {

@@ -24,12 +24,14 @@ func main() {
 	bigRows := flag.Int("rows", 5_000_000, "rows of the memory section's single large insert and update transactions (about 10 minutes at 5000000 on 2 cores)")
 	steadySecs := flag.Int("steady-seconds", 60, "duration of each steady-state run (ours, then native)")
 	rate := flag.Int("rate", 1000, "pgbench transactions per second of the steady-state and cutover runs")
+	insertOnly := flag.Bool("insert-only", false, "the memory section runs its insert transactions only")
+	reps := flag.Int("reps", 1, "insert transactions of the memory section, each drained by ours then native")
 	stats := flag.Bool("stats", false, "print the target's statement statistics (pg_stat_statements) after each catch-up")
 	flag.Parse()
 	h := &pgtest.Standalone{}
 	defer h.Close()
 	b := &bench{h: h, bin: *bin, scale: *scale, txns: *txns, syncArgs: *syncArgs,
-		jobs: *jobs, bigRows: *bigRows, steady: time.Duration(*steadySecs) * time.Second, rate: *rate, stats: *stats}
+		jobs: *jobs, bigRows: *bigRows, steady: time.Duration(*steadySecs) * time.Second, rate: *rate, stats: *stats, insertOnly: *insertOnly, reps: max(1, *reps)}
 	// A failing section still shows what the sections before it measured.
 	h.BeforeExit = b.report
 	sections := map[string]func(){"catchup": b.catchUp, "mixed": b.mixed, "init": b.initCopy,
