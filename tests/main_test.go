@@ -72,7 +72,8 @@ func runCLIContext(t *testing.T, ctx context.Context, limit time.Duration, env [
 }
 
 // cleanEnv is the test process environment without PG*/SEREN_* variables,
-// with HOME pointed at an empty directory so no ~/.pgpass leaks in.
+// with HOME pointed at an empty directory so no ~/.pgpass leaks in, and the
+// race detector's wait at exit shortened.
 func cleanEnv() []string {
 	var out []string
 	for _, kv := range os.Environ() {
@@ -81,5 +82,8 @@ func cleanEnv() []string {
 		}
 		out = append(out, kv)
 	}
-	return append(out, "HOME="+os.TempDir())
+	// The race-built binary sleeps atexit_sleep_ms (1 s by default) before
+	// it exits, for late race reports: a second on every run. A race still
+	// makes it exit 66.
+	return append(out, "HOME="+os.TempDir(), "GORACE=atexit_sleep_ms=50 "+os.Getenv("GORACE"))
 }
