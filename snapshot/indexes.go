@@ -88,27 +88,74 @@ func MissingObjects(ctx context.Context, src, dst *pgx.Conn, tables []selection.
 			return nil, fmt.Errorf("set search_path: %w", err)
 		}
 	}
+	idents := make([]string, len(tables))
+	for i, t := range tables {
+		idents[i] = pgx.Identifier{t.Schema, t.Name}.Sanitize()
+	}
+	want, err := readFingerprints(ctx, src, idents)
+	if err != nil {
+		return nil, fmt.Errorf("read the indexes and constraints of the tables on the source: %w", err)
+	}
+	have, err := readFingerprints(ctx, dst, idents)
+	if err != nil {
+		return nil, fmt.Errorf("read the indexes and constraints of the tables on the target: %w", err)
+	}
 	var out []SchemaObject
-	for _, t := range tables {
-		ident := pgx.Identifier{t.Schema, t.Name}.Sanitize()
-		var kind string
-		if err := src.QueryRow(ctx, `SELECT COALESCE((SELECT relkind::text FROM pg_class WHERE oid = to_regclass($1)), '')`, ident).Scan(&kind); err != nil {
-			return nil, fmt.Errorf("look up %s on the source: %w", t.Qualified(), err)
-		}
-		if kind != "r" {
+	for i, t := range tables {
+		w, ok := want[i]
+		if !ok || w.kind != "r" {
 			continue // gone, or partitioned
 		}
-		var onTarget bool
-		if err := dst.QueryRow(ctx, `SELECT to_regclass($1) IS NOT NULL`, ident).Scan(&onTarget); err != nil || !onTarget {
-			continue
+		h, ok := have[i]
+		if !ok || h.objects == w.objects {
+			continue // not on the target (yet), or nothing missing
 		}
-		objs, err := missingOn(ctx, src, dst, t, ident)
+		objs, err := missingOn(ctx, src, dst, t, idents[i])
 		if err != nil {
 			return nil, fmt.Errorf("compare the indexes and constraints of %s: %w", t.Qualified(), err)
 		}
 		out = append(out, objs...)
 	}
 	return out, nil
+}
+
+// fingerprintSQL reads, for each table of $1 (quoted names) that exists,
+// its relkind and the names of what missingOn compares: indexes, check
+// constraints and foreign keys, and the labels of the enums its columns
+// use. Where both sides read alike, the target lacks none of them; only
+// tables that differ are compared in detail, so a poll of many tables
+// costs one query per side.
+const fingerprintSQL = `SELECT t.i, c.relkind::text, concat_ws(' | ',
+		(SELECT string_agg(ic.relname, ',' ORDER BY ic.relname) FROM pg_index x JOIN pg_class ic ON ic.oid = x.indexrelid WHERE x.indrelid = c.oid),
+		(SELECT string_agg(conname, ',' ORDER BY conname) FROM pg_constraint
+			WHERE conrelid = c.oid AND contype IN ('c', 'f') AND conparentid = 0 AND NOT (contype = 'c' AND coninhcount > 0)),
+		(SELECT string_agg(format('%I.%I', n.nspname, e.typname) || ':' ||
+				(SELECT string_agg(enumlabel::text, ',' ORDER BY enumlabel::text) FROM pg_enum WHERE enumtypid = e.oid), ';' ORDER BY n.nspname, e.typname)
+			FROM pg_type e JOIN pg_namespace n ON n.oid = e.typnamespace
+			WHERE e.typtype = 'e' AND e.oid IN (SELECT b.oid FROM pg_attribute a JOIN pg_type b ON b.oid = a.atttypid OR b.typarray = a.atttypid
+				WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped)))
+	FROM unnest($1::text[]) WITH ORDINALITY AS t(ident, i) JOIN pg_class c ON c.oid = to_regclass(t.ident)`
+
+// fingerprint is one table's line of fingerprintSQL.
+type fingerprint struct{ kind, objects string }
+
+// readFingerprints reads fingerprintSQL, by index in idents.
+func readFingerprints(ctx context.Context, conn *pgx.Conn, idents []string) (map[int]fingerprint, error) {
+	rows, err := conn.Query(ctx, fingerprintSQL, idents)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := map[int]fingerprint{}
+	for rows.Next() {
+		var i int
+		var f fingerprint
+		if err := rows.Scan(&i, &f.kind, &f.objects); err != nil {
+			return nil, err
+		}
+		out[i-1] = f
+	}
+	return out, rows.Err()
 }
 
 func missingOn(ctx context.Context, src, dst *pgx.Conn, t selection.Table, ident string) ([]SchemaObject, error) {
