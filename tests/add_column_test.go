@@ -15,6 +15,7 @@ func TestSyncAddedColumnsKeepTheirValues(t *testing.T) {
 	for _, mode := range []string{"replica", "ordered"} {
 		t.Run(mode, func(t *testing.T) {
 			src, dst := pgtestPair(t)
+			needPgDump(t, src)
 			prepareStreaming(t, src, dst, "addcol", `CREATE TYPE mood AS ENUM ('sad', 'ok'); CREATE TABLE t (id int PRIMARY KEY, a text);`, "public.t")
 			target := dst.URL("postgres", "", "addcol")
 			if mode == "ordered" {

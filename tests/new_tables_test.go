@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
-	"os/exec"
 	"strconv"
 	"strings"
 	"sync"
@@ -36,15 +35,8 @@ INSERT INTO readings SELECT g, date '2026-01-01' + g % 360, g FROM generate_seri
 // skips the test when the local pg_dump cannot dump the source.
 func newTablesFor(t *testing.T, src *pgtest.Cluster) string {
 	t.Helper()
+	needPgDump(t, src)
 	major, _ := strconv.Atoi(src.QueryString("postgres", "SELECT current_setting('server_version_num')::int / 10000"))
-	out, err := exec.Command("pg_dump", "--version").Output()
-	var dumpMajor int
-	if err == nil {
-		fmt.Sscanf(strings.TrimSpace(string(out[strings.LastIndexByte(strings.TrimSpace(string(out)), ' ')+1:])), "%d", &dumpMajor)
-	}
-	if dumpMajor < major {
-		t.Skipf("adding a table needs pg_dump %d or later; this machine has %q", major, strings.TrimSpace(string(out)))
-	}
 	if major >= 13 {
 		return newTablesSQL
 	}

@@ -35,6 +35,7 @@ func assertSameColumns(t *testing.T, src, dst interface {
 // column's value into the new column. The source's new v is NULL.
 func TestSchemaAttackDropReaddSameNameWhileLagging(t *testing.T) {
 	src, dst := pgtestPair(t)
+	needPgDump(t, src)
 	prepareStreaming(t, src, dst, "att", `CREATE TABLE t (id int PRIMARY KEY, v int);`, "public.t")
 	src.Exec("att", `INSERT INTO t SELECT g, g FROM generate_series(1, 10) g`)
 	catchUp(t, src, dst, "att")
@@ -188,6 +189,7 @@ func TestSchemaAttackOddNamesAndTableRename(t *testing.T) {
 // table must be copied again, under its new name.
 func TestSchemaAttackRecopyOfRenamedTable(t *testing.T) {
 	src, dst := pgtestPair(t)
+	needPgDump(t, src)
 	prepareStreaming(t, src, dst, "att", `CREATE TABLE t (id int PRIMARY KEY, b int);`, "public.t")
 	src.Exec("att", `INSERT INTO t SELECT g, g FROM generate_series(1, 10) g`)
 	catchUp(t, src, dst, "att")
@@ -227,6 +229,7 @@ func TestSchemaAttackNotNullOnEmptyTableWhileLagging(t *testing.T) {
 // catalog still has the message's columns), after a real init.
 func TestSchemaAttackPartitionedRenameAligned(t *testing.T) {
 	src, dst := pgtestPair(t)
+	needPgDump(t, src)
 	src.Exec("postgres", "CREATE DATABASE att")
 	src.Exec("att", `CREATE TABLE p (id int PRIMARY KEY, b int) PARTITION BY RANGE (id);
 		CREATE TABLE p1 PARTITION OF p FOR VALUES FROM (0) TO (1000);

@@ -85,6 +85,7 @@ func TestSyncUnchangedToastKept(t *testing.T) {
 
 func TestSyncSchemaChanges(t *testing.T) {
 	src, dst := pgtestPair(t)
+	needPgDump(t, src)
 	prepareStreaming(t, src, dst, "ddl", `CREATE TABLE t (id int PRIMARY KEY, a text);`, "public.t")
 	src.Exec("ddl", `INSERT INTO t VALUES (1, 'x');
 		ALTER TABLE t ADD COLUMN added numeric(10,2), ADD COLUMN tags text[];
