@@ -28,6 +28,7 @@ func TestSyncFollowsSchemaChanges(t *testing.T) {
 	for _, mode := range []string{"replica", "ordered"} {
 		t.Run(mode, func(t *testing.T) {
 			src, dst := pgtestPair(t)
+			needPgDump(t, src)
 			prepareStreaming(t, src, dst, "ddl", `CREATE TABLE t (id int PRIMARY KEY, a text, b int, c text DEFAULT 'x', n numeric(8,2), note text DEFAULT 'n');`, "public.t")
 			target := dst.URL("postgres", "", "ddl")
 			if mode == "ordered" {
@@ -132,6 +133,7 @@ func TestSyncRecopiesWhatDDLCannotFollow(t *testing.T) {
 	for _, mode := range []string{"replica", "ordered"} {
 		t.Run(mode, func(t *testing.T) {
 			src, dst := pgtestPair(t)
+			needPgDump(t, src)
 			prepareStreaming(t, src, dst, "recopy", `CREATE TABLE parent (id int PRIMARY KEY, b int, c text);
 				CREATE TABLE child (id int PRIMARY KEY, parent_id int REFERENCES parent (id) ON DELETE CASCADE);`, "public.parent", "public.child")
 			target := dst.URL("postgres", "", "recopy")
