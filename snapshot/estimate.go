@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/serenorg/postgres-seren-replicator/internal/plan"
 	"github.com/serenorg/postgres-seren-replicator/internal/selection"
 )
@@ -46,6 +48,9 @@ type Estimate struct {
 	// Unlogged lists unlogged tables: logical decoding never sees their
 	// changes, and a publication cannot include them.
 	Unlogged []selection.Table
+	// Partitioned lists partitioned tables on a source older than
+	// PostgreSQL 13, which cannot publish them.
+	Partitioned []selection.Table
 }
 
 // EstimateDatabase measures db on the source from the catalog, without
@@ -61,6 +66,18 @@ func EstimateDatabase(ctx context.Context, db plan.Database) (Estimate, error) {
 	if err := conn.QueryRow(ctx, `SELECT pg_database_size(current_database()), pg_encoding_to_char(encoding)
 		FROM pg_database WHERE datname = current_database()`).Scan(&e.DatabaseBytes, &e.Encoding); err != nil {
 		return e, fmt.Errorf("size of database %s: %w", db.Name, err)
+	}
+	if e.SourceMajor < 13 {
+		for _, t := range db.Tables {
+			var partitioned bool
+			if err := conn.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_class WHERE oid = to_regclass($1) AND relkind = 'p')`,
+				pgx.Identifier{t.Schema, t.Name}.Sanitize()).Scan(&partitioned); err != nil {
+				return e, fmt.Errorf("look up %s: %w", t.Qualified(), err)
+			}
+			if partitioned {
+				e.Partitioned = append(e.Partitioned, selection.Table{Database: db.Name, Schema: t.Schema, Name: t.Name})
+			}
+		}
 	}
 	tables, err := listCopyTables(ctx, conn, db.Tables)
 	if err != nil {

@@ -230,6 +230,9 @@ func TestSchemaAttackNotNullOnEmptyTableWhileLagging(t *testing.T) {
 func TestSchemaAttackPartitionedRenameAligned(t *testing.T) {
 	src, dst := pgtestPair(t)
 	needPgDump(t, src)
+	if src.QueryString("postgres", "SELECT current_setting('server_version_num')::int < 130000") == "true" {
+		t.Skip("PostgreSQL 12 cannot publish a partitioned table")
+	}
 	src.Exec("postgres", "CREATE DATABASE att")
 	src.Exec("att", `CREATE TABLE p (id int PRIMARY KEY, b int) PARTITION BY RANGE (id);
 		CREATE TABLE p1 PARTITION OF p FOR VALUES FROM (0) TO (1000);

@@ -225,12 +225,16 @@ func (c *InitCmd) inspect(ctx context.Context, p plan.Plan) ([]initTarget, error
 
 // checkPublishable refuses, before anything is changed, a selection that
 // cuts a dependency (restoring the schema would fail after the copy) and
-// tables the stream cannot carry: unlogged tables (never decoded), and
+// tables the stream cannot carry: partitioned tables on PostgreSQL 12
+// (which cannot publish them), unlogged tables (never decoded), and
 // tables without a key unless --replica-identity-full (publishing them
 // would make the source reject UPDATE and DELETE on them).
 func (c *InitCmd) checkPublishable(actions []initTarget) error {
-	var unlogged, keyless []string
+	var unlogged, keyless, partitioned []string
 	for _, a := range actions {
+		for _, t := range a.est.Partitioned {
+			partitioned = append(partitioned, t.String())
+		}
 		for _, t := range a.est.Unlogged {
 			unlogged = append(unlogged, t.String())
 		}
@@ -245,6 +249,11 @@ func (c *InitCmd) checkPublishable(actions []initTarget) error {
 			return usageError("database %s: the selection leaves out tables that selected objects need, so restoring the schema would fail: %s. Include those tables, or exclude what depends on them too",
 				a.db.Name, preflight.DescribeDependencies(a.deps))
 		}
+	}
+	if len(partitioned) > 0 {
+		list := strings.Join(partitioned, ",")
+		return usageError("partitioned: %s; PostgreSQL 12 cannot publish a partitioned table (13 and later can). Upgrade the source, or leave them out with --exclude-tables %s",
+			list, list)
 	}
 	if len(unlogged) > 0 {
 		list := strings.Join(unlogged, ",")
