@@ -87,7 +87,7 @@ func (a *Applier) ensureType(ctx context.Context, oid uint32) error {
 	missing, err := usertype.Missing(ctx, src, has, oid)
 	var unsupported *usertype.UnsupportedError
 	if errors.As(err, &unsupported) {
-		return permanent(fmt.Errorf("type %s does not exist on the target: create it there as on the source (CREATE EXTENSION for an extension's type; pg_dump --schema-only of the source shows its definition), then restart sync", unsupported.Name))
+		return permanent(fmt.Errorf("%v: run on the target %s, then restart sync", unsupported, unsupported.Fix()))
 	}
 	if err != nil {
 		return err

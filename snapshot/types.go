@@ -50,7 +50,7 @@ func makeTypes(ctx context.Context, snap pgx.Tx, dst *pgx.Conn, create, present 
 			missing, err := usertype.Missing(ctx, snap, has, oid)
 			var unsupported *usertype.UnsupportedError
 			if errors.As(err, &unsupported) {
-				return fmt.Errorf("type %s, used by a table being copied, does not exist on the target and is neither an enum nor a domain: create it there as on the source (CREATE EXTENSION for an extension's type)", unsupported.Name)
+				return fmt.Errorf("a table being copied uses a type the target lacks and that is neither an enum nor a domain: %w", unsupported)
 			}
 			if err != nil {
 				return err

@@ -17,6 +17,7 @@ import (
 	"github.com/serenorg/postgres-seren-replicator/internal/pgtools"
 	"github.com/serenorg/postgres-seren-replicator/internal/plan"
 	"github.com/serenorg/postgres-seren-replicator/internal/selection"
+	"github.com/serenorg/postgres-seren-replicator/internal/usertype"
 	"github.com/serenorg/postgres-seren-replicator/snapshot"
 )
 
@@ -150,6 +151,10 @@ func (r *pipelineRunner) joinNewTables(ctx context.Context, src *pgx.Conn) (bool
 	}
 	if errors.Is(err, snapshot.ErrNotPublishable) {
 		return false, setupError("%v", err)
+	}
+	var missingType *usertype.UnsupportedError
+	if errors.As(err, &missingType) {
+		return false, setupError("copy %s: %v: run on the target %s, then restart sync", list, missingType, missingType.Fix())
 	}
 	if err != nil {
 		var pgErr *pgconn.PgError
@@ -337,6 +342,23 @@ func (r *pipelineRunner) recopy(ctx context.Context, e *apply.RecopyError, at pg
 	}
 	schema, table = root[0], root[1]
 	store := checkpoint.Store{Schema: r.cmd.CheckpointSchema}
+	// The message may name the table as the source renamed it, while the
+	// target's copy keeps the old name (the rename, in the batch that met
+	// the change, was rolled back with it): the copy is the one recorded
+	// for the source OID.
+	var rootOID uint32
+	if err := src.QueryRow(ctx, `SELECT COALESCE(pg_partition_root($1::oid)::oid, $1::oid)`, e.RelID).Scan(&rootOID); err != nil {
+		return fmt.Errorf("look up table OID %d on the source: %w", e.RelID, err)
+	}
+	if known, err := store.LoadTables(ctx, dst, r.slot); err != nil {
+		return err
+	} else {
+		for _, s := range known {
+			if s.RelID == rootOID && s.State != checkpoint.TableDropped {
+				schema, table = s.Schema, s.Name
+			}
+		}
+	}
 	if now[0] != schema || now[1] != table {
 		if err := r.renameCopy(ctx, dst, store, schema, table, now[0], now[1]); err != nil {
 			return err

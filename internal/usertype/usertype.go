@@ -40,10 +40,23 @@ type Created struct {
 type UnsupportedError struct {
 	// Name is the type's qualified, quoted name.
 	Name string
+	// Extension is the source's extension the type belongs to, if any.
+	Extension string
 }
 
 func (e *UnsupportedError) Error() string {
+	if e.Extension != "" {
+		return fmt.Sprintf("type %s (of extension %s) does not exist on the target", e.Name, e.Extension)
+	}
 	return fmt.Sprintf("type %s does not exist on the target", e.Name)
+}
+
+// Fix is the statement, or the advice, that makes the type on the target.
+func (e *UnsupportedError) Fix() string {
+	if e.Extension != "" {
+		return "CREATE EXTENSION " + pgx.Identifier{e.Extension}.Sanitize()
+	}
+	return "create it as on the source (pg_dump --schema-only of the source shows its definition)"
 }
 
 // Missing returns what makes on the target the source's type oid and the
@@ -113,7 +126,14 @@ func Missing(ctx context.Context, src Source, dst Target, oid uint32) ([]Created
 				create += " " + strings.Join(checks, " ")
 			}
 		default:
-			return &UnsupportedError{Name: qualified}
+			unsupported := &UnsupportedError{Name: qualified}
+			err := src.QueryRow(ctx, `SELECT COALESCE((SELECT e.extname FROM pg_depend d JOIN pg_extension e ON e.oid = d.refobjid
+				WHERE d.classid = 'pg_type'::regclass AND d.objid = $1 AND d.refclassid = 'pg_extension'::regclass AND d.deptype = 'e' LIMIT 1), '')`, oid).
+				Scan(&unsupported.Extension)
+			if err != nil {
+				return fmt.Errorf("look up the extension of source type %s: %w", qualified, err)
+			}
+			return unsupported
 		}
 		c := Created{Name: qualified, SQL: []string{create}}
 		if !schemaMade(out, schema) {
