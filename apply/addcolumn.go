@@ -38,10 +38,15 @@ type sourceColumn struct {
 // such as clock_timestamp() or nextval(), an identity), it stops instead of
 // leaving them NULL. The column gets the source's current default; NOT NULL
 // follows later (alter.go).
-func (a *Applier) addColumn(ctx context.Context, name, qualified string, c stream.RelationColumn, typ string) error {
+func (a *Applier) addColumn(ctx context.Context, name, qualified string, relID uint32, c stream.RelationColumn, typ string) error {
 	sc, err := a.describeSourceColumn(ctx, qualified, c.Name)
 	if err != nil {
 		return fmt.Errorf("table %s: describe column %s on the source: %w", name, c.Name, err)
+	}
+	if m, ok := a.capturedMissing(relID, c.Name); ok && sc.missing == "" {
+		// What the capture recorded with the table's ALTER TABLE (ddl.go):
+		// the catalog may no longer say (the table renamed, or rewritten).
+		sc.missing, sc.gone = m, false
 	}
 	col := pgx.Identifier{c.Name}.Sanitize()
 	empty, err := a.targetEmpty(ctx, qualified)

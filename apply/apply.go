@@ -19,6 +19,7 @@ import (
 
 	"github.com/serenorg/postgres-seren-replicator/checkpoint"
 	"github.com/serenorg/postgres-seren-replicator/internal/conninfo"
+	"github.com/serenorg/postgres-seren-replicator/internal/ddlcapture"
 	"github.com/serenorg/postgres-seren-replicator/stream"
 )
 
@@ -80,6 +81,11 @@ type Config struct {
 	// a RecopyError for it (a schema change DDL cannot follow); otherwise
 	// such a change stops replication with what to do by hand.
 	Recopy bool
+	// DDLCapture says the source captures DDL statements for this
+	// migration (--ddl-capture): while captured statements that change a
+	// table are still ahead in the stream, its Relation messages are not
+	// compared with the source's catalog, which is ahead of them (ddl.go).
+	DDLCapture bool
 }
 
 // SchemaChanges is what the applier does with a schema change on the source.
@@ -127,6 +133,12 @@ type Applier struct {
 	typeNames map[[2]int64]string
 	source    *pgx.Conn // opened on first use, to describe column types
 	seq       int       // names prepared statements
+
+	ddlRels        map[uint32]*stream.Relation        // the capture table of --ddl-capture, by OID (ddl.go)
+	streamPos      pglogrepl.LSN                      // WAL position of the last message of the transaction being read
+	capturedShapes map[uint32]ddlcapture.TableColumns // columns the capture recorded last, by table OID
+	lastCaptured   capturedStatement                  // what became of the last captured statement
+	commitAfterTxn bool                               // a captured statement needs the batch to end with its transaction
 
 	b     *batcher // what goes in which batch, what is checkpointed
 	stats Stats
@@ -442,6 +454,10 @@ func (a *Applier) handle(ctx context.Context, ev stream.Event) error {
 	switch m := ev.Msg.(type) {
 	case *stream.Begin:
 		a.txnFinal = m.FinalLSN
+		a.streamPos = ev.LSN // the transaction's first WAL record
+		if a.streamPos == 0 {
+			a.streamPos = a.b.written
+		}
 		open, err := a.b.begin(m.FinalLSN, time.Now())
 		if err != nil {
 			return fmt.Errorf("apply %s: %w", a.cfg.Database, err)
@@ -454,10 +470,16 @@ func (a *Applier) handle(ctx context.Context, ev stream.Event) error {
 		if err != nil {
 			return fmt.Errorf("apply %s: %w", a.cfg.Database, err)
 		}
+		if a.commitAfterTxn && a.b.idleClose() {
+			a.commitAfterTxn, closeNow = false, true
+		}
 		if closeNow {
 			return a.commit(ctx)
 		}
 	case *stream.Relation:
+		if a.captureRelation(m) {
+			return nil // the capture table of --ddl-capture (ddl.go)
+		}
 		if err := a.checkCopied(a.copyName(m.ID, m.Namespace+"."+m.Name)); err != nil {
 			return err
 		}
@@ -482,6 +504,7 @@ func (a *Applier) handle(ctx context.Context, ev stream.Event) error {
 		}
 		a.rels[m.ID] = r
 	case *stream.Insert, *stream.Update, *stream.Delete, *stream.Truncate:
+		a.streamPos = max(a.streamPos, ev.LSN)
 		apply, err := a.b.change()
 		if err != nil {
 			return fmt.Errorf("apply %s: change at %s: %w", a.cfg.Database, ev.LSN, err)
@@ -489,8 +512,11 @@ func (a *Applier) handle(ctx context.Context, ev stream.Event) error {
 		if !apply {
 			return nil
 		}
-		msg, err := a.admit(ctx, ev.Msg)
+		msg, err := a.captureMessage(ctx, ev.Msg)
 		if err != nil || msg == nil {
+			return err
+		}
+		if msg, err = a.admit(ctx, msg); err != nil || msg == nil {
 			return err
 		}
 		if err := a.change(ctx, msg); err != nil {

@@ -88,6 +88,9 @@ func (a *Applier) compare(ctx context.Context, msg *stream.Relation) (*relation,
 	if len(target) == 0 {
 		return nil, permanent(fmt.Errorf("table %s is published on the source but does not exist on the target: create it there (re-run init, or run the source's CREATE TABLE on the target), then restart sync", name))
 	}
+	if r, ok, err := a.deferToCapture(ctx, msg, qualified, target); err != nil || ok {
+		return r, err // captured DDL still to come changes the table (ddl.go)
+	}
 	shape, err := a.readSourceShape(ctx, msg)
 	if err != nil {
 		return nil, err
@@ -107,7 +110,8 @@ func (a *Applier) compare(ctx context.Context, msg *stream.Relation) (*relation,
 		names[i] = c.Name
 	}
 	recorded := a.srcCols[msg.ID]
-	nums, aligned := alignColumns(shape, recorded)
+	align := a.capturedAlignment(msg, shape) // ddl.go
+	nums, aligned := alignColumns(align, recorded)
 	byNumber := false
 	if aligned && recorded != nil {
 		if drops, renames, ok := columnChanges(target, recorded, names, nums); ok {
@@ -126,7 +130,7 @@ func (a *Applier) compare(ctx context.Context, msg *stream.Relation) (*relation,
 		}
 	}
 	if !byNumber {
-		if err := nameMoved(name, msg, target, recorded, shape); err != nil {
+		if err := nameMoved(name, msg, target, recorded, align); err != nil {
 			return nil, err
 		}
 	}
@@ -165,10 +169,19 @@ func (a *Applier) compare(ctx context.Context, msg *stream.Relation) (*relation,
 			if err := a.ensureType(ctx, c.TypeOID); err != nil {
 				return nil, fmt.Errorf("table %s column %s: %w", name, c.Name, err)
 			}
-			if err := a.addColumn(ctx, name, qualified, c, want); err != nil {
+			if err := a.addColumn(ctx, name, qualified, msg.ID, c, want); err != nil {
 				return nil, err
 			}
 		case have.typ != want:
+			// With captured statements ahead in the stream that touch the
+			// table, the source's type now may be what they make of it later
+			// (a type renamed): the target's type stays until they run.
+			if ahead, err := a.captureAhead(ctx, msg); err != nil {
+				return nil, err
+			} else if ahead {
+				r.types[len(r.types)-1] = have.typ
+				continue
+			}
 			if err := a.changeType(ctx, name, qualified, c, have.typ, want); err != nil {
 				return nil, err
 			}
@@ -182,15 +195,22 @@ func (a *Applier) compare(ctx context.Context, msg *stream.Relation) (*relation,
 	if err := a.recordColumns(ctx, msg.ID, names, nums); err != nil {
 		return nil, err
 	}
+	return a.finishRelation(ctx, r, leaf)
+}
+
+// finishRelation holds the table and reads how its changes may be
+// written: merged or not, cascades on the target.
+func (a *Applier) finishRelation(ctx context.Context, r *relation, leaf string) (*relation, error) {
 	if err := a.holdTable(ctx, r); err != nil {
 		return nil, err
 	}
+	var err error
 	if r.mergeable, err = a.mergeable(ctx, r, leaf); err != nil {
 		return nil, err
 	}
 	cascade, err := a.query(ctx, `SELECT 1 FROM pg_constraint WHERE conrelid = to_regclass($1) AND contype = 'f' AND confdeltype = 'c'`, leaf)
 	if err != nil {
-		return nil, fmt.Errorf("read foreign keys of %s: %w", name, err)
+		return nil, fmt.Errorf("read foreign keys of %s: %w", r.name, err)
 	}
 	r.cascadeTarget = len(cascade) > 0
 	return r, nil

@@ -14,6 +14,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/serenorg/postgres-seren-replicator/internal/conninfo"
+	"github.com/serenorg/postgres-seren-replicator/internal/ddlcapture"
 	"github.com/serenorg/postgres-seren-replicator/internal/pgtools"
 )
 
@@ -128,6 +129,9 @@ func (d *schemaDump) keepStructure(o restoreOptions) func(tocEntry) bool {
 		}
 		if o.skipForeignKeys && strings.HasPrefix(e.rest, "FK CONSTRAINT ") {
 			return false
+		}
+		if ddlcapture.IsOwnDumpEntry(e.rest) {
+			return false // the source's capture of DDL (--ddl-capture)
 		}
 		return !o.present[e.line]
 	}

@@ -19,6 +19,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/serenorg/postgres-seren-replicator/checkpoint"
+	"github.com/serenorg/postgres-seren-replicator/internal/ddlcapture"
 	"github.com/serenorg/postgres-seren-replicator/internal/pgtools"
 	"github.com/serenorg/postgres-seren-replicator/internal/plan"
 	"github.com/serenorg/postgres-seren-replicator/internal/selection"
@@ -57,6 +58,11 @@ type Options struct {
 	// IdentityFull are tables to give REPLICA IDENTITY FULL on the source
 	// before they are published (they have no key to identify rows by).
 	IdentityFull []selection.Table
+	// DDLCapture installs the capture of DDL statements on the source
+	// (internal/ddlcapture) before the slot, so that every DDL command
+	// after its consistent point reaches sync; without it, a capture left
+	// by an earlier migration that no other publication uses is removed.
+	DDLCapture bool
 	// Target is what the target role may do (see TargetCapabilities).
 	Target   Capabilities
 	Progress *Progress
@@ -138,6 +144,11 @@ func InitDatabase(ctx context.Context, db plan.Database, o Options) (res Result,
 			if conn, cerr := db.Source.Connect(ctx); cerr == nil {
 				if dropped, derr := stream.DropPublication(ctx, conn, o.Publication); derr == nil && dropped {
 					log.Info("dropped the publication of the failed init", "publication", o.Publication)
+				}
+				if o.DDLCapture {
+					if r, rerr := ddlcapture.Remove(ctx, conn, o.Publication); rerr == nil && r.Dropped {
+						log.Info("removed the DDL capture of the failed init")
+					}
 				}
 				conn.Close(ctx)
 			}
@@ -417,6 +428,31 @@ func prepareSource(ctx context.Context, src *pgx.Conn, db plan.Database, o Optio
 	if err := stream.EnsurePublication(ctx, src, o.Publication, db.Tables); err != nil {
 		return err
 	}
+	return prepareDDLCapture(ctx, src, o, log)
+}
+
+// prepareDDLCapture installs the capture of DDL statements for the
+// publication (its table joins the publication, which EnsurePublication
+// has just set to the selected tables), or, without --ddl-capture, removes
+// a capture an earlier migration left that no publication uses any more.
+func prepareDDLCapture(ctx context.Context, src *pgx.Conn, o Options, log *slog.Logger) error {
+	if o.DDLCapture {
+		if err := ddlcapture.Install(ctx, src, o.Publication); err != nil {
+			return err
+		}
+		log.Info("DDL capture installed on the source: each DDL statement is recorded and applied on the target in commit order",
+			"table", ddlcapture.QualifiedTable, "publication", o.Publication)
+		return nil
+	}
+	st, err := ddlcapture.Inspect(ctx, src, o.Publication)
+	if err != nil || !st.Any() || len(st.Publications) > 0 {
+		return err
+	}
+	if _, err := ddlcapture.Remove(ctx, src, ""); err != nil {
+		log.Warn("a DDL capture that no publication uses is left on the source", "error", err)
+		return nil
+	}
+	log.Info("removed a DDL capture that no publication used from the source")
 	return nil
 }
 
@@ -424,6 +460,10 @@ func prepareSource(ctx context.Context, src *pgx.Conn, db plan.Database, o Optio
 // selection leaves out (with their partitions).
 func dumpExclusions(ctx context.Context, src *pgx.Conn, db plan.Database, schema string) ([]string, error) {
 	args := []string{"--exclude-schema=" + dumpPattern(schema)}
+	if schema != ddlcapture.Schema {
+		// The capture of DDL statements (--ddl-capture) lives there.
+		args = append(args, "--exclude-schema="+dumpPattern(ddlcapture.Schema))
+	}
 	all, err := plan.ListTables(ctx, db.Source)
 	if err != nil {
 		return nil, err

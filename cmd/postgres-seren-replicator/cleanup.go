@@ -14,6 +14,7 @@ import (
 
 	"github.com/serenorg/postgres-seren-replicator/apply"
 	"github.com/serenorg/postgres-seren-replicator/checkpoint"
+	"github.com/serenorg/postgres-seren-replicator/internal/ddlcapture"
 	"github.com/serenorg/postgres-seren-replicator/internal/plan"
 	"github.com/serenorg/postgres-seren-replicator/stream"
 )
@@ -43,6 +44,11 @@ type cleanupState struct {
 	pubSharedWith  []string
 	schemaExists   bool
 	checkpointName string
+	// ddl is the DDL capture on the source (--ddl-capture); ddlOurs says
+	// cleanup removes it: this migration's publication carries its table,
+	// or none does.
+	ddl     ddlcapture.State
+	ddlOurs bool
 }
 
 // Run drops the slots, publication and checkpoint schema.
@@ -62,7 +68,7 @@ func (c *CleanupCmd) Run(ctx context.Context, env *Env) error {
 			return err
 		}
 		s := states[i]
-		present += count(s.slotExists) + count(s.pubExists) + count(s.schemaExists)
+		present += count(s.slotExists) + count(s.pubExists) + count(s.schemaExists) + count(s.ddlOurs)
 		if s.slotActivePID != nil {
 			active = append(active, fmt.Sprintf("slot %s of database %s (walsender pid %d)", s.slot, db.Name, *s.slotActivePID))
 		}
@@ -122,6 +128,10 @@ func (c *CleanupCmd) inspect(ctx context.Context, db plan.Database) (cleanupStat
 		}
 		s.pubExists = len(s.pubSharedWith) == 0
 	}
+	if s.ddl, err = ddlcapture.Inspect(ctx, src, s.publication); err != nil {
+		return s, fmt.Errorf("source %s: %w", db.Source, err)
+	}
+	s.ddlOurs = len(s.pubSharedWith) == 0 && (s.ddl.Published || s.ddl.Any() && len(s.ddl.Publications) == 0)
 	dst, err := db.Target.Connect(ctx)
 	if err != nil {
 		return s, err
@@ -145,6 +155,9 @@ func (c *CleanupCmd) confirm(ctx context.Context, env *Env, states []cleanupStat
 		}
 		if s.pubExists {
 			fmt.Fprintf(env.Stderr, "  on the source %s: publication %s\n", s.db.Source, s.publication)
+		}
+		if s.ddlOurs {
+			fmt.Fprintf(env.Stderr, "  on the source %s: %s\n", s.db.Source, ddlCaptureWhat(s.ddl, s.publication))
 		}
 		if s.schemaExists {
 			fmt.Fprintf(env.Stderr, "  on the target %s: schema %s and the checkpoints in it\n", s.db.Target, s.checkpointName)
@@ -186,6 +199,21 @@ func (c *CleanupCmd) drop(ctx context.Context, env *Env, s cleanupState) error {
 		return fmt.Errorf("database %s: %w", name, err)
 	}
 	report(env, "source", name, "replication slot "+s.slot, dropped)
+	if s.ddlOurs {
+		// Before the publication goes: whether another publication still
+		// carries the capture table decides whether the capture stays.
+		rm, err := ddlcapture.Remove(ctx, src, s.publication)
+		if err != nil {
+			return fmt.Errorf("database %s: %w", name, err)
+		}
+		switch {
+		case rm.Dropped:
+			report(env, "source", name, "DDL capture (event triggers, functions, table "+ddlcapture.QualifiedTable+")", true)
+		case rm.Unpublished:
+			fmt.Fprintf(env.Stdout, "source %s: removed %s from publication %s; the DDL capture stays for publication %s\n",
+				name, ddlcapture.QualifiedTable, s.publication, strings.Join(rm.KeptFor, ", "))
+		}
+	}
 	if len(s.pubSharedWith) > 0 {
 		fmt.Fprintf(env.Stdout, "source %s: kept publication %s: slot %s may still stream from it (migrations created before each slot had its own publication share it)\n",
 			name, s.publication, strings.Join(s.pubSharedWith, ", "))
@@ -280,4 +308,18 @@ func releaseSlot(ctx context.Context, conn *pgx.Conn, slot string) error {
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
+}
+
+// ddlCaptureWhat says what cleanup removes of the DDL capture.
+func ddlCaptureWhat(st ddlcapture.State, publication string) string {
+	var others []string
+	for _, p := range st.Publications {
+		if p != publication {
+			others = append(others, p)
+		}
+	}
+	if len(others) > 0 {
+		return fmt.Sprintf("table %s from publication %s (the DDL capture stays for publication %s)", ddlcapture.QualifiedTable, publication, strings.Join(others, ", "))
+	}
+	return "the DDL capture (event triggers " + ddlcapture.EndTrigger + " and " + ddlcapture.DropTrigger + ", their functions, table " + ddlcapture.QualifiedTable + ")"
 }

@@ -16,6 +16,7 @@ func (*ValidateCmd) Examples() []clidoc.Example {
 		{Comment: "Check both servers before init; each failure names its fix", Args: "validate " + conn},
 		{Comment: "Check two tables only, as JSON for a script", Args: "validate " + conn + " --include-tables shop.orders,shop.customers --json"},
 		{Comment: "Check as init --replica-identity-full would run: tables without a key warn", Args: "validate " + conn + " --replica-identity-full"},
+		{Comment: "Fail unless the source role may capture DDL statements with an event trigger", Args: "validate " + conn + " --ddl-capture"},
 	}
 }
 
@@ -41,6 +42,7 @@ func (*SyncCmd) Examples() []clidoc.Example {
 		{Comment: "Stream until stopped (SIGTERM), serving /metrics, /healthz and /readyz", Args: "sync " + conn + " --metrics-addr 127.0.0.1:9188"},
 		{Comment: "Apply what the source committed up to now, then exit", Args: "sync " + conn + " --catch-up"},
 		{Comment: "Stop on a schema change instead of applying it; a progress line every minute", Args: "sync " + conn + " --schema-changes stop --log-interval 1m"},
+		{Comment: "Capture the source's DDL statements from now on and run them on the target in commit order", Args: "sync " + conn + " --ddl-capture"},
 	}
 }
 

@@ -85,7 +85,8 @@ func (r *pipelineRunner) followObjects(ctx context.Context) (bool, error) {
 			r.objects.seen[o.Key] = now
 			at = now
 		}
-		if r.objects.failed[o.Key] || pos.EndLSN < at && !o.Early {
+		early := o.Early && (!r.ddlCapture || r.labelMissing) // see pipelineRunner.ddlCapture
+		if r.objects.failed[o.Key] || pos.EndLSN < at && !early {
 			continue
 		}
 		if err := o.Make(ctx, dst); err != nil {

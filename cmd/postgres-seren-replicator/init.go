@@ -40,6 +40,7 @@ type InitCmd struct {
 	NoRoles      bool  `name:"no-roles" env:"SEREN_NO_ROLES" help:"Do not copy roles and memberships."`
 	KeepFailed   bool  `name:"keep-failed" env:"SEREN_KEEP_FAILED" help:"Keep what a failed init created (the target database it created, the publication, the slot): running init again then resumes it. By default it is removed."`
 	IdentityFull bool  `name:"replica-identity-full" env:"SEREN_REPLICA_IDENTITY_FULL" help:"Set REPLICA IDENTITY FULL on the source for selected tables that have no primary key or replica identity (without it, init refuses them: once published, the source would reject UPDATE and DELETE on them)."`
+	DDLCapture   bool  `name:"ddl-capture" env:"SEREN_DDL_CAPTURE" help:"Install on each source database, before its slot, an event trigger that records every DDL statement into a table the publication carries, so that sync runs the statements on the target in commit order (needs a role that may create event triggers: a superuser, rds_superuser on RDS; validate --ddl-capture checks)."`
 	ChunkBytes   int64 `name:"chunk-bytes" env:"SEREN_CHUNK_BYTES" hidden:"" help:"Split tables into block ranges of about this many bytes."`
 	JobMetrics
 }
@@ -138,6 +139,7 @@ func (c *InitCmd) Run(ctx context.Context, env *Env) error {
 			Tools:            tools,
 			IdentityFull:     identityFull,
 			KeepOnFailure:    c.KeepFailed,
+			DDLCapture:       c.DDLCapture,
 			Target:           caps,
 			Progress:         progress,
 			Log:              env.Log,

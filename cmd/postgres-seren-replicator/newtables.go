@@ -14,6 +14,7 @@ import (
 
 	"github.com/serenorg/postgres-seren-replicator/apply"
 	"github.com/serenorg/postgres-seren-replicator/checkpoint"
+	"github.com/serenorg/postgres-seren-replicator/internal/ddlcapture"
 	"github.com/serenorg/postgres-seren-replicator/internal/pgtools"
 	"github.com/serenorg/postgres-seren-replicator/internal/plan"
 	"github.com/serenorg/postgres-seren-replicator/internal/selection"
@@ -179,7 +180,7 @@ func publishedTables(ctx context.Context, conn *pgx.Conn, publication, db string
 	rows, err := conn.Query(ctx, `SELECT n.nspname, c.relname FROM pg_publication p
 		JOIN pg_publication_rel pr ON pr.prpubid = p.oid
 		JOIN pg_class c ON c.oid = pr.prrelid JOIN pg_namespace n ON n.oid = c.relnamespace
-		WHERE p.pubname = $1`, publication)
+		WHERE p.pubname = $1 AND NOT (n.nspname = $2 AND c.relname = $3)`, publication, ddlcapture.Schema, ddlcapture.Table)
 	if err != nil {
 		return nil, fmt.Errorf("read publication %s: %w", publication, err)
 	}

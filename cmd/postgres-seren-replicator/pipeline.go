@@ -38,6 +38,13 @@ type pipelineRunner struct {
 	// could not follow (recopy) since the stream last moved on.
 	recopied map[string]recopies
 	objects  objectWatch // indexes and constraints to follow (indexes.go)
+	// ddlChecked: the DDL capture was set up as --ddl-capture asks
+	// (ddlcapture.go), once per run; ddlCapture: the source captures DDL
+	// for this migration, so enum labels come with the captured statements
+	// in commit order, and the catalog comparison adds them only once the
+	// stream has passed them (or at once after labelMissing: the last
+	// attempt met a value of a label the target lacks).
+	ddlChecked, ddlCapture, labelMissing bool
 }
 
 // run streams until ctx ends (nil), the catch-up target is reached (nil) or
@@ -57,6 +64,7 @@ func (r *pipelineRunner) run(ctx context.Context) (pipelineResult, error) {
 		if err == nil || ctx.Err() != nil {
 			return res, nil
 		}
+		r.labelMissing = apply.IsMissingEnumLabel(err)
 		if errors.Is(err, errTablesJoined) {
 			attempt = 0 // not a failure: stream again at once, with them
 			// Their copy is newer than a catch-up's target: it catches up
@@ -126,6 +134,9 @@ func (r *pipelineRunner) once(ctx context.Context) (pipelineResult, error) {
 	if err != nil {
 		return pipelineResult{}, err
 	}
+	if err := r.prepareDDLCapture(ctx, src); err != nil {
+		return pipelineResult{}, err
+	}
 	if r.cmd.SchemaChanges == string(apply.SchemaChangesApply) {
 		// Before a catch-up's target: what it sees is due when it ends.
 		if _, err := r.followObjects(ctx); err != nil && ctx.Err() == nil {
@@ -150,6 +161,7 @@ func (r *pipelineRunner) once(ctx context.Context) (pipelineResult, error) {
 		Heartbeat:       func() { _ = r.mon.pinger.Ping() },
 		SchemaChanges:   apply.SchemaChanges(r.cmd.SchemaChanges),
 		Recopy:          r.cmd.SchemaChanges == string(apply.SchemaChangesApply),
+		DDLCapture:      r.ddlCapture,
 	}, r.log)
 	if errors.Is(err, checkpoint.ErrNotFound) {
 		return pipelineResult{}, setupError("no checkpoint for slot %s on the target database %s: run init first", r.slot, r.db.Target)

@@ -41,6 +41,13 @@ func (c *InitCmd) resumeDatabase(ctx context.Context, env *Env, a initTarget, o 
 	fmt.Fprintf(env.Stdout, "  copied again:         %s\n", tableList(rp.Copy))
 	env.Log.Info("an earlier init of this database did not finish: resuming it", "db", a.db.Name,
 		"started", a.state.Unfinished, "kept", len(rp.Kept), "copy_again", len(rp.Copy))
+	if o.DDLCapture {
+		// The slot exists already: DDL from its consistent point to now
+		// was not captured, and is followed from the stream alone.
+		if err := installDDLCapture(ctx, a.db, o.Publication, env.Log); err != nil {
+			return snapshot.Result{}, err
+		}
+	}
 	return snapshot.ResumeDatabase(ctx, a.db, o, rp)
 }
 

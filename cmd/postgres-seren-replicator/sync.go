@@ -35,6 +35,7 @@ type SyncCmd struct {
 	ReceiveTimeout     time.Duration `name:"receive-timeout" default:"60s" env:"SEREN_RECEIVE_TIMEOUT" help:"How long the source may send nothing, not even a reply to a request for one, before the replication connection counts as dead and is reopened (like wal_receiver_timeout; raised to twice the source's wal_sender_timeout when that is longer)."`
 	StallWarning       time.Duration `name:"stall-warning" default:"30s" env:"SEREN_STALL_WARNING" help:"How long a batch may wait on the target before a warning names what blocks it and /readyz reports not ready."`
 	SchemaChanges      string        `name:"schema-changes" enum:"apply,stop" default:"apply" env:"SEREN_SCHEMA_CHANGES" help:"What to do when the source adds or drops a column or creates a table the selection covers: apply it to the target (a new table is copied, then streams), or stop with what to do (type changes and renames always stop)."`
+	DDLCapture         bool          `name:"ddl-capture" env:"SEREN_DDL_CAPTURE" help:"Install on each source database an event trigger that records every DDL statement into a table the publication carries, so that the statements reach the target in commit order and run there (needs a role that may create event triggers: validate says). --ddl-capture=false removes it; left out, the source keeps what it has."`
 	TableCheckInterval time.Duration `name:"table-check-interval" default:"30s" env:"SEREN_TABLE_CHECK_INTERVAL" help:"How often a running sync looks for tables created on the source that the selection covers (0: only when sync starts)."`
 	MaxRetryDelay      time.Duration `name:"max-retry-delay" default:"30s" env:"SEREN_MAX_RETRY_DELAY" help:"Longest wait between reconnection attempts."`
 	MetricsAddr        string        `name:"metrics-addr" env:"SEREN_METRICS_ADDR" placeholder:"HOST:PORT" help:"Serve Prometheus /metrics, /healthz and /readyz here (off by default; 127.0.0.1:9188 is the documented choice)."`
@@ -42,6 +43,9 @@ type SyncCmd struct {
 	LogInterval        time.Duration `name:"log-interval" default:"30s" env:"SEREN_LOG_INTERVAL" help:"How often to log a progress line per database: transactions and rows applied since the last line, lag, checkpoint (0 turns it off)."`
 
 	mon *monitor
+	// ddlCaptureGiven: --ddl-capture was given (true installs, false
+	// removes); left out, the source keeps what it has.
+	ddlCaptureGiven bool
 	// recorded is the migration's record on the target (nil for one made
 	// before records were kept).
 	recorded *migration
@@ -130,6 +134,7 @@ func (c *SyncCmd) Run(ctx context.Context, env *Env) error {
 		return err
 	}
 	c.recorded = recorded
+	c.ddlCaptureGiven = env.Given["ddl-capture"]
 	if err := c.Replication.Check(p); err != nil {
 		return err
 	}

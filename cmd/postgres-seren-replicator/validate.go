@@ -10,6 +10,7 @@ import (
 
 	"github.com/serenorg/postgres-seren-replicator/internal/conninfo"
 	"github.com/serenorg/postgres-seren-replicator/internal/preflight"
+	"github.com/serenorg/postgres-seren-replicator/stream"
 )
 
 // ValidateCmd checks both servers before replication starts.
@@ -23,6 +24,7 @@ type ValidateCmd struct {
 	// from before: validate refuses what init would refuse.
 	Replication
 	DropExisting bool `name:"drop-existing" env:"SEREN_DROP_EXISTING" help:"Check as for init --drop-existing: a slot left by an earlier init is a warning (init drops it), not a failure."`
+	DDLCapture   bool `name:"ddl-capture" env:"SEREN_DDL_CAPTURE" help:"Check as for init --ddl-capture: a source role that may not create event triggers is a failure, not a note."`
 	Reverse      bool `name:"reverse" env:"SEREN_VALIDATE_REVERSE" help:"Also check that the target can be the source of the way back that cutover --reverse prepares: wal_level = logical, a role that may replicate and publish, a free slot."`
 }
 
@@ -50,6 +52,17 @@ func (c *ValidateCmd) Run(ctx context.Context, env *Env) error {
 		CheckpointSchema: c.CheckpointSchema, DropExisting: c.DropExisting})
 	if err != nil {
 		return err
+	}
+	for _, db := range p.Databases {
+		pub := c.Publication
+		if pub == "" {
+			pub = stream.PublicationName(c.SlotFor(db.Name))
+		}
+		check, err := ddlCaptureCheck(ctx, db, pub, c.DDLCapture)
+		if err != nil {
+			return err
+		}
+		checks = append(checks, check)
 	}
 	if c.Reverse {
 		for _, db := range p.Databases {
