@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/serenorg/postgres-seren-replicator/tests/pgtest"
 )
 
@@ -277,8 +279,10 @@ func TestDDLCaptureExactlyOnceUnderKill9(t *testing.T) {
 // (now()), a type change whose USING expression is volatile. CREATE INDEX
 // CONCURRENTLY is left to the index comparison, DROP INDEX CONCURRENTLY is
 // applied as a plain drop, a table rename is followed with its records,
-// a function and a trigger made on the source reach the target, and a
-// type renamed on the source is used by the rows written after.
+// a function and a trigger made on the source reach the target (a
+// function belonging to the role that made it where the target role may
+// act as it), and a type renamed on the source is used by the rows written
+// after.
 func TestDDLCaptureFallsBackWhereUnsafe(t *testing.T) {
 	longTest(t)
 	for _, mode := range []string{"replica", "ordered"} {
@@ -292,6 +296,13 @@ func TestDDLCaptureFallsBackWhereUnsafe(t *testing.T) {
 			source := src.URL("postgres", "", "fb")
 			sel := []string{"--include-tables", "fb.public.*"}
 			src.Exec("fb", `INSERT INTO t SELECT g, g, 'c' || g, 'a', g FROM generate_series(1, 50) g`)
+			// A function made by another role than the migration's: on the
+			// target it belongs to that role too, where the target role may
+			// act as it (a superuser), else to the target role.
+			src.CreateRole("app", "app-pw")
+			dst.CreateRole("app", "app-pw")
+			src.Exec("fb", `GRANT CREATE ON SCHEMA public TO app`)
+			dst.Exec("fb", `GRANT CREATE ON SCHEMA public TO app`)
 			if res := runCLI(t, nil, append([]string{"sync", "--catch-up", "--ddl-capture", "--source", source, "--target", target}, sel...)...); res.Code != 0 {
 				t.Fatalf("sync --ddl-capture: exit %d\n%s", res.Code, res.Stderr)
 			}
@@ -315,6 +326,14 @@ func TestDDLCaptureFallsBackWhereUnsafe(t *testing.T) {
 			} {
 				src.Exec("fb", stmt)
 			}
+			app, err := pgx.Connect(context.Background(), src.URL("app", "app-pw", "fb"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := app.Exec(context.Background(), `CREATE FUNCTION app_f() RETURNS int LANGUAGE sql AS 'SELECT 1'`); err != nil {
+				t.Fatal(err)
+			}
+			app.Close(context.Background())
 			res := runCLIContext(t, context.Background(), 90*time.Second, nil, append([]string{"sync", "--catch-up", "--source", source, "--target", target}, sel...)...)
 			t.Cleanup(func() {
 				if t.Failed() {
@@ -352,6 +371,13 @@ func TestDDLCaptureFallsBackWhereUnsafe(t *testing.T) {
 			}
 			if got := dst.QueryString("fb", `SELECT to_regtype('sort') IS NOT NULL AND to_regtype('kind') IS NULL`); got != "true" {
 				t.Errorf("type kind not renamed to sort on the target")
+			}
+			want := "app"
+			if mode == "ordered" {
+				want = "applier"
+			}
+			if got := dst.QueryString("fb", `SELECT coalesce((SELECT proowner::regrole::text FROM pg_proc WHERE proname = 'app_f'), 'none')`); got != want {
+				t.Errorf("app_f on the target belongs to %s, want %s", got, want)
 			}
 			// No event trigger came to the target with init's dump (none
 			// here): the capture's objects stay on the source.
