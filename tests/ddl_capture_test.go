@@ -433,3 +433,26 @@ func TestInitDDLCapture(t *testing.T) {
 		t.Errorf("init without --ddl-capture left the capture nobody uses: %s", got)
 	}
 }
+
+// A partition created on the source for a partitioned table the migration
+// carries: its captured CREATE TABLE … PARTITION OF makes it on the
+// target, in order, and its rows stream into it.
+func TestDDLCaptureNewPartition(t *testing.T) {
+	longTest(t)
+	src, dst := pgtestPair(t)
+	src.Exec("postgres", "CREATE DATABASE np")
+	src.Exec("np", `CREATE TABLE p (id int PRIMARY KEY, v text) PARTITION BY RANGE (id);
+		CREATE TABLE p1 PARTITION OF p FOR VALUES FROM (0) TO (100);
+		INSERT INTO p SELECT g, 'a' FROM generate_series(1, 50) g`)
+	source, target := src.DSN("np"), dst.DSN("np")
+	if res := runCLI(t, nil, "init", "--yes", "--ddl-capture", "--source", source, "--target", target); res.Code != 0 {
+		t.Fatalf("init --ddl-capture: exit %d\n%s", res.Code, res.Stderr)
+	}
+	src.Exec("np", `CREATE TABLE p2 PARTITION OF p FOR VALUES FROM (100) TO (200)`)
+	src.Exec("np", `INSERT INTO p SELECT g, 'b' FROM generate_series(90, 150) g ON CONFLICT (id) DO UPDATE SET v = 'c'`)
+	res := runCLIContext(t, context.Background(), 60*time.Second, nil, "sync", "--catch-up", "--source", source, "--target", target)
+	if res.Code != 0 {
+		t.Fatalf("sync --catch-up: exit %d\n%s", res.Code, res.Stderr)
+	}
+	assertSameTables(t, src, dst, "np", "p", "p2")
+}
