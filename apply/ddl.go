@@ -329,6 +329,9 @@ func (a *Applier) captureSelection(ctx context.Context, rec ddlcapture.Record) (
 		case o.Root.OID() != 0:
 			st, ok := a.byOID[o.Root.OID()]
 			if !ok {
+				st, ok = a.byOID[o.Table.OID()] // a partition the stream made known by itself
+			}
+			if !ok {
 				outside(o.Type + " " + o.Identity)
 				continue
 			}
