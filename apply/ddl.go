@@ -153,6 +153,14 @@ func (a *Applier) applyCaptured(ctx context.Context, rec ddlcapture.Record) erro
 		log.Info("captured DDL statement not applied (--schema-changes=stop)", "statement", stmt)
 		return nil
 	}
+	if len(rec.Objects) == 0 {
+		// DROP … IF EXISTS, ALTER TABLE IF EXISTS, CREATE … IF NOT EXISTS
+		// that found nothing to do: on the target the same text could drop
+		// or change what the source does not have (the kept copy of a
+		// table the source dropped, a table of the target's own).
+		log.Info("captured DDL statement skipped: it touched nothing on the source", "statement", stmt)
+		return nil
+	}
 	sel, err := a.captureSelection(ctx, rec)
 	if err != nil {
 		return err
