@@ -1,8 +1,13 @@
 package tests
 
 import (
+	"context"
 	"strings"
 	"testing"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/serenorg/postgres-seren-replicator/tests/pgtest"
 )
 
 // A captured command that touched nothing on the source (DROP TABLE IF
@@ -60,5 +65,55 @@ func TestDDLCaptureAttackNoOpsAndTriggers(t *testing.T) {
 				t.Errorf("no log line for the no-op statements")
 			}
 		})
+	}
+}
+
+// A plain role of the source that owns a carried table must not gain, on
+// the target, the rights of the role sync applies as: a captured statement
+// runs there as that role (the target's superuser in replica mode), so a
+// function of the plain role's making that a CHECK constraint's validation
+// calls runs as superuser on the target, where on the source it ran as the
+// plain role.
+func TestDDLCaptureAttackPlainRoleGainsTargetSuperuser(t *testing.T) {
+	longTest(t)
+	t.Skip("not fixed: in replica mode the target's superuser runs what a plain source role wrote: a captured ALTER TABLE … CHECK (f(x)) validates by calling the role's f as superuser; the same holds without --ddl-capture (the index comparison validates the constraint, and every applied row evaluates it as superuser); fix: apply as each table's owner (SET ROLE, as PostgreSQL 16's run_as_owner = false does)")
+	src, dst := pgtestPair(t)
+	for _, c := range []*pgtest.Cluster{src, dst} {
+		c.CreateRole("app", "app-pw")
+	}
+	prepareStreaming(t, src, dst, "esc", `GRANT CREATE ON SCHEMA public TO app;
+		CREATE TABLE t (id int PRIMARY KEY); ALTER TABLE t OWNER TO app`, "public.t")
+	src.Exec("esc", `INSERT INTO t VALUES (1)`)
+	source := src.URL("postgres", "", "esc")
+	target := dst.URL("postgres", "", "esc")
+	res := runCLI(t, nil, "sync", "--catch-up", "--ddl-capture", "--source", source, "--target", target, "--include-tables", "esc.public.t")
+	if res.Code != 0 {
+		t.Fatalf("sync --catch-up --ddl-capture: exit %d\n%s", res.Code, res.Stderr)
+	}
+	ctx := context.Background()
+	app, err := pgx.Connect(ctx, src.URL("app", "app-pw", "esc"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer app.Close(ctx)
+	for _, stmt := range []string{
+		`CREATE FUNCTION public.pwn(int) RETURNS boolean LANGUAGE plpgsql AS $$BEGIN
+			IF current_setting('is_superuser') = 'on' THEN EXECUTE 'ALTER ROLE app SUPERUSER'; END IF;
+			RETURN true; END$$`,
+		`ALTER TABLE t ADD CONSTRAINT ok CHECK (public.pwn(id))`,
+	} {
+		if _, err := app.Exec(ctx, stmt); err != nil {
+			t.Fatalf("as app on the source: %v\n%s", err, stmt)
+		}
+	}
+	res = runCLI(t, nil, "sync", "--catch-up", "--source", source, "--target", target, "--include-tables", "esc.public.t")
+	if res.Code != 0 {
+		t.Fatalf("sync --catch-up: exit %d\n%s", res.Code, res.Stderr)
+	}
+	if got := src.QueryString("esc", `SELECT rolsuper FROM pg_roles WHERE rolname = 'app'`); got != "false" {
+		t.Fatalf("app is a superuser on the source: %s", got)
+	}
+	if got := dst.QueryString("esc", `SELECT rolsuper FROM pg_roles WHERE rolname = 'app'`); got != "false" {
+		t.Errorf("the source's plain role app became a superuser on the target through a captured statement\n%s", res.Stderr)
 	}
 }
