@@ -346,37 +346,7 @@ func ResumeDatabase(ctx context.Context, db plan.Database, o Options, rp ResumeP
 	}); err != nil {
 		return res, err
 	}
-	if err := res.timed("materialized views", func() (err error) {
-		res.Matviews, err = refreshMatviews(ctx, src, dst)
-		return err
-	}); err != nil {
-		return res, err
-	}
-	if err := res.timed("privileges", func() error {
-		notices, err := dump.restoreACLs(ctx, db.Target, dir, ropts)
-		res.Notices = append(res.Notices, notices...)
-		return err
-	}); err != nil {
-		return res, err
-	}
-	if ropts.noOwner {
-		if err := res.timed("owners", func() error {
-			pending, err := restoreOwners(ctx, src, dst, o.CheckpointSchema)
-			for _, sql := range pending {
-				res.Notices = append(res.Notices, "owner not restored (the target role cannot become that role; an administrator can run): "+sql)
-			}
-			return err
-		}); err != nil {
-			return res, err
-		}
-	}
-	if err := res.timed("sequences", func() (err error) {
-		res.Sequences, err = SyncSequences(ctx, src, dst)
-		return err
-	}); err != nil {
-		return res, err
-	}
-	if err := saveInitCheckpoint(ctx, dst, store, o.Slot, rp.ConsistentPoint); err != nil {
+	if err := finishInit(ctx, db, src, dst, dump, dir, ropts, o, store, &res, rp.ConsistentPoint); err != nil {
 		return res, err
 	}
 	log.Info("init complete (resumed)", "slot", o.Slot, "checkpoint", rp.ConsistentPoint.String(),

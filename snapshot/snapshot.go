@@ -299,18 +299,31 @@ func InitDatabase(ctx context.Context, db plan.Database, o Options) (res Result,
 	}); err != nil {
 		return res, err
 	}
+	// Last: the checkpoint is what tells sync that init is complete.
+	if err := finishInit(ctx, db, src, dst, dump, dir, ropts, o, store, &res, slot.ConsistentPoint); err != nil {
+		return res, err
+	}
+	log.Info("init complete", "slot", o.Slot, "checkpoint", slot.ConsistentPoint.String(), "rows", res.Rows)
+	return res, nil
+}
+
+// finishInit is init's closing steps once the post-data schema is built
+// (the same for a first and a resumed init): materialized views refreshed,
+// privileges and owners restored, sequences copied, and last the checkpoint
+// at the slot's consistent point, which tells sync that init is complete.
+func finishInit(ctx context.Context, db plan.Database, src, dst *pgx.Conn, dump *schemaDump, dir string, ropts restoreOptions, o Options, store checkpoint.Store, res *Result, at pglogrepl.LSN) error {
 	if err := res.timed("materialized views", func() (err error) {
 		res.Matviews, err = refreshMatviews(ctx, src, dst)
 		return err
 	}); err != nil {
-		return res, err
+		return err
 	}
 	if err := res.timed("privileges", func() error {
 		notices, err := dump.restoreACLs(ctx, db.Target, dir, ropts)
 		res.Notices = append(res.Notices, notices...)
 		return err
 	}); err != nil {
-		return res, err
+		return err
 	}
 	if ropts.noOwner {
 		if err := res.timed("owners", func() error {
@@ -320,21 +333,16 @@ func InitDatabase(ctx context.Context, db plan.Database, o Options) (res Result,
 			}
 			return err
 		}); err != nil {
-			return res, err
+			return err
 		}
 	}
 	if err := res.timed("sequences", func() (err error) {
 		res.Sequences, err = SyncSequences(ctx, src, dst)
 		return err
 	}); err != nil {
-		return res, err
+		return err
 	}
-	// Last: the checkpoint is what tells sync that init is complete.
-	if err := saveInitCheckpoint(ctx, dst, store, o.Slot, slot.ConsistentPoint); err != nil {
-		return res, err
-	}
-	log.Info("init complete", "slot", o.Slot, "checkpoint", slot.ConsistentPoint.String(), "rows", res.Rows)
-	return res, nil
+	return saveInitCheckpoint(ctx, dst, store, o.Slot, at)
 }
 
 // ErrRewritten means a selected table was rewritten on the source (ALTER
