@@ -29,7 +29,8 @@ const (
 	DefaultMaxBatchChanges = 20000
 	// DefaultMaxBatchDelay closes a batch this long after it opened, so lag
 	// stays low under steady load; a batch also closes whenever no more
-	// changes are waiting.
+	// changes are waiting and, in a daemon, whenever the target has
+	// finished every batch sent.
 	DefaultMaxBatchDelay = 10 * time.Millisecond
 	// DefaultCatchUpBatchDelay replaces it when a catch-up run drains a
 	// backlog: nobody waits for each change, and larger batches merge more.
@@ -342,6 +343,16 @@ func (a *Applier) run(ctx context.Context, events <-chan stream.Event) error {
 		}
 		var ev stream.Event
 		var ok bool
+		if a.b.idleClose() && a.cfg.StopAt == 0 && a.targetFree() {
+			// A daemon between source transactions whose target has finished
+			// every batch sent: commit now, so that under constant load a
+			// batch grows only while the target is busy, not until its delay
+			// expires. A catch-up run keeps filling its batches.
+			if err := a.commit(ctx); err != nil {
+				return err
+			}
+			continue
+		}
 		if a.b.idleClose() {
 			// Between source transactions with a batch open: take more work if
 			// it is waiting, otherwise commit now so lag stays low.
@@ -411,6 +422,20 @@ func (a *Applier) run(ctx context.Context, events <-chan stream.Event) error {
 		if a.b.reachedStop() {
 			return nil
 		}
+	}
+}
+
+// targetFree reports whether every pipeline sent has finished (they run in
+// order, so the last one has).
+func (a *Applier) targetFree() bool {
+	if len(a.flights) == 0 {
+		return true
+	}
+	select {
+	case <-a.flights[len(a.flights)-1].finished:
+		return true
+	default:
+		return false
 	}
 }
 
