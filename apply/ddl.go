@@ -489,6 +489,9 @@ func (a *Applier) enterCapture(ctx context.Context, rec ddlcapture.Record, owner
 		if !ok {
 			continue
 		}
+		if n == "search_path" {
+			v = expandUserSchema(v, rec.Role)
+		}
 		if err := set(n, v); err != nil {
 			if errors.Is(err, ErrPermanent) {
 				return nil, false, &refusal{why: fmt.Sprintf("the target does not take the source session's %s = %s: %v", n, v, err), err: err}, nil

@@ -117,3 +117,54 @@ func TestDDLCaptureAttackPlainRoleGainsTargetSuperuser(t *testing.T) {
 		t.Errorf("the source's plain role app became a superuser on the target through a captured statement\n%s", res.Stderr)
 	}
 }
+
+// A captured statement runs on the target under the source session's
+// search_path, whose "$user" must name the source session's role there,
+// not the role sync applies as: with PostgreSQL's default search_path
+// ("$user", public) and a schema per role, an unqualified name of the
+// role's table must not reach the table of the same name in public. In
+// both apply modes.
+func TestDDLCaptureAttackUserSchemaInSearchPath(t *testing.T) {
+	for _, mode := range []string{"replica", "ordered"} {
+		t.Run(mode, func(t *testing.T) {
+			t.Parallel()
+			src, dst := pgtestPair(t)
+			for _, c := range []*pgtest.Cluster{src, dst} {
+				c.CreateRole("app", "app-pw")
+			}
+			prepareStreaming(t, src, dst, "usr", `CREATE SCHEMA app AUTHORIZATION app;
+				CREATE TABLE app.t (id int PRIMARY KEY, c int); ALTER TABLE app.t OWNER TO app;
+				CREATE TABLE public.t (id int PRIMARY KEY, c int);`, "app.t", "public.t")
+			target := ddlTarget(t, dst, mode, "usr", "TABLE app.t", "TABLE public.t")
+			if mode == "ordered" {
+				dst.Exec("usr", `GRANT USAGE, CREATE ON SCHEMA app TO applier`)
+			}
+			src.Exec("usr", `INSERT INTO app.t VALUES (1, 1); INSERT INTO public.t VALUES (1, 1)`)
+			source := src.URL("postgres", "", "usr")
+			res := runCLI(t, nil, "sync", "--catch-up", "--ddl-capture", "--source", source, "--target", target, "--include-tables", "usr.app.t,usr.public.t")
+			if res.Code != 0 {
+				t.Fatalf("sync --catch-up --ddl-capture: exit %d\n%s", res.Code, res.Stderr)
+			}
+			ctx := context.Background()
+			app, err := pgx.Connect(ctx, src.URL("app", "app-pw", "usr"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer app.Close(ctx)
+			if _, err := app.Exec(ctx, `ALTER TABLE t DROP COLUMN c`); err != nil { // app.t on the source
+				t.Fatal(err)
+			}
+			src.Exec("usr", `INSERT INTO app.t VALUES (2); INSERT INTO public.t VALUES (2, 2)`)
+			res = runCLI(t, nil, "sync", "--catch-up", "--source", source, "--target", target, "--include-tables", "usr.app.t,usr.public.t")
+			if res.Code != 0 {
+				t.Fatalf("sync --catch-up: exit %d\n%s", res.Code, res.Stderr)
+			}
+			t.Cleanup(func() {
+				if t.Failed() {
+					t.Logf("sync log:\n%s", res.Stderr)
+				}
+			})
+			assertSameTables(t, src, dst, "usr", "app.t", "public.t")
+		})
+	}
+}
