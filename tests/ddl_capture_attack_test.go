@@ -16,7 +16,9 @@ import (
 // dropped, which the migration keeps, or a table of the target's own. And
 // a trigger the source creates on a carried table must not fire on the
 // rows sync applies (ordered mode holds user triggers): the source's rows
-// already carry its effect. In both apply modes.
+// already carry its effect. A password in a query string that also runs
+// DDL is kept neither in the capture table nor in sync's output. In both
+// apply modes.
 func TestDDLCaptureAttackNoOpsAndTriggers(t *testing.T) {
 	for _, mode := range []string{"replica", "ordered"} {
 		t.Run(mode, func(t *testing.T) {
@@ -42,6 +44,8 @@ func TestDDLCaptureAttackNoOpsAndTriggers(t *testing.T) {
 				`DROP TABLE IF EXISTS t2`,
 				`DROP TABLE IF EXISTS target_only`,
 				`INSERT INTO t VALUES (2, 20)`,
+				// A password in a query string with DDL.
+				`CREATE INDEX pw_i ON t (a); CREATE ROLE pwrole LOGIN PASSWORD 'hunter2secret'`,
 			} {
 				src.Exec("atk", stmt)
 			}
@@ -60,6 +64,12 @@ func TestDDLCaptureAttackNoOpsAndTriggers(t *testing.T) {
 			}
 			if got := dst.QueryString("atk", `SELECT count(*) FROM pg_class WHERE relname = 'target_only'`); got != "1" {
 				t.Errorf("a table of the target's own was dropped by a DROP TABLE IF EXISTS that did nothing on the source")
+			}
+			if strings.Contains(res.Stdout+res.Stderr, "hunter2secret") {
+				t.Errorf("sync printed a password the source's query string held")
+			}
+			if got := src.QueryString("atk", `SELECT count(*) FROM seren_replicator.ddl_log WHERE statement LIKE '%hunter2secret%'`); got != "0" {
+				t.Errorf("the capture table on the source keeps a password (%s rows)", got)
 			}
 			if strings.Contains(res.Stderr, "DROP TABLE IF EXISTS") && !strings.Contains(res.Stderr, "touched nothing on the source") {
 				t.Errorf("no log line for the no-op statements")

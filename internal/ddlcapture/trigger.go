@@ -26,8 +26,13 @@ func installSQL(skip []string) string {
 		quoted = append(quoted, sqltext.Literal(s))
 	}
 	return strings.NewReplacer("@SCHEMA@", Schema, "@TABLE@", Table, "@SKIP@", strings.Join(quoted, ", "),
-		"@END@", EndTrigger, "@DROP@", DropTrigger).Replace(installTemplate)
+		"@END@", EndTrigger, "@DROP@", DropTrigger, "@PASSWORD@", passwordPattern).Replace(installTemplate)
 }
+
+// passwordPattern matches (case-insensitively, as a SQL literal) a query
+// string that gives a password: PASSWORD 'x', password 'x' in OPTIONS,
+// password=x in a connection string; not a column named password.
+const passwordPattern = `E'\\mpassword\\M\\s*(=|''|[eE]''|\\$)'`
 
 const installTemplate = `
 CREATE SCHEMA IF NOT EXISTS @SCHEMA@;
@@ -178,8 +183,11 @@ BEGIN
 			-- of several statements, DDL run by a function or by another
 			-- event trigger): it is recorded once, with the first.
 			stmt := current_query();
-			-- What may hold a password is not kept.
-			IF EXISTS (SELECT 1 FROM jsonb_array_elements(objs) o WHERE o->>'type' IN ('user mapping', 'server', 'subscription')) THEN
+			-- What may hold a password is not kept: the commands that take
+			-- one, and a query string that gives one (CREATE ROLE … PASSWORD
+			-- sent with DDL, a connection string's password=).
+			IF EXISTS (SELECT 1 FROM jsonb_array_elements(objs) o WHERE o->>'type' IN ('user mapping', 'server', 'subscription'))
+				OR stmt ~* @PASSWORD@ THEN
 				stmt := '';
 			END IF;
 			stmt_key := statement_timestamp()::text || ' ' || coalesce(length(current_query()), 0)::text;
@@ -195,7 +203,9 @@ BEGIN
 	EXCEPTION WHEN OTHERS THEN
 		IF TG_EVENT = 'ddl_command_end' THEN
 			BEGIN
-				INSERT INTO @SCHEMA@.@TABLE@ (command_tag, statement, error) VALUES (TG_TAG, coalesce(current_query(), ''), SQLERRM);
+				INSERT INTO @SCHEMA@.@TABLE@ (command_tag, statement, error) VALUES (TG_TAG,
+					CASE WHEN TG_TAG ~ '(USER MAPPING|SERVER|SUBSCRIPTION)$' OR current_query() ~* @PASSWORD@ THEN ''
+						ELSE coalesce(current_query(), '') END, SQLERRM);
 			EXCEPTION WHEN OTHERS THEN
 				RAISE WARNING 'postgres-seren-replicator: DDL capture failed: %', SQLERRM;
 			END;
