@@ -490,7 +490,11 @@ func (a *Applier) enterCapture(ctx context.Context, rec ddlcapture.Record, owner
 			continue
 		}
 		if n == "search_path" {
-			v = expandUserSchema(v, rec.Role)
+			who := rec.Role
+			if r := rec.Settings["role"]; r != "" && r != "none" {
+				who = r // SET ROLE on the source
+			}
+			v = expandUserSchema(v, who)
 		}
 		if err := set(n, v); err != nil {
 			if errors.Is(err, ErrPermanent) {

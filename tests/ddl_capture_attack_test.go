@@ -143,13 +143,13 @@ func TestDDLCaptureAttackUserSchemaInSearchPath(t *testing.T) {
 				c.CreateRole("app", "app-pw")
 			}
 			prepareStreaming(t, src, dst, "usr", `CREATE SCHEMA app AUTHORIZATION app;
-				CREATE TABLE app.t (id int PRIMARY KEY, c int); ALTER TABLE app.t OWNER TO app;
-				CREATE TABLE public.t (id int PRIMARY KEY, c int);`, "app.t", "public.t")
+				CREATE TABLE app.t (id int PRIMARY KEY, c int, e int); ALTER TABLE app.t OWNER TO app;
+				CREATE TABLE public.t (id int PRIMARY KEY, c int, e int);`, "app.t", "public.t")
 			target := ddlTarget(t, dst, mode, "usr", "TABLE app.t", "TABLE public.t")
 			if mode == "ordered" {
 				dst.Exec("usr", `GRANT USAGE, CREATE ON SCHEMA app TO applier`)
 			}
-			src.Exec("usr", `INSERT INTO app.t VALUES (1, 1); INSERT INTO public.t VALUES (1, 1)`)
+			src.Exec("usr", `INSERT INTO app.t VALUES (1, 1, 1); INSERT INTO public.t VALUES (1, 1, 1)`)
 			source := src.URL("postgres", "", "usr")
 			res := runCLI(t, nil, "sync", "--catch-up", "--ddl-capture", "--source", source, "--target", target, "--include-tables", "usr.app.t,usr.public.t")
 			if res.Code != 0 {
@@ -164,7 +164,14 @@ func TestDDLCaptureAttackUserSchemaInSearchPath(t *testing.T) {
 			if _, err := app.Exec(ctx, `ALTER TABLE t DROP COLUMN c`); err != nil { // app.t on the source
 				t.Fatal(err)
 			}
-			src.Exec("usr", `INSERT INTO app.t VALUES (2); INSERT INTO public.t VALUES (2, 2)`)
+			// The same through SET ROLE in a superuser's session.
+			admin := src.Connect("usr")
+			for _, stmt := range []string{`SET ROLE app`, `ALTER TABLE t DROP COLUMN e`} {
+				if _, err := admin.Exec(ctx, stmt); err != nil {
+					t.Fatal(err)
+				}
+			}
+			src.Exec("usr", `INSERT INTO app.t VALUES (2); INSERT INTO public.t VALUES (2, 2, 2)`)
 			res = runCLI(t, nil, "sync", "--catch-up", "--source", source, "--target", target, "--include-tables", "usr.app.t,usr.public.t")
 			if res.Code != 0 {
 				t.Fatalf("sync --catch-up: exit %d\n%s", res.Code, res.Stderr)

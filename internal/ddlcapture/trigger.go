@@ -175,7 +175,9 @@ BEGIN
 					WHERE k.relkind IN ('r', 'p') AND k.oid IN (SELECT u FROM unnest(roots) u
 						UNION SELECT t.relid FROM unnest(roots) u, pg_partition_tree(u) t);
 			END IF;
-			settings := jsonb_build_object('search_path', caller_path,
+			-- role: the role SET ROLE made current (none: the login role),
+			-- which the search_path's "$user" names.
+			settings := jsonb_build_object('search_path', caller_path, 'role', current_setting('role'),
 				'TimeZone', current_setting('TimeZone'), 'DateStyle', current_setting('DateStyle'),
 				'IntervalStyle', current_setting('IntervalStyle'), 'extra_float_digits', current_setting('extra_float_digits'),
 				'bytea_output', current_setting('bytea_output'), 'standard_conforming_strings', current_setting('standard_conforming_strings'));
