@@ -329,6 +329,17 @@ func (a *Applier) captureSelection(ctx context.Context, rec ddlcapture.Record) (
 					outside(o.Type + " " + o.Identity)
 				}
 			}
+		case o.Dropped && o.Type == "schema":
+			// CASCADE on the target would take what the source's schema no
+			// longer held: the kept copy of a table the source dropped, a
+			// table of the target's own.
+			left, err := a.tablesLeftIn(ctx, o.Identity, rec)
+			if err != nil {
+				return s, err
+			}
+			if left != "" {
+				outside(o.Type + " " + o.Identity + " (on the target it holds " + left + ", which the source's did not)")
+			}
 		case o.Dropped && o.Type == "foreign table":
 			outside(o.Type + " " + o.Identity)
 		case o.Dropped:

@@ -1,9 +1,14 @@
 package apply
 
 import (
+	"context"
+	"encoding/json"
+	"fmt"
 	"strings"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/serenorg/postgres-seren-replicator/internal/ddlcapture"
 )
 
 // expandUserSchema names the source session's role where a search_path
@@ -36,4 +41,24 @@ func expandUserSchema(path, role string) string {
 		}
 	}
 	return strings.Join(parts, ", ")
+}
+
+// tablesLeftIn lists the tables the target has in a schema that the
+// captured command did not drop on the source.
+func (a *Applier) tablesLeftIn(ctx context.Context, schema string, rec ddlcapture.Record) (string, error) {
+	dropped := []string{}
+	for _, o := range rec.Objects {
+		if o.Dropped && (o.Type == "table" || o.Type == "foreign table") && len(o.Names) >= 2 && o.Names[0] == schema {
+			dropped = append(dropped, o.Names[1])
+		}
+	}
+	list, _ := json.Marshal(dropped)
+	rows, err := a.query(ctx, `SELECT coalesce(string_agg(quote_ident(n.nspname) || '.' || quote_ident(c.relname), ', ' ORDER BY c.relname), '')
+		FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+		WHERE n.nspname = $1 AND c.relkind IN ('r', 'p', 'f') AND NOT c.relispartition
+			AND c.relname <> ALL (ARRAY(SELECT jsonb_array_elements_text($2::jsonb)))`, schema, string(list))
+	if err != nil {
+		return "", fmt.Errorf("look up the tables of schema %s on the target: %w", schema, err)
+	}
+	return string(rows[0][0]), nil
 }

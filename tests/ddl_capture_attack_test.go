@@ -25,13 +25,17 @@ func TestDDLCaptureAttackNoOpsAndTriggers(t *testing.T) {
 			t.Parallel()
 			src, dst := pgtestPair(t)
 			prepareStreaming(t, src, dst, "atk", `CREATE TABLE t (id int PRIMARY KEY, a int);
-				CREATE TABLE t2 (id int PRIMARY KEY);`, "public.t", "public.t2")
+				CREATE TABLE t2 (id int PRIMARY KEY);
+				CREATE SCHEMA app2; CREATE TABLE app2.k (id int PRIMARY KEY);`, "public.t", "public.t2", "app2.k")
 			dst.Exec("atk", `CREATE TABLE target_only (id int PRIMARY KEY); INSERT INTO target_only VALUES (1), (2)`)
-			target := ddlTarget(t, dst, mode, "atk", "TABLE t", "TABLE t2", "TABLE target_only")
+			target := ddlTarget(t, dst, mode, "atk", "TABLE t", "TABLE t2", "TABLE target_only", "TABLE app2.k")
+			if mode == "ordered" {
+				dst.Exec("atk", `GRANT USAGE ON SCHEMA app2 TO applier`)
+			}
 			source := src.URL("postgres", "", "atk")
 			// Both tables written once, so their source OIDs are known, as after init.
-			src.Exec("atk", `INSERT INTO t2 VALUES (1), (2), (3); INSERT INTO t VALUES (0, 0)`)
-			res := runCLI(t, nil, "sync", "--catch-up", "--ddl-capture", "--source", source, "--target", target, "--include-tables", "atk.public.t,atk.public.t2")
+			src.Exec("atk", `INSERT INTO t2 VALUES (1), (2), (3); INSERT INTO t VALUES (0, 0); INSERT INTO app2.k VALUES (1), (2)`)
+			res := runCLI(t, nil, "sync", "--catch-up", "--ddl-capture", "--source", source, "--target", target, "--include-tables", "atk.public.t,atk.public.t2,atk.app2.k")
 			if res.Code != 0 {
 				t.Fatalf("sync --catch-up --ddl-capture: exit %d\n%s", res.Code, res.Stderr)
 			}
@@ -44,6 +48,10 @@ func TestDDLCaptureAttackNoOpsAndTriggers(t *testing.T) {
 				`DROP TABLE IF EXISTS t2`,
 				`DROP TABLE IF EXISTS target_only`,
 				`INSERT INTO t VALUES (2, 20)`,
+				// The schema of a table the source dropped, whose copy the
+				// target keeps.
+				`DROP TABLE app2.k`,
+				`DROP SCHEMA app2 CASCADE`,
 				// A password in a query string with DDL.
 				`CREATE INDEX pw_i ON t (a); CREATE ROLE pwrole LOGIN PASSWORD 'hunter2secret'`,
 			} {
@@ -64,6 +72,9 @@ func TestDDLCaptureAttackNoOpsAndTriggers(t *testing.T) {
 			}
 			if got := dst.QueryString("atk", `SELECT count(*) FROM pg_class WHERE relname = 'target_only'`); got != "1" {
 				t.Errorf("a table of the target's own was dropped by a DROP TABLE IF EXISTS that did nothing on the source")
+			}
+			if got := dst.QueryString("atk", `SELECT count(*) FROM pg_class WHERE oid = to_regclass('app2.k')`); got != "1" {
+				t.Errorf("the target's copy of app2.k, dropped on the source, went with a DROP SCHEMA app2 CASCADE")
 			}
 			if strings.Contains(res.Stdout+res.Stderr, "hunter2secret") {
 				t.Errorf("sync printed a password the source's query string held")
