@@ -196,3 +196,35 @@ func TestDDLCaptureAttackUserSchemaInSearchPath(t *testing.T) {
 		})
 	}
 }
+
+// Row-level security the source turns on for a carried table's owner
+// (FORCE ROW LEVEL SECURITY, with a policy) reaches the target through a
+// captured statement; in ordered mode sync applies as the owner of the
+// target's tables, and must still apply every row.
+func TestDDLCaptureAttackForcedRowSecurityOrdered(t *testing.T) {
+	longTest(t)
+	t.Skip("not fixed: in ordered mode a captured ALTER TABLE … FORCE ROW LEVEL SECURITY (with a policy) stops sync for good (exit 4: query would be affected by row-level security policy, with row_security = off); needs a hold (NO FORCE for the migration, restored by cleanup) like the triggers'; a table forced before init likely meets the same")
+	src, dst := pgtestPair(t)
+	prepareStreaming(t, src, dst, "rls", `CREATE TABLE t (id int PRIMARY KEY, who text)`, "public.t")
+	target := ddlTarget(t, dst, "ordered", "rls", "TABLE t")
+	src.Exec("rls", `INSERT INTO t VALUES (0, 'x')`)
+	source := src.URL("postgres", "", "rls")
+	res := runCLI(t, nil, "sync", "--catch-up", "--ddl-capture", "--source", source, "--target", target, "--include-tables", "rls.public.t")
+	if res.Code != 0 {
+		t.Fatalf("sync --catch-up --ddl-capture: exit %d\n%s", res.Code, res.Stderr)
+	}
+	for _, stmt := range []string{
+		`CREATE POLICY mine ON t USING (who = current_user)`,
+		`ALTER TABLE t ENABLE ROW LEVEL SECURITY`,
+		`ALTER TABLE t FORCE ROW LEVEL SECURITY`,
+		`INSERT INTO t VALUES (1, 'someone'), (2, 'else')`,
+		`UPDATE t SET who = 'x2' WHERE id = 0`,
+	} {
+		src.Exec("rls", stmt)
+	}
+	res = runCLI(t, nil, "sync", "--catch-up", "--source", source, "--target", target, "--include-tables", "rls.public.t")
+	if res.Code != 0 {
+		t.Fatalf("sync --catch-up after FORCE ROW LEVEL SECURITY on the source: exit %d\n%s", res.Code, res.Stderr)
+	}
+	assertSameTables(t, src, dst, "rls", "t")
+}
