@@ -58,7 +58,7 @@ func TestCutoverWithAHookFence(t *testing.T) {
 		t.Fatalf("cutover --fence=hook: exit %d\n%s\n%s", res.Code, res.Stdout, res.Stderr)
 	}
 	t.Logf("%d workload transactions; cutover took %s:\n%s", txns, end.Sub(start), res.Stdout)
-	for _, want := range []string{"fence-command done, no write in flight", "recheck", "drain", "equal counts", "write pause:", "stays fenced by --fence-command"} {
+	for _, want := range []string{"fence-command done, no write in flight", "recheck", "drain", "compared one by one", "write pause:", "stays fenced by --fence-command"} {
 		if !strings.Contains(res.Stdout, want) {
 			t.Errorf("cutover output lacks %q:\n%s", want, res.Stdout)
 		}
@@ -128,13 +128,21 @@ func TestCutoverFailsAtEachStepAndUnfences(t *testing.T) {
 
 	fails("drain times out", hook(fence, "--max-wait", "1ms"), 3, "did not reach the fence", "--unfence-command ran")
 
+	// A row changed on the target after the comparison before the fence
+	// (here by the fence command itself): the default check finds it.
+	corrupt := hookScript(t, src, "corrupt.sh", `ALTER DATABASE inj SET default_transaction_read_only = on`,
+		fmt.Sprintf(`%s -X -q -v ON_ERROR_STOP=1 '%s' -c "UPDATE acct SET bal = bal + 5 WHERE id = 9"`, filepath.Join(dst.BinDir, "psql"), dst.URL("postgres", "", "inj")))
+	fails("a row changed after the comparison before the fence", hook(corrupt), 1,
+		"verify found differences after the drain", "inj.public.acct (1 differing row)", "--unfence-command ran")
+	dst.Exec("inj", `UPDATE acct SET bal = bal - 5 WHERE id = 9`)
+
 	dst.Exec("inj", `UPDATE acct SET bal = bal + 1 WHERE id = 7`)
 	fails("verify differs (read-only fence)", append(append([]string{}, base...), "--check", "verify"), 1,
 		"verify found differences after the drain", "inj.public.acct (1 differing row)")
 	fails("verify differs (hook fence)", hook(fence, "--check", "verify"), 1, "verify found differences", "--unfence-command ran")
 
-	if data, _ := os.ReadFile(marker); strings.Count(string(data), "unfenced") != 4 {
-		t.Errorf("--unfence-command ran %d times, want 4 (once per failure after the fence command started)", strings.Count(string(data), "unfenced"))
+	if data, _ := os.ReadFile(marker); strings.Count(string(data), "unfenced") != 5 {
+		t.Errorf("--unfence-command ran %d times, want 5 (once per failure after the fence command started)", strings.Count(string(data), "unfenced"))
 	}
 	res := runCLI(t, nil, append(append([]string{}, base...), "--fence", "hook", "--fence-command", failing)...)
 	if res.Code != 4 || !strings.Contains(res.Stderr, "no --unfence-command was given") {

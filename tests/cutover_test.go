@@ -15,8 +15,9 @@ CREATE TABLE ev (id int GENERATED ALWAYS AS IDENTITY PRIMARY KEY, v text);`
 
 // cutover under a live write workload with the sync daemon running: the
 // source is fenced read-only (sessions connected before are ended), the
-// daemon drains to the fence, sequences are copied, counts and checksums
-// checked (verify against a running daemon), the identity column the
+// daemon drains to the fence, sequences are copied, the tables checked
+// (verify against the running daemon before the fence, the rows written
+// since compared at the fence), the identity column the
 // migration held is put back, and the target ends equal to the source,
 // whose later writes are refused; the printed write pause covers the
 // time the probe's writes were refused.
@@ -33,13 +34,13 @@ func TestCutoverUnderLoadWithDaemon(t *testing.T) {
 	time.Sleep(3 * time.Second)
 
 	start := time.Now()
-	res := runCLI(t, []string{quickExit}, "cutover", "--yes", "--grace", "1s", "--check", "verify", "--source", src.URL("postgres", "", "shop"), "--target", target)
+	res := runCLI(t, []string{quickExit}, "cutover", "--yes", "--grace", "1s", "--source", src.URL("postgres", "", "shop"), "--target", target)
 	end := time.Now()
 	txns := w.stop()
 	if res.Code != 0 {
 		t.Fatalf("cutover: exit %d\n%s\n%s\n%s", res.Code, res.Stdout, res.Stderr, syncLog(daemon))
 	}
-	for _, want := range []string{"fence", "drain", "sequences", "check", "restore", "write pause:", "equal counts", "equal checksums", "stop the sync daemon"} {
+	for _, want := range []string{"verify", "fence", "drain", "sequences", "check", "restore", "write pause:", "compared one by one", "stop the sync daemon"} {
 		if !strings.Contains(res.Stdout, want) {
 			t.Errorf("cutover output lacks %q:\n%s", want, res.Stdout)
 		}
@@ -93,7 +94,7 @@ func TestCutoverWithNoFence(t *testing.T) {
 		t.Fatalf("cutover --fence none: exit %d\n%s\n%s\n%s", res.Code, res.Stdout, res.Stderr, syncLog(daemon))
 	}
 	t.Logf("%d workload transactions; cutover took %s:\n%s", txns, end.Sub(start), res.Stdout)
-	for _, want := range []string{"applied by the sync daemon", "recheck", "equal counts", "held items put back"} {
+	for _, want := range []string{"applied by the sync daemon", "recheck", "compared one by one", "held items put back"} {
 		if !strings.Contains(res.Stdout, want) {
 			t.Errorf("cutover output lacks %q:\n%s", want, res.Stdout)
 		}
@@ -119,15 +120,20 @@ func TestCutoverAbortsAndUnfencesOnAFailedCheck(t *testing.T) {
 	dst.Exec("two", `DELETE FROM acct WHERE id = 42`)
 	src.Exec("two", `INSERT INTO hist (acct, delta) SELECT g, 1 FROM generate_series(1, 10) g`)
 	args := []string{"cutover", "--yes", "--grace", "0s", "--source", src.URL("postgres", "", "two"), "--target", dst.URL("postgres", "", "two")}
-	res := runCLI(t, nil, args...)
-	if res.Code != 1 || !strings.Contains(res.Stderr, "row counts differ") || !strings.Contains(res.Stderr, "the source is writable again") {
-		t.Fatalf("cutover with a diverged table: exit %d, want 1 naming the difference and the unfence\n%s\n%s", res.Code, res.Stdout, res.Stderr)
-	}
-	if got := src.QueryString("two", "current_setting('default_transaction_read_only')"); got != "off" {
-		t.Errorf("source left read-only (%s) after a failed cutover", got)
-	}
-	if got := dst.QueryString("two", "SELECT count(*) FROM seren_replicator.held"); got == "0" {
-		t.Errorf("the failed cutover put back what the migration holds; replication would then fire target triggers")
+	for _, check := range []struct{ flag, want string }{
+		{"counts", "row counts differ"},
+		{"changed", "verify found differences after the drain: two.public.acct (1 differing row)"},
+	} {
+		res := runCLI(t, nil, append(args, "--check", check.flag)...)
+		if res.Code != 1 || !strings.Contains(res.Stderr, check.want) || !strings.Contains(res.Stderr, "the source is writable again") {
+			t.Fatalf("cutover --check %s with a diverged table: exit %d, want 1 saying %q and the unfence\n%s\n%s", check.flag, res.Code, check.want, res.Stdout, res.Stderr)
+		}
+		if got := src.QueryString("two", "current_setting('default_transaction_read_only')"); got != "off" {
+			t.Errorf("source left read-only (%s) after a failed cutover", got)
+		}
+		if got := dst.QueryString("two", "SELECT count(*) FROM seren_replicator.held"); got == "0" {
+			t.Errorf("the failed cutover put back what the migration holds; replication would then fire target triggers")
+		}
 	}
 	src.Exec("two", `INSERT INTO hist (acct, delta) VALUES (1, 2)`)
 
@@ -137,7 +143,7 @@ func TestCutoverAbortsAndUnfencesOnAFailedCheck(t *testing.T) {
 	dst.Exec("postgres", `CREATE ROLE reader; CREATE ROLE stranger`)
 	src.Exec("two", `GRANT SELECT ON acct TO reader`)
 	dst.Exec("two", `ALTER TABLE hist OWNER TO stranger`)
-	res = runCLI(t, nil, args...)
+	res := runCLI(t, nil, args...)
 	if res.Code != 0 || !strings.Contains(res.Stdout, "applied by cutover") {
 		t.Fatalf("cutover after the fix: exit %d\n%s\n%s", res.Code, res.Stdout, res.Stderr)
 	}

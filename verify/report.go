@@ -79,6 +79,9 @@ type TableReport struct {
 	// Ranges are the top-level key ranges that differ.
 	Ranges []RangeDiff `json:"ranges,omitempty"`
 	Error  string      `json:"error,omitempty"`
+
+	// cols are the columns compared, for Since.
+	cols []column
 }
 
 // Qualified is schema.table as SQL spells it.

@@ -96,6 +96,7 @@ func (st *dbState) describe(ctx context.Context, w *worker, t *tableJob) error {
 	if err != nil {
 		return fmt.Errorf("columns of %s: %w", t.ident, err)
 	}
+	t.rep.cols = t.cols
 	// The primary key, else the replica identity index: both are unique
 	// and NOT NULL, so ranges over them partition the rows.
 	rows, err = w.src.Query(ctx, `SELECT a.attname, format_type(a.atttypid, a.atttypmod), false

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -18,7 +17,6 @@ import (
 	"github.com/serenorg/postgres-seren-replicator/checkpoint"
 	"github.com/serenorg/postgres-seren-replicator/internal/health"
 	"github.com/serenorg/postgres-seren-replicator/internal/plan"
-	"github.com/serenorg/postgres-seren-replicator/verify"
 )
 
 // CutoverCmd stops writes on the source, applies everything up to that
@@ -34,7 +32,7 @@ type CutoverCmd struct {
 	HookTimeout    time.Duration `name:"hook-timeout" default:"1m" env:"SEREN_FENCE_HOOK_TIMEOUT" help:"Longest run of --fence-command or --unfence-command; one that runs longer is ended and counts as failed."`
 	Grace          time.Duration `default:"5s" env:"SEREN_FENCE_GRACE" help:"How long sessions may go on after the fence: connected before a read-only fence (then they are ended), connected with none, or writing after --fence-command (then cutover gives up)."`
 	MaxWait        time.Duration `name:"max-wait" default:"2m" env:"SEREN_CUTOVER_MAX_WAIT" help:"Longest wait for the target to apply everything up to the fence."`
-	Check          string        `enum:"counts,verify,none" default:"counts" env:"SEREN_CUTOVER_CHECK" help:"After the drain, compare every selected table's row count on both sides (counts), then also every row's checksum with verify's method (verify; reads every selected table, so the write pause grows with the data), or nothing (none; run verify yourself)."`
+	Check          string        `enum:"changed,verify,counts,none" default:"changed" env:"SEREN_CUTOVER_CHECK" help:"How the tables are compared. changed: verify every selected table before the fence while the application writes, then, after the drain, every row written since on either side and every row verify named, one by one, and the rest by number and keys; verify: every row's checksum after the drain (the write pause grows with the data); counts: row counts after the drain; none: nothing (run verify yourself)."`
 	Reverse        bool          `name:"reverse" env:"SEREN_CUTOVER_REVERSE" help:"Prepare the way back before handing over: a publication and a slot on the target, and on the source a checkpoint at the slot's start, so that sync --source TARGET --target SOURCE keeps the old server in step. The target needs wal_level = logical and a role that may replicate (checked first)."`
 	Yes            bool          `short:"y" env:"SEREN_YES" help:"Do not ask for confirmation."`
 	JSON           bool          `name:"json" env:"SEREN_JSON" help:"Print JSON."`
@@ -132,6 +130,17 @@ func (c *CutoverCmd) Run(ctx context.Context, env *Env) error {
 			return fmt.Errorf("%w; nothing was changed", err)
 		}
 	}
+	var baseline *beforeFence
+	if c.Check == checkChanged {
+		if err := step("verify", func() (string, error) {
+			var detail string
+			var err error
+			baseline, detail, err = c.compareBeforeFence(ctx, env, p)
+			return detail, err
+		}); err != nil {
+			return fmt.Errorf("%w; nothing was changed", err)
+		}
+	}
 	fenceStart := time.Now()
 	var fenced []plan.Database
 	var fenceLSN pglogrepl.LSN
@@ -200,15 +209,18 @@ func (c *CutoverCmd) Run(ctx context.Context, env *Env) error {
 	}); err != nil {
 		return undo(err)
 	}
-	if c.Check != "none" {
-		if err := step("check", func() (string, error) { return checkCounts(ctx, p) }); err != nil {
-			return undo(err)
+	if err := step("check", func() (string, error) {
+		switch c.Check {
+		case checkChanged:
+			return c.checkChangedRows(ctx, env, p, baseline)
+		case checkVerify:
+			return c.verifyTables(ctx, env, p)
+		case checkCounts:
+			return compareCounts(ctx, p)
 		}
-	}
-	if c.Check == "verify" {
-		if err := step("verify", func() (string, error) { return c.verifyTables(ctx, env, p) }); err != nil {
-			return undo(err)
-		}
+		return "not compared (--check none)", nil
+	}); err != nil {
+		return undo(err)
 	}
 	if c.Reverse {
 		// Before the restore, while a failure can still be undone: the
@@ -394,94 +406,6 @@ func (c *CutoverCmd) drain(ctx context.Context, env *Env, p plan.Plan, daemon bo
 		dst.Close(context.Background())
 	}
 	return "applied by the sync daemon up to " + fence.String(), nil
-}
-
-// checkCounts compares every selected table's row count on both sides.
-func checkCounts(ctx context.Context, p plan.Plan) (string, error) {
-	tables, rows := 0, int64(0)
-	for _, db := range p.Databases {
-		src, err := db.Source.Connect(ctx)
-		if err != nil {
-			return "", err
-		}
-		dst, err := db.Target.ConnectWith(ctx, map[string]string{"row_security": "off"})
-		if err != nil {
-			src.Close(context.Background())
-			return "", err
-		}
-		var diff []string
-		for _, t := range db.Tables {
-			q := "SELECT count(*) FROM " + pgx.Identifier{t.Schema, t.Name}.Sanitize()
-			var s, d int64
-			var serr error
-			done := make(chan struct{})
-			go func() { defer close(done); serr = src.QueryRow(ctx, q).Scan(&s) }()
-			derr := dst.QueryRow(ctx, q).Scan(&d)
-			<-done
-			err := errors.Join(serr, derr)
-			if err != nil {
-				src.Close(context.Background())
-				dst.Close(context.Background())
-				return "", fmt.Errorf("count %s: %w", t, err)
-			}
-			if s != d {
-				diff = append(diff, fmt.Sprintf("%s: %d on the source, %d on the target", t, s, d))
-			}
-			tables, rows = tables+1, rows+s
-		}
-		src.Close(context.Background())
-		dst.Close(context.Background())
-		if len(diff) > 0 {
-			return "", fmt.Errorf("%w: row counts differ after the drain: %s: run verify, and re-run init for these tables", ErrCheckFailed, strings.Join(diff, "; "))
-		}
-	}
-	return fmt.Sprintf("%d %s, %d rows, equal counts", tables, plural(tables, "table"), rows), nil
-}
-
-// verifyTables compares every row of every selected table with verify's
-// method. The source is fenced and the target at the fence, so nothing
-// moves: no comparison waits for the checkpoint, and any difference,
-// confirmed or not, aborts.
-func (c *CutoverCmd) verifyTables(ctx context.Context, env *Env, p plan.Plan) (string, error) {
-	v := verify.New()
-	v.Wait = 0
-	v.Checkpoint.Schema = c.CheckpointSchema
-	v.Log = env.Log
-	rep := verify.Report{Match: true}
-	tables, rows := 0, int64(0)
-	for _, db := range p.Databases {
-		v.Slot = c.SlotFor(db.Name)
-		d, err := v.Database(ctx, db)
-		if err != nil {
-			return "", fmt.Errorf("verify database %s: %w", db.Name, err)
-		}
-		rep.Databases = append(rep.Databases, d)
-		rep.Match = rep.Match && d.Match()
-		for _, t := range d.Tables {
-			tables, rows = tables+1, rows+t.SourceRows
-		}
-	}
-	if rep.Match {
-		return fmt.Sprintf("%d %s, %d rows, equal checksums", tables, plural(tables, "table"), rows), nil
-	}
-	var differ []string
-	for _, d := range rep.Databases {
-		for _, t := range d.Tables {
-			if t.Status == verify.StatusMatch {
-				continue
-			}
-			what := fmt.Sprintf("%d differing %s", t.DifferingRows, plural(int(t.DifferingRows), "row"))
-			if t.Status == verify.StatusError {
-				what = "not compared: " + t.Error
-			}
-			differ = append(differ, fmt.Sprintf("%s.%s (%s)", d.Name, t.Qualified(), what))
-		}
-	}
-	if err := rep.WriteText(env.Stderr); err != nil {
-		env.Log.Warn("write verify report", "err", err)
-	}
-	return "", fmt.Errorf("%w: verify found differences after the drain: %s: the report above names the rows; fix them on the target (or run init again for these tables) before another cutover",
-		ErrCheckFailed, strings.Join(differ, "; "))
 }
 
 func restoreHolds(ctx context.Context, db plan.Database, schema string) ([]string, error) {
