@@ -12,12 +12,18 @@ import (
 // resets every connection every few milliseconds for 4 s, longer than
 // --max-wait). The drain cannot reach the fence; cutover unfences the
 // source once it answers again and says so, the application writes again,
-// and a cutover run again carries every write.
+// and a cutover run again carries every write. In both apply modes.
 func TestCutoverSourceCutMidDrain(t *testing.T) {
+	for _, mode := range []string{"replica", "ordered"} {
+		t.Run(mode, func(t *testing.T) { testCutoverSourceCutMidDrain(t, mode) })
+	}
+}
+
+func testCutoverSourceCutMidDrain(t *testing.T, mode string) {
 	src, dst := pgtestPair(t)
-	prepareStreaming(t, src, dst, "md", cutoverSchema, "public.acct", "public.hist", "public.ev")
+	target := prepareCutover(t, src, dst, "md", mode)
 	proxy := startProxy(t, fmt.Sprintf("127.0.0.1:%d", src.Port))
-	args := []string{"cutover", "--yes", "--grace", "0s", "--max-wait", "3s", "--source", proxy.URL("md"), "--target", dst.URL("postgres", "", "md")}
+	args := []string{"cutover", "--yes", "--grace", "0s", "--max-wait", "3s", "--source", proxy.URL("md"), "--target", target}
 	w := startWorkload(t, src, "md", 2)
 	time.Sleep(time.Second)
 
@@ -51,5 +57,5 @@ func TestCutoverSourceCutMidDrain(t *testing.T) {
 		t.Fatalf("cutover run again: exit %d\n%s\n%s", res.Code, res.Stdout, res.Stderr)
 	}
 	t.Logf("%d workload transactions; first cutover:\n%s\nagain:\n%s", txns, out, res.Stdout)
-	assertSameTables(t, src, dst, "md", "acct", "hist", "ev")
+	assertCutoverState(t, src, dst, "md")
 }
