@@ -42,8 +42,10 @@ const (
 	// bounds memory whatever the size of a source transaction.
 	DefaultPipelineBytes = 8 << 20
 	// keepaliveCheckpointEvery limits how often an idle stream's position is
-	// written to the checkpoint when nothing else moves it.
-	keepaliveCheckpointEvery = time.Second
+	// written to the checkpoint when nothing else moves it: often enough
+	// that a cutover's drain to its fence mark (WAL that carries no change)
+	// does not wait for it, rarely enough to cost the target nothing.
+	keepaliveCheckpointEvery = 100 * time.Millisecond
 )
 
 // Config tunes an Applier.

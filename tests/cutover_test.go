@@ -193,3 +193,39 @@ func TestCutoverRefusesWhatGetsThroughTheFence(t *testing.T) {
 	}
 	refused("--fence=none with the application connected", "still connected", "--fence", "none")
 }
+
+// A sync daemon behind the source makes cutover wait before the fence,
+// saying how far behind it is, rather than pause writes for the whole
+// backlog: within --max-wait it refuses, changing nothing; with time
+// enough it waits and cuts over. Ordered mode.
+func TestCutoverWaitsForALaggingDaemon(t *testing.T) {
+	src, dst := pgtestPair(t)
+	target := prepareCutover(t, src, dst, "lag", "ordered")
+	src.Exec("lag", `INSERT INTO acct SELECT g, g, NULL FROM generate_series(1, 1000) g`)
+	// A backlog of many small transactions, applied one batch at a time.
+	src.Exec("lag", `CREATE PROCEDURE backlog() LANGUAGE plpgsql AS $$
+		BEGIN FOR i IN 1..4000 LOOP INSERT INTO hist (acct, delta) SELECT g, i FROM generate_series(1, 60) g; COMMIT; END LOOP; END$$`)
+	src.Exec("lag", `CALL backlog()`)
+	src.Exec("lag", `DROP PROCEDURE backlog()`)
+	daemon := startSync(t, nil, "sync", "--max-batch-changes", "500", "--source", src.URL("postgres", "", "lag"), "--target", target)
+	eventually(t, 30*time.Second, "the daemon streaming", func() bool { return strings.Contains(syncLog(daemon), "msg=streaming") })
+	args := []string{"cutover", "--yes", "--grace", "0s", "--max-lag", "1s", "--source", src.URL("postgres", "", "lag"), "--target", target}
+
+	res := runCLI(t, nil, append(args, "--max-wait", "300ms")...)
+	if res.Code != 1 || !strings.Contains(res.Stderr, "did not come within --max-lag 1s") || !strings.Contains(res.Stderr, "nothing was changed") {
+		t.Errorf("cutover with the daemon behind and --max-wait 300ms: exit %d, want 1 refusing before the fence\n%s", res.Code, res.Stderr)
+	}
+	if got := sourceReadOnly(src, "lag"); got != "off" {
+		t.Fatalf("the refused cutover left the source read-only")
+	}
+	res = runCLI(t, nil, args...)
+	if res.Code != 0 || !strings.Contains(res.Stderr, "waiting for the sync daemon to catch up on lag: lag ") {
+		t.Fatalf("cutover with the daemon behind: exit %d, want 0 after a wait it reports\n%s\n%s\n%s", res.Code, res.Stdout, res.Stderr, syncLog(daemon))
+	}
+	t.Logf("cutover:\n%s%s", res.Stderr, res.Stdout)
+	daemon.Process.Signal(syscall.SIGTERM)
+	if err := daemon.Wait(); err != nil {
+		t.Fatalf("sync: %v\n%s", err, syncLog(daemon))
+	}
+	assertCutoverState(t, src, dst, "lag")
+}

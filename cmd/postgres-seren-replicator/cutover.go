@@ -31,7 +31,8 @@ type CutoverCmd struct {
 	UnfenceCommand string        `name:"unfence-command" env:"SEREN_UNFENCE_COMMAND" help:"With --fence=hook: shell command that lets the application write again, run when the cutover fails after --fence-command has started."`
 	HookTimeout    time.Duration `name:"hook-timeout" default:"1m" env:"SEREN_FENCE_HOOK_TIMEOUT" help:"Longest run of --fence-command or --unfence-command; one that runs longer is ended and counts as failed."`
 	Grace          time.Duration `default:"5s" env:"SEREN_FENCE_GRACE" help:"How long sessions may go on after the fence: connected before a read-only fence (then they are ended), connected with none, or writing after --fence-command (then cutover gives up)."`
-	MaxWait        time.Duration `name:"max-wait" default:"2m" env:"SEREN_CUTOVER_MAX_WAIT" help:"Longest wait for the target to apply everything up to the fence."`
+	MaxWait        time.Duration `name:"max-wait" default:"2m" env:"SEREN_CUTOVER_MAX_WAIT" help:"Longest wait for the target to apply everything up to the fence, and for a running sync daemon to come within --max-lag before it."`
+	MaxLag         time.Duration `name:"max-lag" default:"5s" env:"SEREN_CUTOVER_MAX_LAG" help:"With a sync daemon running, the fence waits (at most --max-wait, with a line every few seconds) until the daemon applies source commits at most this old, so the drain behind the fence is short."`
 	Check          string        `enum:"changed,verify,counts,none" default:"changed" env:"SEREN_CUTOVER_CHECK" help:"How the tables are compared. changed: verify every selected table before the fence while the application writes, then, after the drain, every row written since on either side and every row verify named, one by one, and the rest by number and keys; verify: every row's checksum after the drain (the write pause grows with the data); counts: row counts after the drain; none: nothing (run verify yourself)."`
 	Reverse        bool          `name:"reverse" env:"SEREN_CUTOVER_REVERSE" help:"Prepare the way back before handing over: a publication and a slot on the target, and on the source a checkpoint at the slot's start, so that sync --source TARGET --target SOURCE keeps the old server in step. The target needs wal_level = logical and a role that may replicate (checked first)."`
 	Yes            bool          `short:"y" env:"SEREN_YES" help:"Do not ask for confirmation."`
@@ -68,6 +69,8 @@ func (c *CutoverCmd) Run(ctx context.Context, env *Env) error {
 		return usageError("--grace must not be negative")
 	case c.MaxWait <= 0:
 		return usageError("--max-wait must be positive")
+	case c.MaxLag <= 0:
+		return usageError("--max-lag must be positive")
 	case c.Fence == "hook" && strings.TrimSpace(c.FenceCommand) == "":
 		return usageError("--fence=hook needs --fence-command, the command that stops the application's writes")
 	case c.Fence != "hook" && (c.FenceCommand != "" || c.UnfenceCommand != ""):
@@ -103,7 +106,7 @@ func (c *CutoverCmd) Run(ctx context.Context, env *Env) error {
 	daemon := false
 	if err := step("preflight", func() (string, error) {
 		var err error
-		daemon, err = c.preflight(ctx, p)
+		daemon, err = c.preflight(ctx, env, p)
 		if err != nil {
 			return "", err
 		}
@@ -295,7 +298,7 @@ func (c *CutoverCmd) confirm(ctx context.Context, env *Env, p plan.Plan) error {
 
 // preflight refuses a migration that cannot be cut over, before anything
 // changes, and tells whether a sync daemon is applying (then it drains).
-func (c *CutoverCmd) preflight(ctx context.Context, p plan.Plan) (bool, error) {
+func (c *CutoverCmd) preflight(ctx context.Context, env *Env, p plan.Plan) (bool, error) {
 	running := 0
 	for _, db := range p.Databases {
 		r, err := health.Check(ctx, db, health.Options{Slot: c.SlotFor(db.Name), Publication: c.Publication, CheckpointSchema: c.CheckpointSchema})
@@ -317,9 +320,11 @@ func (c *CutoverCmd) preflight(ctx context.Context, p plan.Plan) (bool, error) {
 		if busy {
 			running++
 		}
-		if busy && r.Verdict != health.Healthy {
+		if busy {
 			// The pause would last as long as the daemon takes to catch up.
-			return false, fmt.Errorf("%w: database %s: %s: wait until status says it is caught up", ErrCheckFailed, db.Name, r.Reason)
+			if err := c.awaitCaughtUp(ctx, env, db, r); err != nil {
+				return false, err
+			}
 		}
 		if err := c.canFence(ctx, db); err != nil {
 			return false, err
@@ -337,6 +342,40 @@ func (c *CutoverCmd) preflight(ctx context.Context, p plan.Plan) (bool, error) {
 		return false, usageError("a sync daemon applies %d of the %d selected databases: run cutover with the daemon applying all of them, or none", running, len(p.Databases))
 	}
 	return running > 0, nil
+}
+
+// awaitCaughtUp waits, at most --max-wait, until the sync daemon applying
+// db is within --max-lag of the source, with a line on stderr every few
+// seconds; r is the first health report.
+func (c *CutoverCmd) awaitCaughtUp(ctx context.Context, env *Env, db plan.Database, r health.Report) error {
+	opts := health.Options{Slot: c.SlotFor(db.Name), Publication: c.Publication, CheckpointSchema: c.CheckpointSchema, MaxLagSeconds: c.MaxLag}
+	deadline := time.Now().Add(c.MaxWait)
+	said := time.Time{}
+	for {
+		switch {
+		case r.Verdict == health.Healthy && r.Lag <= c.MaxLag:
+			return nil
+		case r.Verdict != health.Healthy && r.Verdict != health.Lagging:
+			return fmt.Errorf("%w: database %s: %s: wait until status says it is caught up", ErrCheckFailed, db.Name, r.Reason)
+		case time.Now().After(deadline):
+			return fmt.Errorf("%w: database %s: the sync daemon did not come within --max-lag %s of the source in --max-wait %s (%s): wait until status says it is caught up, or give more --max-wait",
+				ErrCheckFailed, db.Name, c.MaxLag, c.MaxWait, r.Reason)
+		}
+		if time.Since(said) >= 2*time.Second {
+			fmt.Fprintf(env.Stderr, "cutover: waiting for the sync daemon to catch up on %s: lag %s, %s behind (--max-lag %s)\n",
+				db.Name, r.Lag.Round(100*time.Millisecond), health.FormatBytes(r.LagBytes), c.MaxLag)
+			said = time.Now()
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(250 * time.Millisecond):
+		}
+		var err error
+		if r, err = health.Check(ctx, db, opts); err != nil {
+			return err
+		}
+	}
 }
 
 // catchUp applies everything the source committed so far, in process.

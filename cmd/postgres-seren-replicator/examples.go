@@ -76,7 +76,7 @@ func (c *VerifyCmd) Help() string { return clidoc.Help(programName, c.Examples()
 // Examples of cutover.
 func (*CutoverCmd) Examples() []clidoc.Example {
 	return []clidoc.Example{
-		{Comment: "Make the source read-only, drain, copy sequences, count rows, hand over", Args: "cutover " + conn},
+		{Comment: "Verify, make the source read-only, drain, copy sequences, check the rows written since, hand over", Args: "cutover " + conn},
 		{Comment: "The application is already stopped; no prompt, JSON result", Args: "cutover " + conn + " --fence none --yes --json"},
 		{Comment: "Give sessions 30 seconds after the fence, and the drain 10 minutes", Args: "cutover " + conn + " --grace 30s --max-wait 10m"},
 	}
