@@ -18,7 +18,7 @@ func main() {
 	bin := flag.String("bin", "bin/postgres-seren-replicator", "the binary to measure")
 	scale := flag.Int("scale", 30, "pgbench scale of the benchmark database")
 	txns := flag.Int("txns", 10000, "pgbench transactions per client (4 clients) for the catch-up backlog")
-	only := flag.String("only", "", "comma list of sections to run (init, verify, catchup, mixed, memory, steady, cutover); empty runs all")
+	only := flag.String("only", "", "comma list of sections to run (init, verify, catchup, mixed, memory, steady, cutover, init-bigtable); empty runs all")
 	syncArgs := flag.String("sync-args", "", "extra arguments for sync, both --catch-up and the steady-state daemon (to try batch settings)")
 	jobs := flag.Int("jobs", runtime.NumCPU(), "parallel sessions for init, pg_dump and pg_restore")
 	bigRows := flag.Int("rows", 5_000_000, "rows of the memory section's single large insert and update transactions (about 10 minutes at 5000000 on 2 cores)")
@@ -26,6 +26,7 @@ func main() {
 	rate := flag.Int("rate", 1000, "pgbench transactions per second of the steady-state and cutover runs")
 	insertOnly := flag.Bool("insert-only", false, "the memory section runs its insert transactions only")
 	reps := flag.Int("reps", 1, "insert transactions of the memory section, each drained by ours then native")
+	bigGB := flag.Float64("bigtable-gb", 4, "GiB of the init-bigtable section's one table (the section takes about 10 minutes at 4 on 2 cores)")
 	stats := flag.Bool("stats", false, "print the target's statement statistics (pg_stat_statements) after each catch-up")
 	flag.Parse()
 	h := &pgtest.Standalone{}
@@ -35,8 +36,9 @@ func main() {
 	// A failing section still shows what the sections before it measured.
 	h.BeforeExit = b.report
 	sections := map[string]func(){"catchup": b.catchUp, "mixed": b.mixed, "init": b.initCopy,
-		"verify": b.verifySpeed, "memory": b.memory, "steady": b.steadyState, "cutover": b.cutoverPause}
-	all := []string{"init", "verify", "catchup", "mixed", "memory", "steady", "cutover"}
+		"verify": b.verifySpeed, "memory": b.memory, "steady": b.steadyState, "cutover": b.cutoverPause,
+		"init-bigtable": func() { b.initBigTable(*bigGB) }}
+	all := []string{"init", "verify", "catchup", "mixed", "memory", "steady", "cutover", "init-bigtable"}
 	order := all
 	if *only != "" {
 		order = strings.Split(*only, ",")
