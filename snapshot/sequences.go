@@ -3,18 +3,64 @@ package snapshot
 import (
 	"context"
 	"fmt"
+	"maps"
+	"slices"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 )
 
-// listSequencesSQL lists user sequences, leaving out system schemas, the
-// tool's own schema and sequences that belong to extensions.
-const listSequencesSQL = `SELECT n.nspname, c.relname FROM pg_class c
+// userSequencesSQL lists user sequences, leaving out system schemas, the
+// tool's own schema and sequences that belong to extensions, with whether
+// the session's role may read each (SELECT) and set it (UPDATE).
+const userSequencesSQL = `SELECT n.nspname, c.relname, has_sequence_privilege(c.oid, 'SELECT') AND (NOT $1 OR has_sequence_privilege(c.oid, 'UPDATE')) FROM pg_class c
 	JOIN pg_namespace n ON n.oid = c.relnamespace
 	WHERE c.relkind = 'S' AND n.nspname NOT LIKE 'pg\_%' AND n.nspname NOT IN ('information_schema', 'seren_replicator')
 	  AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')
 	ORDER BY 1, 2`
+
+// listSequencesSQL lists user sequences (see userSequencesSQL).
+const listSequencesSQL = `SELECT nspname, relname FROM (` + userSequencesSQL + `) s ORDER BY 1, 2`
+
+// SequencesBlocked names the sequences SyncSequences could not copy for
+// lack of privileges: a source sequence the source role may not read
+// (SELECT), and a target sequence of the same name the target role may not
+// read and set (SELECT and UPDATE: setval compares with the current value).
+// Each is "source: schema.name" or "target: schema.name".
+func SequencesBlocked(ctx context.Context, src, dst *pgx.Conn) ([]string, error) {
+	list := func(c *pgx.Conn, set bool) (map[string]bool, error) {
+		rows, err := c.Query(ctx, userSequencesSQL, set)
+		if err != nil {
+			return nil, err
+		}
+		out := map[string]bool{}
+		var s, n string
+		var allowed bool
+		_, err = pgx.ForEachRow(rows, []any{&s, &n, &allowed}, func() error {
+			out[pgx.Identifier{s, n}.Sanitize()] = allowed
+			return nil
+		})
+		return out, err
+	}
+	onSource, err := list(src, false)
+	if err != nil {
+		return nil, fmt.Errorf("list source sequences: %w", err)
+	}
+	onTarget, err := list(dst, true)
+	if err != nil {
+		return nil, fmt.Errorf("list target sequences: %w", err)
+	}
+	var blocked []string
+	for _, name := range slices.Sorted(maps.Keys(onSource)) {
+		if !onSource[name] {
+			blocked = append(blocked, "source: "+name)
+		}
+		if allowed, ok := onTarget[name]; ok && !allowed {
+			blocked = append(blocked, "target: "+name)
+		}
+	}
+	return blocked, nil
+}
 
 // SyncSequences moves every sequence of the target database forward to the
 // value the same sequence has on the source (last_value and is_called), and
@@ -30,7 +76,7 @@ func SyncSequences(ctx context.Context, src, dst *pgx.Conn) (int, error) {
 		last     int64
 		isCalled bool
 	}
-	rows, err := src.Query(ctx, listSequencesSQL)
+	rows, err := src.Query(ctx, listSequencesSQL, false)
 	if err != nil {
 		return 0, fmt.Errorf("list source sequences: %w", err)
 	}
@@ -49,7 +95,7 @@ func SyncSequences(ctx context.Context, src, dst *pgx.Conn) (int, error) {
 		return 0, nil
 	}
 	onTarget := map[string]bool{}
-	rows, err = dst.Query(ctx, listSequencesSQL)
+	rows, err = dst.Query(ctx, listSequencesSQL, false)
 	if err != nil {
 		return 0, fmt.Errorf("list target sequences: %w", err)
 	}

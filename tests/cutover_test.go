@@ -229,3 +229,32 @@ func TestCutoverWaitsForALaggingDaemon(t *testing.T) {
 	}
 	assertCutoverState(t, src, dst, "lag")
 }
+
+// A sequence the target role may not set is refused in the preflight,
+// before the fence, with the GRANT that fixes it; run, the cutover goes
+// through and the sequence is copied. Ordered mode.
+func TestCutoverRefusesASequenceItCannotCopy(t *testing.T) {
+	src, dst := pgtestPair(t)
+	target := prepareCutover(t, src, dst, "sq", "ordered")
+	for _, c := range []*pgtest.Cluster{src, dst} {
+		c.Exec("postgres", `CREATE ROLE stranger`)
+		c.Exec("sq", `CREATE SEQUENCE invoice_no OWNED BY NONE; ALTER SEQUENCE invoice_no OWNER TO stranger`)
+	}
+	src.Exec("sq", `SELECT nextval('invoice_no') FROM generate_series(1, 42)`)
+	args := []string{"cutover", "--yes", "--grace", "0s", "--source", src.URL("postgres", "", "sq"), "--target", target}
+	res := runCLI(t, nil, args...)
+	fix := `GRANT SELECT, UPDATE ON SEQUENCE "public"."invoice_no" TO "applier"`
+	if res.Code != 1 || !strings.Contains(res.Stderr, "on the target "+fix) || !strings.Contains(res.Stderr, "nothing was changed") {
+		t.Fatalf("cutover with a sequence the target role may not set: exit %d, want 1 naming %q\n%s", res.Code, fix, res.Stderr)
+	}
+	if got := sourceReadOnly(src, "sq"); got != "off" {
+		t.Fatalf("the refused cutover left the source read-only")
+	}
+	dst.Exec("sq", fix)
+	if res = runCLI(t, nil, args...); res.Code != 0 {
+		t.Fatalf("cutover after the GRANT: exit %d\n%s\n%s", res.Code, res.Stdout, res.Stderr)
+	}
+	if got := dst.QueryString("sq", "SELECT last_value FROM invoice_no"); got != "42" {
+		t.Errorf("invoice_no on the target is at %s after cutover, want 42", got)
+	}
+}

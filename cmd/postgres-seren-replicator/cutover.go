@@ -17,6 +17,7 @@ import (
 	"github.com/serenorg/postgres-seren-replicator/checkpoint"
 	"github.com/serenorg/postgres-seren-replicator/internal/health"
 	"github.com/serenorg/postgres-seren-replicator/internal/plan"
+	"github.com/serenorg/postgres-seren-replicator/snapshot"
 )
 
 // CutoverCmd stops writes on the source, applies everything up to that
@@ -332,6 +333,9 @@ func (c *CutoverCmd) preflight(ctx context.Context, env *Env, p plan.Plan) (bool
 		if err := targetWritable(ctx, db); err != nil {
 			return false, err
 		}
+		if err := sequencesCopyable(ctx, db); err != nil {
+			return false, err
+		}
 		if c.Reverse {
 			if err := c.canReverse(ctx, db); err != nil {
 				return false, err
@@ -342,6 +346,35 @@ func (c *CutoverCmd) preflight(ctx context.Context, env *Env, p plan.Plan) (bool
 		return false, usageError("a sync daemon applies %d of the %d selected databases: run cutover with the daemon applying all of them, or none", running, len(p.Databases))
 	}
 	return running > 0, nil
+}
+
+// sequencesCopyable refuses, before the fence, sequences the sequences step
+// could not copy for lack of privileges, with the GRANT that fixes each.
+func sequencesCopyable(ctx context.Context, db plan.Database) error {
+	src, err := db.Source.Connect(ctx)
+	if err != nil {
+		return err
+	}
+	defer src.Close(context.Background())
+	dst, err := db.Target.Connect(ctx)
+	if err != nil {
+		return err
+	}
+	defer dst.Close(context.Background())
+	blocked, err := snapshot.SequencesBlocked(ctx, src, dst)
+	if err != nil || len(blocked) == 0 {
+		return err
+	}
+	var fixes []string
+	for _, b := range blocked {
+		side, name, _ := strings.Cut(b, ": ")
+		if side == "source" {
+			fixes = append(fixes, fmt.Sprintf("on the source GRANT SELECT ON SEQUENCE %s TO %s", name, pgx.Identifier{db.Source.User()}.Sanitize()))
+		} else {
+			fixes = append(fixes, fmt.Sprintf("on the target GRANT SELECT, UPDATE ON SEQUENCE %s TO %s", name, pgx.Identifier{db.Target.User()}.Sanitize()))
+		}
+	}
+	return fmt.Errorf("%w: database %s: cutover could not copy %d %s: run %s", ErrCheckFailed, db.Name, len(blocked), plural(len(blocked), "sequence"), strings.Join(fixes, "; "))
 }
 
 // awaitCaughtUp waits, at most --max-wait, until the sync daemon applying
