@@ -226,7 +226,9 @@ func diffRows(src, dst []keyedHash) []RowDiff {
 	for _, r := range dst {
 		i, ok := idx[strings.Join(r.key, "\x00")]
 		switch {
-		case !ok:
+		case !ok, seen[i]:
+			// Not on the source, or a second row with the key (the
+			// target's table lacks the source's unique key).
 			extra = append(extra, RowDiff{Kind: ExtraOnTarget, Key: r.key})
 		default:
 			seen[i] = true

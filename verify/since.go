@@ -13,6 +13,7 @@ import (
 
 	"github.com/serenorg/postgres-seren-replicator/internal/conninfo"
 	"github.com/serenorg/postgres-seren-replicator/internal/plan"
+	"github.com/serenorg/postgres-seren-replicator/internal/selection"
 )
 
 // Mark is a point on both sides of a database: the oldest transaction ID
@@ -55,14 +56,21 @@ func changedSince(xid uint64) string {
 // rowAlias names the compared table in the queries of Since.
 const rowAlias = "seren_verify_row"
 
+// maxChangedRows bounds the rows Since compares one by one in a table; a
+// table with more (or whose schema moved) is compared range by range, as
+// Database does, which with both sides still is exact and as fast.
+const maxChangedRows = 100_000
+
 // Since compares db's selected tables after a full comparison, before,
 // that began after the mark m and found no difference it could not name.
 // Both sides must hold still (the source fenced, the target drained).
 // Rows written since the mark on either side, and the rows before named,
 // are compared one by one; the rows unchanged since the mark on both sides
 // were equal in before, so their number and the sum of their keys' hashes
-// must agree. A table without a key is compared whole. Differences are in
-// the report, as from Database.
+// must agree. A table without a key, one whose key, columns or catalog
+// (types, indexes, a rename) changed on either side since the mark, and
+// one with more than maxChangedRows such rows, is compared range by range
+// instead. Differences are in the report, as from Database.
 func (v *Verifier) Since(ctx context.Context, db plan.Database, m Mark, before DatabaseReport) (DatabaseReport, error) {
 	v.defaults()
 	rep := DatabaseReport{Name: db.Name, Source: db.Source.String(), Target: db.Target.String(), Tables: []TableReport{},
@@ -84,6 +92,7 @@ func (v *Verifier) Since(ctx context.Context, db plan.Database, m Mark, before D
 	for _, t := range before.Tables {
 		earlier[[2]string{t.Schema, t.Name}] = t
 	}
+	var whole []selection.Table
 	for _, t := range db.Tables {
 		if v.Checkpoint.Schema != "" && t.Schema == v.Checkpoint.Schema {
 			continue
@@ -98,45 +107,81 @@ func (v *Verifier) Since(ctx context.Context, db plan.Database, m Mark, before D
 		case prev.Status == StatusMismatch && len(prev.Key) > 0 && !prev.Complete:
 			tj.fail(errors.New("the comparison before the fence could not name every differing row"))
 		default:
-			if err := st.since(ctx, w, tj, m, prev); err != nil {
-				if !tableLevel(err) {
-					return rep, err
-				}
+			full, err := st.since(ctx, w, tj, m, prev)
+			switch {
+			case err != nil && !tableLevel(err):
+				return rep, err
+			case err != nil:
 				tj.fail(err)
+			case full:
+				whole = append(whole, t)
+				rep.Tables = append(rep.Tables, TableReport{Schema: t.Schema, Name: t.Name})
+				continue
 			}
 		}
 		tj.finish()
 		rep.Tables = append(rep.Tables, tj.rep)
+	}
+	if len(whole) == 0 {
+		return rep, nil
+	}
+	// Both sides are still: one pass, no waiting, no reading again.
+	ranged := *v
+	ranged.Wait, ranged.Retries, ranged.RecheckTime = 0, 0, 0
+	sub := db
+	sub.Tables = whole
+	d, err := ranged.Database(ctx, sub)
+	if err != nil {
+		return rep, err
+	}
+	for _, tr := range d.Tables {
+		for i := range rep.Tables {
+			if rep.Tables[i].Schema == tr.Schema && rep.Tables[i].Name == tr.Name {
+				rep.Tables[i] = tr
+			}
+		}
 	}
 	return rep, nil
 }
 
 // sinceRow is a row of one side as Since reads it.
 type sinceRow struct {
+	key     []string
 	hash    int64
 	keyHash int64
 	changed bool // written since the mark
 }
 
-// since compares one table (see Since).
-func (st *dbState) since(ctx context.Context, w *worker, t *tableJob, m Mark, prev TableReport) error {
+// since compares one table (see Since); full asks for the comparison range
+// by range instead.
+func (st *dbState) since(ctx context.Context, w *worker, t *tableJob, m Mark, prev TableReport) (full bool, err error) {
 	if err := st.describe(ctx, w, t); err != nil {
-		return err
+		return false, err
 	}
-	if len(t.key) == 0 || !slices.Equal(t.cols, prev.cols) {
-		// Without a key, or with columns that changed since the comparison
-		// before (a column added with a default changes no xmin): whole.
-		src, dst, err := readDirect(ctx, w, func(ctx context.Context, q querier) (rangeHash, error) {
-			return st.hashRange(ctx, q, t, keyRange{})
-		})
-		if err != nil {
+	if len(t.key) == 0 || !slices.Equal(t.cols, prev.cols) || !slices.Equal(t.rep.Key, prev.Key) {
+		// A column added with a default, or a key added or moved, changes
+		// no row's xmin.
+		return true, nil
+	}
+	var moved [2]bool
+	var counts [2]sideCounts
+	var changed [2][][]string
+	err = bothSides(ctx, w, m, func(ctx context.Context, i int, c *pgx.Conn, xid uint64) error {
+		var err error
+		if moved[i], err = schemaMoved(ctx, c, t.ident, xid); err != nil || moved[i] {
 			return err
 		}
-		t.counted(src.count, dst.count)
-		if src != dst {
-			t.addRange(RangeDiff{SourceRows: src.count, TargetRows: dst.count, SourceHash: src.sum, TargetHash: dst.sum, Rows: []RowDiff{}})
+		if changed[i], err = st.changedKeys(ctx, c, t, xid); err != nil || len(changed[i]) > maxChangedRows {
+			return err
 		}
-		return nil
+		counts[i], err = st.sideCounts(ctx, c, t, xid)
+		return err
+	})
+	if err != nil {
+		return false, err
+	}
+	if moved[0] || moved[1] || len(changed[0]) > maxChangedRows || len(changed[1]) > maxChangedRows {
+		return true, nil
 	}
 	// The keys to compare one by one: written since the mark on a side, or
 	// named before.
@@ -146,57 +191,52 @@ func (st *dbState) since(ctx context.Context, w *worker, t *tableJob, m Mark, pr
 			keys[strings.Join(d.Key, "\x00")] = d.Key
 		}
 	}
-	var unchanged [2]unchangedRows
-	var changed [2][][]string
-	err := bothSides(w, m, func(i int, c *pgx.Conn, xid uint64) error {
-		var err error
-		if changed[i], err = st.changedKeys(ctx, c, t, xid); err != nil {
-			return err
-		}
-		unchanged[i], err = st.unchangedRows(ctx, c, t, xid)
-		return err
-	})
-	if err != nil {
-		return err
-	}
 	for _, side := range changed {
 		for _, k := range side {
 			keys[strings.Join(k, "\x00")] = k
 		}
 	}
+	if len(keys) > maxChangedRows {
+		return true, nil
+	}
 	list := make([][]string, 0, len(keys))
 	for _, k := range keys {
 		list = append(list, k)
 	}
-	var rows [2]map[string]sinceRow
-	err = bothSides(w, m, func(i int, c *pgx.Conn, xid uint64) error {
+	var rows [2][]sinceRow
+	err = bothSides(ctx, w, m, func(ctx context.Context, i int, c *pgx.Conn, xid uint64) error {
 		var err error
 		rows[i], err = st.rowsByKey(ctx, c, t, list, xid)
 		return err
 	})
 	if err != nil {
-		return err
+		return false, err
 	}
-	var total [2]int64
+	t.counted(counts[0].total, counts[1].total)
+	var diffs []RowDiff
+	var byKey [2]map[string]sinceRow
 	for i := range rows {
-		// The named rows that had not changed leave the unchanged sums: what
-		// remains was equal before.
-		total[i] = unchanged[i].count
+		byKey[i] = make(map[string]sinceRow, len(rows[i]))
 		for _, r := range rows[i] {
-			if r.changed {
-				total[i]++
-				continue
+			id := strings.Join(r.key, "\x00")
+			if _, dup := byKey[i][id]; dup {
+				// A second row with the key: the side's table lacks the
+				// source's unique key.
+				diffs = append(diffs, RowDiff{Kind: map[int]string{0: MissingOnTarget, 1: ExtraOnTarget}[i], Key: r.key})
 			}
-			unchanged[i].count--
-			unchanged[i].sum.Sub(unchanged[i].sum, big.NewInt(r.keyHash))
+			byKey[i][id] = r
+			if !r.changed {
+				// The named rows that had not changed leave the unchanged
+				// sums: what remains was equal before.
+				counts[i].unchanged--
+				counts[i].keySum.Sub(counts[i].keySum, big.NewInt(r.keyHash))
+			}
 		}
 	}
-	t.counted(total[0], total[1])
-	var diffs []RowDiff
 	for _, k := range list {
 		id := strings.Join(k, "\x00")
-		s, inSrc := rows[0][id]
-		d, inDst := rows[1][id]
+		s, inSrc := byKey[0][id]
+		d, inDst := byKey[1][id]
 		switch {
 		case inSrc && !inDst:
 			diffs = append(diffs, RowDiff{Kind: MissingOnTarget, Key: k})
@@ -206,48 +246,107 @@ func (st *dbState) since(ctx context.Context, w *worker, t *tableJob, m Mark, pr
 			diffs = append(diffs, RowDiff{Kind: Changed, Key: k})
 		}
 	}
-	rest := unchanged[0].count == unchanged[1].count && unchanged[0].sum.Cmp(unchanged[1].sum) == 0
-	if len(diffs) == 0 && rest {
-		return nil
+	rest := counts[0].unchanged == counts[1].unchanged && counts[0].keySum.Cmp(counts[1].keySum) == 0
+	if len(diffs) == 0 && rest && counts[0].total == counts[1].total {
+		return false, nil
 	}
-	d := RangeDiff{SourceRows: total[0], TargetRows: total[1], Rows: diffs, Complete: rest}
+	d := RangeDiff{SourceRows: counts[0].total, TargetRows: counts[1].total, Rows: diffs, Complete: rest}
 	if !rest {
 		// A row deleted on one side only, among those unchanged since the
 		// mark: verify can find it.
-		d.SourceHash, d.TargetHash = unchanged[0].sum.String(), unchanged[1].sum.String()
+		d.SourceHash, d.TargetHash = counts[0].keySum.String(), counts[1].keySum.String()
 	}
 	t.addRange(d)
+	return false, nil
+}
+
+// bothSides runs f for the source (i = 0) and the target (i = 1) at once;
+// the first failure cancels the other side.
+func bothSides(ctx context.Context, w *worker, m Mark, f func(ctx context.Context, i int, c *pgx.Conn, xid uint64) error) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		err := f(ctx, 0, w.src, m.Source)
+		if err != nil {
+			cancel()
+		}
+		done <- err
+	}()
+	err := f(ctx, 1, w.dst, m.Target)
+	if err != nil {
+		cancel()
+	}
+	srcErr := <-done
+	switch {
+	case srcErr != nil && (err == nil || errors.Is(err, context.Canceled)):
+		return srcErr
+	case err != nil:
+		return err
+	}
 	return nil
 }
 
-// bothSides runs f for the source (i = 0) and the target (i = 1) at once.
-func bothSides(w *worker, m Mark, f func(i int, c *pgx.Conn, xid uint64) error) error {
-	done := make(chan error, 1)
-	go func() { done <- f(0, w.src, m.Source) }()
-	err := f(1, w.dst, m.Target)
-	return errors.Join(<-done, err)
+// sideCounts are a side's rows, those of them not written since the mark,
+// and the sum of the latter's keys' hashes.
+type sideCounts struct {
+	total, unchanged int64
+	keySum           *big.Int
 }
 
-// unchangedRows is the number of a side's rows not written since the mark
-// and the sum of their keys' hashes.
-type unchangedRows struct {
-	count int64
-	sum   *big.Int
-}
-
-func (st *dbState) unchangedRows(ctx context.Context, c *pgx.Conn, t *tableJob, xid uint64) (unchangedRows, error) {
-	var u unchangedRows
+func (st *dbState) sideCounts(ctx context.Context, c *pgx.Conn, t *tableJob, xid uint64) (sideCounts, error) {
+	var n sideCounts
 	var sum string
-	q := fmt.Sprintf(`SELECT count(*), coalesce(sum(%s), 0)::text FROM %s AS %s WHERE NOT (%s)`,
+	q := fmt.Sprintf(`SELECT count(*), count(*) FILTER (WHERE NOT (%[4]s)), coalesce(sum(%[1]s) FILTER (WHERE NOT (%[4]s)), 0)::text FROM %[2]s AS %[3]s`,
 		st.keyHash(t), t.ident, rowAlias, changedSince(xid))
-	if err := c.QueryRow(ctx, q).Scan(&u.count, &sum); err != nil {
-		return u, fmt.Errorf("rows of %s unchanged since the mark: %w", t.ident, err)
+	if err := c.QueryRow(ctx, q).Scan(&n.total, &n.unchanged, &sum); err != nil {
+		return n, fmt.Errorf("rows of %s unchanged since the mark: %w", t.ident, err)
 	}
 	var ok bool
-	if u.sum, ok = new(big.Int).SetString(sum, 10); !ok {
-		return u, fmt.Errorf("rows of %s unchanged since the mark: sum %q", t.ident, sum)
+	if n.keySum, ok = new(big.Int).SetString(sum, 10); !ok {
+		return n, fmt.Errorf("rows of %s unchanged since the mark: sum %q", t.ident, sum)
 	}
-	return u, nil
+	return n, nil
+}
+
+// schemaMovedSQL tells whether the catalog rows that shape a table's rows
+// as text changed since a mark ($2, a 32-bit transaction ID): the table's
+// (and its partitions') pg_class, pg_attribute and pg_index rows, and the
+// types of its columns, through arrays, domains and composite types, with
+// their enum labels. A column of a reg* type, whose text names another
+// catalog object, counts as moved. Whole-table changes of this kind (a
+// column dropped and added again, a key moved, a label renamed, a table
+// swapped by rename) write no row, so no xmin shows them.
+const schemaMovedSQL = `WITH RECURSIVE rels AS (%s),
+types(oid) AS (
+	SELECT a.atttypid FROM pg_attribute a WHERE a.attrelid IN (SELECT oid FROM rels) AND a.attnum > 0
+	UNION
+	SELECT n.x FROM types t JOIN pg_type y ON y.oid = t.oid
+	CROSS JOIN LATERAL (SELECT y.typelem UNION ALL SELECT y.typbasetype
+		UNION ALL SELECT a.atttypid FROM pg_attribute a WHERE a.attrelid = y.typrelid AND a.attnum > 0) n(x)
+	WHERE n.x <> 0
+),
+shaping AS (SELECT oid FROM rels UNION SELECT y.typrelid FROM pg_type y WHERE y.oid IN (SELECT oid FROM types) AND y.typrelid <> 0)
+SELECT EXISTS (SELECT 1 FROM pg_class c WHERE c.oid IN (SELECT oid FROM shaping) AND age(c.xmin) <= age($2::xid))
+	OR EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid IN (SELECT oid FROM shaping) AND age(a.xmin) <= age($2::xid))
+	OR EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid IN (SELECT oid FROM rels) AND age(i.xmin) <= age($2::xid))
+	OR EXISTS (SELECT 1 FROM pg_type y WHERE y.oid IN (SELECT oid FROM types) AND age(y.xmin) <= age($2::xid))
+	OR EXISTS (SELECT 1 FROM pg_enum e WHERE e.enumtypid IN (SELECT oid FROM types) AND age(e.xmin) <= age($2::xid))
+	OR EXISTS (SELECT 1 FROM pg_type y WHERE y.oid IN (SELECT oid FROM types) AND y.typnamespace = 'pg_catalog'::regnamespace
+		AND y.typname IN ('regclass', 'regtype', 'regproc', 'regprocedure', 'regoper', 'regoperator', 'regconfig',
+			'regdictionary', 'regnamespace', 'regrole', 'regcollation'))`
+
+// schemaMoved runs schemaMovedSQL for the table ident on one side.
+func schemaMoved(ctx context.Context, c *pgx.Conn, ident string, xid uint64) (bool, error) {
+	rels := `SELECT $1::regclass::oid AS oid UNION SELECT relid FROM pg_partition_tree($1::regclass)`
+	if v, _ := strconv.Atoi(c.PgConn().ParameterStatus("server_version_num")); v > 0 && v < 120000 {
+		rels = `SELECT $1::regclass::oid AS oid`
+	}
+	var moved bool
+	if err := c.QueryRow(ctx, fmt.Sprintf(schemaMovedSQL, rels), ident, strconv.FormatUint(xid&0xFFFFFFFF, 10)).Scan(&moved); err != nil {
+		return false, fmt.Errorf("catalog of %s since the mark: %w", ident, err)
+	}
+	return moved, nil
 }
 
 // keyHash is the SQL of the hash of a row's key.
@@ -259,10 +358,11 @@ func (st *dbState) keyHash(t *tableJob) string {
 	return st.hash.sql("ROW(" + strings.Join(exprs, ", ") + ")::text")
 }
 
-// changedKeys returns the keys of the rows written since the mark xid.
+// changedKeys returns the keys of the rows written since the mark xid, at
+// most maxChangedRows + 1 of them.
 func (st *dbState) changedKeys(ctx context.Context, c *pgx.Conn, t *tableJob, xid uint64) ([][]string, error) {
-	rows, err := c.Query(ctx, fmt.Sprintf(`SELECT %s FROM %s AS %s WHERE %s`,
-		keyTextList(t.key, rowAlias+"."), t.ident, rowAlias, changedSince(xid)))
+	rows, err := c.Query(ctx, fmt.Sprintf(`SELECT %s FROM %s AS %s WHERE %s LIMIT %d`,
+		keyTextList(t.key, rowAlias+"."), t.ident, rowAlias, changedSince(xid), maxChangedRows+1))
 	if err != nil {
 		return nil, fmt.Errorf("rows of %s changed since the mark: %w", t.ident, err)
 	}
@@ -273,11 +373,13 @@ func (st *dbState) changedKeys(ctx context.Context, c *pgx.Conn, t *tableJob, xi
 	return keys, nil
 }
 
-// rowsByKey reads the rows with the given keys, by key joined with NUL.
-func (st *dbState) rowsByKey(ctx context.Context, c *pgx.Conn, t *tableJob, keys [][]string, xid uint64) (map[string]sinceRow, error) {
-	out := map[string]sinceRow{}
+// rowsByKey reads the rows with the given keys (each as long as the key),
+// every row of a key the side holds twice included. The keys' text is cast
+// to their types without length or precision, so a side whose column is
+// wider finds the same values.
+func (st *dbState) rowsByKey(ctx context.Context, c *pgx.Conn, t *tableJob, keys [][]string, xid uint64) ([]sinceRow, error) {
 	if len(keys) == 0 {
-		return out, nil
+		return nil, nil
 	}
 	arrays := make([]any, len(t.key))
 	casts := make([]string, len(t.key))
@@ -285,11 +387,14 @@ func (st *dbState) rowsByKey(ctx context.Context, c *pgx.Conn, t *tableJob, keys
 	for i, k := range t.key {
 		col := make([]string, len(keys))
 		for j, key := range keys {
+			if len(key) != len(t.key) {
+				return nil, fmt.Errorf("key %q of %s does not match its key columns %s", key, t.ident, strings.Join(t.rep.Key, ", "))
+			}
 			col[j] = key[i]
 		}
 		arrays[i] = col
 		names[i] = "k" + strconv.Itoa(i)
-		casts[i] = "u." + names[i] + "::" + k.typ
+		casts[i] = "u." + names[i] + "::" + k.base
 	}
 	q := fmt.Sprintf(`SELECT %s, %s, %s, %s FROM %s AS %s
 		WHERE (%s) IN (SELECT %s FROM unnest(%s) AS u(%s))`,
@@ -300,17 +405,17 @@ func (st *dbState) rowsByKey(ctx context.Context, c *pgx.Conn, t *tableJob, keys
 		return nil, fmt.Errorf("rows of %s by key: %w", t.ident, err)
 	}
 	defer rows.Close()
+	out := make([]sinceRow, 0, len(keys))
 	for rows.Next() {
-		key := make([]string, len(t.key))
-		var r sinceRow
-		dest := make([]any, 0, len(key)+3)
-		for i := range key {
-			dest = append(dest, &key[i])
+		r := sinceRow{key: make([]string, len(t.key))}
+		dest := make([]any, 0, len(r.key)+3)
+		for i := range r.key {
+			dest = append(dest, &r.key[i])
 		}
 		if err := rows.Scan(append(dest, &r.hash, &r.keyHash, &r.changed)...); err != nil {
 			return nil, fmt.Errorf("rows of %s by key: %w", t.ident, err)
 		}
-		out[strings.Join(key, "\x00")] = r
+		out = append(out, r)
 	}
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("rows of %s by key: %w", t.ident, err)

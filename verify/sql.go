@@ -18,6 +18,10 @@ type column struct {
 	name  string
 	typ   string // format_type, for casting text key bounds back
 	money bool
+	// base is the type's qualified name without length or precision (a
+	// domain's base type), for casting a key's text on a side whose column
+	// may be wider.
+	base string
 }
 
 // ident is the column's quoted name.
@@ -83,7 +87,10 @@ func chooseHash(ctx context.Context, w *worker) (hashFunc, error) {
 // describe reads the table's columns and key from the source.
 func (st *dbState) describe(ctx context.Context, w *worker, t *tableJob) error {
 	t.ident = pgx.Identifier{t.rep.Schema, t.rep.Name}.Sanitize()
-	rows, err := w.src.Query(ctx, `SELECT a.attname, format_type(a.atttypid, a.atttypmod), a.atttypid = 'money'::regtype
+	rows, err := w.src.Query(ctx, `SELECT a.attname, format_type(a.atttypid, a.atttypmod), a.atttypid = 'money'::regtype,
+		(SELECT quote_ident(n.nspname) || '.' || quote_ident(b.typname) FROM pg_type t
+		 JOIN pg_type b ON b.oid = CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.oid END
+		 JOIN pg_namespace n ON n.oid = b.typnamespace WHERE t.oid = a.atttypid)
 		FROM pg_attribute a WHERE a.attrelid = $1::regclass AND a.attnum > 0 AND NOT a.attisdropped
 		ORDER BY a.attnum`, t.ident)
 	if err != nil {
@@ -91,7 +98,7 @@ func (st *dbState) describe(ctx context.Context, w *worker, t *tableJob) error {
 	}
 	t.cols, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (column, error) {
 		var c column
-		return c, r.Scan(&c.name, &c.typ, &c.money)
+		return c, r.Scan(&c.name, &c.typ, &c.money, &c.base)
 	})
 	if err != nil {
 		return fmt.Errorf("columns of %s: %w", t.ident, err)
@@ -99,7 +106,10 @@ func (st *dbState) describe(ctx context.Context, w *worker, t *tableJob) error {
 	t.rep.cols = t.cols
 	// The primary key, else the replica identity index: both are unique
 	// and NOT NULL, so ranges over them partition the rows.
-	rows, err = w.src.Query(ctx, `SELECT a.attname, format_type(a.atttypid, a.atttypmod), false
+	rows, err = w.src.Query(ctx, `SELECT a.attname, format_type(a.atttypid, a.atttypmod), false,
+		(SELECT quote_ident(n.nspname) || '.' || quote_ident(b.typname) FROM pg_type t
+		 JOIN pg_type b ON b.oid = CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.oid END
+		 JOIN pg_namespace n ON n.oid = b.typnamespace WHERE t.oid = a.atttypid)
 		FROM (SELECT i.indkey FROM pg_index i
 		      WHERE i.indrelid = $1::regclass AND (i.indisprimary OR i.indisreplident) AND i.indexprs IS NULL
 		      ORDER BY i.indisprimary DESC LIMIT 1) i
@@ -111,7 +121,7 @@ func (st *dbState) describe(ctx context.Context, w *worker, t *tableJob) error {
 	}
 	t.key, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (column, error) {
 		var c column
-		return c, r.Scan(&c.name, &c.typ, &c.money)
+		return c, r.Scan(&c.name, &c.typ, &c.money, &c.base)
 	})
 	if err != nil {
 		return fmt.Errorf("key of %s: %w", t.ident, err)

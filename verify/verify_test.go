@@ -21,6 +21,15 @@ func TestDiffRows(t *testing.T) {
 	if !equalRows(src, src) || equalRows(src, dst) {
 		t.Error("equalRows disagrees with itself")
 	}
+	// A target without the source's unique key may hold a key twice: the
+	// second row is extra, even when both copies equal the source's row.
+	got = nil
+	for _, d := range diffRows([]keyedHash{kh("1", 10), kh("2", 20)}, []keyedHash{kh("1", 10), kh("2", 20), kh("2", 20)}) {
+		got = append(got, fmt.Sprintf("%s:%v", d.Kind, d.Key))
+	}
+	if want := []string{"extra_on_target:[2]"}; !slices.Equal(got, want) {
+		t.Errorf("diffRows with a key twice on the target = %q, want %q", got, want)
+	}
 }
 
 func TestWhere(t *testing.T) {

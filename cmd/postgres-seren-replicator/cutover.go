@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime/debug"
 	"strings"
 	"time"
 
@@ -94,8 +95,16 @@ func (c *CutoverCmd) Run(ctx context.Context, env *Env) error {
 		rep.Databases = append(rep.Databases, db.Name)
 		rep.Target = append(rep.Target, db.Target.String())
 	}
-	step := func(name string, f func() (string, error)) error {
+	step := func(name string, f func() (string, error)) (err error) {
 		start := time.Now()
+		defer func() {
+			// A bug in a step must not leave the source fenced: it fails
+			// the step, and the caller undoes what was done.
+			if p := recover(); p != nil {
+				env.Log.Error("cutover step panicked", "step", name, "panic", p, "stack", string(debug.Stack()))
+				err = fmt.Errorf("cutover step %s: internal error: %v", name, p)
+			}
+		}()
 		detail, err := f()
 		rep.Steps = append(rep.Steps, cutoverStep{Step: name, Seconds: time.Since(start).Seconds(), Detail: detail})
 		if err != nil {

@@ -47,7 +47,7 @@ func (c *CutoverCmd) compareBeforeFence(ctx context.Context, env *Env, p plan.Pl
 	// compared at the fence like the rest.
 	v := c.verifier(env)
 	v.MaxDiffRows = 100_000
-	v.Wait, v.Retries = 0, 0
+	v.Wait, v.Retries, v.RecheckTime = 0, 0, 0
 	tables, rows, named := 0, int64(0), int64(0)
 	for _, db := range p.Databases {
 		v.Slot = c.SlotFor(db.Name)
