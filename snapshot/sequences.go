@@ -1,6 +1,7 @@
 package snapshot
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"maps"
@@ -12,8 +13,11 @@ import (
 
 // userSequencesSQL lists user sequences, leaving out system schemas, the
 // tool's own schema and sequences that belong to extensions, with whether
-// the session's role may read each (SELECT) and set it (UPDATE).
-const userSequencesSQL = `SELECT n.nspname, c.relname, has_sequence_privilege(c.oid, 'SELECT') AND (NOT $1 OR has_sequence_privilege(c.oid, 'UPDATE')) FROM pg_class c
+// the session's role may reach each (USAGE on its schema), read it
+// (SELECT) and, with $1, set it (UPDATE).
+const userSequencesSQL = `SELECT n.nspname, c.relname,
+	has_schema_privilege(n.oid, 'USAGE') AND has_sequence_privilege(c.oid, 'SELECT') AND (NOT $1 OR has_sequence_privilege(c.oid, 'UPDATE'))
+	FROM pg_class c
 	JOIN pg_namespace n ON n.oid = c.relnamespace
 	WHERE c.relkind = 'S' AND n.nspname NOT LIKE 'pg\_%' AND n.nspname NOT IN ('information_schema', 'seren_replicator')
 	  AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')
@@ -22,22 +26,29 @@ const userSequencesSQL = `SELECT n.nspname, c.relname, has_sequence_privilege(c.
 // listSequencesSQL lists user sequences (see userSequencesSQL).
 const listSequencesSQL = `SELECT nspname, relname FROM (` + userSequencesSQL + `) s ORDER BY 1, 2`
 
-// SequencesBlocked names the sequences SyncSequences could not copy for
-// lack of privileges: a source sequence the source role may not read
-// (SELECT), and a target sequence of the same name the target role may not
-// read and set (SELECT and UPDATE: setval compares with the current value).
-// Each is "source: schema.name" or "target: schema.name".
-func SequencesBlocked(ctx context.Context, src, dst *pgx.Conn) ([]string, error) {
-	list := func(c *pgx.Conn, set bool) (map[string]bool, error) {
+// BlockedSequence is a sequence SyncSequences could not copy for lack of
+// privileges on one side.
+type BlockedSequence struct {
+	OnTarget     bool // else on the source
+	Schema, Name string
+}
+
+// SequencesBlocked returns the sequences SyncSequences could not copy for
+// lack of privileges: a source sequence the source role may not reach and
+// read (USAGE on its schema, SELECT), and a target sequence of the same
+// name the target role may not reach, read and set (USAGE, SELECT and
+// UPDATE: setval compares with the current value).
+func SequencesBlocked(ctx context.Context, src, dst *pgx.Conn) ([]BlockedSequence, error) {
+	list := func(c *pgx.Conn, set bool) (map[[2]string]bool, error) {
 		rows, err := c.Query(ctx, userSequencesSQL, set)
 		if err != nil {
 			return nil, err
 		}
-		out := map[string]bool{}
+		out := map[[2]string]bool{}
 		var s, n string
 		var allowed bool
 		_, err = pgx.ForEachRow(rows, []any{&s, &n, &allowed}, func() error {
-			out[pgx.Identifier{s, n}.Sanitize()] = allowed
+			out[[2]string{s, n}] = allowed
 			return nil
 		})
 		return out, err
@@ -50,13 +61,13 @@ func SequencesBlocked(ctx context.Context, src, dst *pgx.Conn) ([]string, error)
 	if err != nil {
 		return nil, fmt.Errorf("list target sequences: %w", err)
 	}
-	var blocked []string
-	for _, name := range slices.Sorted(maps.Keys(onSource)) {
+	var blocked []BlockedSequence
+	for _, name := range slices.SortedFunc(maps.Keys(onSource), func(a, b [2]string) int { return cmp.Compare(a[0]+"\x00"+a[1], b[0]+"\x00"+b[1]) }) {
 		if !onSource[name] {
-			blocked = append(blocked, "source: "+name)
+			blocked = append(blocked, BlockedSequence{Schema: name[0], Name: name[1]})
 		}
 		if allowed, ok := onTarget[name]; ok && !allowed {
-			blocked = append(blocked, "target: "+name)
+			blocked = append(blocked, BlockedSequence{OnTarget: true, Schema: name[0], Name: name[1]})
 		}
 	}
 	return blocked, nil

@@ -243,7 +243,7 @@ func TestCutoverRefusesASequenceItCannotCopy(t *testing.T) {
 	src.Exec("sq", `SELECT nextval('invoice_no') FROM generate_series(1, 42)`)
 	args := []string{"cutover", "--yes", "--grace", "0s", "--source", src.URL("postgres", "", "sq"), "--target", target}
 	res := runCLI(t, nil, args...)
-	fix := `GRANT SELECT, UPDATE ON SEQUENCE "public"."invoice_no" TO "applier"`
+	fix := `GRANT USAGE ON SCHEMA "public" TO "applier"; GRANT SELECT, UPDATE ON SEQUENCE "public"."invoice_no" TO "applier"`
 	if res.Code != 1 || !strings.Contains(res.Stderr, "on the target "+fix) || !strings.Contains(res.Stderr, "nothing was changed") {
 		t.Fatalf("cutover with a sequence the target role may not set: exit %d, want 1 naming %q\n%s", res.Code, fix, res.Stderr)
 	}

@@ -594,7 +594,7 @@ func TestSinceAttackKeyWidenedCutover(t *testing.T) {
 	src.Exec("kw", "INSERT INTO acct SELECT g, g, 'v' || g FROM generate_series(1, 100) g")
 	catchUp(t, src, dst, "kw")
 	dst.Exec("kw", "UPDATE acct SET v = 'wrong' WHERE id = 11")
-	psql := filepath.Join(src.BinDir, "psql")
+	psql := filepath.Join(pgtest.DefaultBinDir, "psql") // the client; other majors come as servers only
 	script := func(name, body string) string {
 		path := filepath.Join(t.TempDir(), name)
 		if err := os.WriteFile(path, []byte("#!/bin/sh\nset -e\n"+body), 0o755); err != nil {

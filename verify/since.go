@@ -165,13 +165,13 @@ func (st *dbState) since(ctx context.Context, w *worker, t *tableJob, m Mark, pr
 	}
 	var moved [2]bool
 	var counts [2]sideCounts
-	var changed [2][][]string
+	var changed [2][]sinceRow
 	err = bothSides(ctx, w, m, func(ctx context.Context, i int, c *pgx.Conn, xid uint64) error {
 		var err error
 		if moved[i], err = schemaMoved(ctx, c, t.ident, xid); err != nil || moved[i] {
 			return err
 		}
-		if changed[i], err = st.changedKeys(ctx, c, t, xid); err != nil || len(changed[i]) > maxChangedRows {
+		if changed[i], err = st.changedRows(ctx, c, t, xid); err != nil || len(changed[i]) > maxChangedRows {
 			return err
 		}
 		counts[i], err = st.sideCounts(ctx, c, t, xid)
@@ -191,26 +191,37 @@ func (st *dbState) since(ctx context.Context, w *worker, t *tableJob, m Mark, pr
 			keys[strings.Join(d.Key, "\x00")] = d.Key
 		}
 	}
-	for _, side := range changed {
-		for _, k := range side {
-			keys[strings.Join(k, "\x00")] = k
+	var known [2]map[string]bool
+	for i, side := range changed {
+		known[i] = make(map[string]bool, len(side))
+		for _, r := range side {
+			id := strings.Join(r.key, "\x00")
+			keys[id] = r.key
+			known[i][id] = true
 		}
 	}
 	if len(keys) > maxChangedRows {
 		return true, nil
 	}
-	list := make([][]string, 0, len(keys))
-	for _, k := range keys {
-		list = append(list, k)
-	}
-	var rows [2][]sinceRow
+	// Each side reads the rows of the keys it has not read yet.
+	rows := changed
 	err = bothSides(ctx, w, m, func(ctx context.Context, i int, c *pgx.Conn, xid uint64) error {
-		var err error
-		rows[i], err = st.rowsByKey(ctx, c, t, list, xid)
+		var missing [][]string
+		for id, k := range keys {
+			if !known[i][id] {
+				missing = append(missing, k)
+			}
+		}
+		more, err := st.rowsByKey(ctx, c, t, missing, xid)
+		rows[i] = append(rows[i], more...)
 		return err
 	})
 	if err != nil {
 		return false, err
+	}
+	list := make([][]string, 0, len(keys))
+	for _, k := range keys {
+		list = append(list, k)
 	}
 	t.counted(counts[0].total, counts[1].total)
 	var diffs []RowDiff
@@ -260,31 +271,18 @@ func (st *dbState) since(ctx context.Context, w *worker, t *tableJob, m Mark, pr
 	return false, nil
 }
 
-// bothSides runs f for the source (i = 0) and the target (i = 1) at once;
-// the first failure cancels the other side.
+// bothSides runs f for the source (i = 0) and the target (i = 1) at once
+// and returns the source's error, else the target's. Neither is cancelled
+// when the other fails: a cancelled query closes its session, which the
+// next table needs.
 func bothSides(ctx context.Context, w *worker, m Mark, f func(ctx context.Context, i int, c *pgx.Conn, xid uint64) error) error {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
 	done := make(chan error, 1)
-	go func() {
-		err := f(ctx, 0, w.src, m.Source)
-		if err != nil {
-			cancel()
-		}
-		done <- err
-	}()
+	go func() { done <- f(ctx, 0, w.src, m.Source) }()
 	err := f(ctx, 1, w.dst, m.Target)
-	if err != nil {
-		cancel()
-	}
-	srcErr := <-done
-	switch {
-	case srcErr != nil && (err == nil || errors.Is(err, context.Canceled)):
+	if srcErr := <-done; srcErr != nil {
 		return srcErr
-	case err != nil:
-		return err
 	}
-	return nil
+	return err
 }
 
 // sideCounts are a side's rows, those of them not written since the mark,
@@ -310,47 +308,70 @@ func (st *dbState) sideCounts(ctx context.Context, c *pgx.Conn, t *tableJob, xid
 }
 
 // schemaMovedSQL tells whether the catalog rows that shape a table's rows
-// as text changed since a mark ($2, a 32-bit transaction ID): the table's
-// (and its partitions') pg_class, pg_attribute and pg_index rows, and the
-// types of its columns, through arrays, domains and composite types, with
-// their enum labels. A column of a reg* type, whose text names another
-// catalog object, counts as moved. Whole-table changes of this kind (a
-// column dropped and added again, a key moved, a label renamed, a table
-// swapped by rename) write no row, so no xmin shows them.
-const schemaMovedSQL = `WITH RECURSIVE rels AS (%s),
+// as text changed since a mark ($2, a 32-bit transaction ID): the pg_class,
+// pg_attribute and pg_index rows of the table and of the tables it reads
+// through (partitions, inheritance children), their schemas' pg_namespace
+// rows (a schema swapped in by rename), and the types of its
+// columns, through arrays, domains, ranges and composite types, with their
+// enum labels. A column of a reg* type, whose text names another catalog
+// object, counts as moved. Changes of this kind (a column dropped and
+// added again, a key moved, a label renamed, a table swapped in by rename)
+// write no row, so no row's xmin shows them. %s is the extra type step of
+// PostgreSQL 14 and later (multiranges).
+const schemaMovedSQL = `WITH RECURSIVE rels(oid) AS (
+	SELECT $1::regclass::oid
+	UNION SELECT i.inhrelid FROM pg_inherits i JOIN rels r ON i.inhparent = r.oid
+),
 types(oid) AS (
 	SELECT a.atttypid FROM pg_attribute a WHERE a.attrelid IN (SELECT oid FROM rels) AND a.attnum > 0
 	UNION
 	SELECT n.x FROM types t JOIN pg_type y ON y.oid = t.oid
 	CROSS JOIN LATERAL (SELECT y.typelem UNION ALL SELECT y.typbasetype
-		UNION ALL SELECT a.atttypid FROM pg_attribute a WHERE a.attrelid = y.typrelid AND a.attnum > 0) n(x)
+		UNION ALL SELECT a.atttypid FROM pg_attribute a WHERE a.attrelid = y.typrelid AND a.attnum > 0
+		UNION ALL SELECT r.rngsubtype FROM pg_range r WHERE r.rngtypid = y.oid%s) n(x)
 	WHERE n.x <> 0
 ),
 shaping AS (SELECT oid FROM rels UNION SELECT y.typrelid FROM pg_type y WHERE y.oid IN (SELECT oid FROM types) AND y.typrelid <> 0)
 SELECT EXISTS (SELECT 1 FROM pg_class c WHERE c.oid IN (SELECT oid FROM shaping) AND age(c.xmin) <= age($2::xid))
 	OR EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid IN (SELECT oid FROM shaping) AND age(a.xmin) <= age($2::xid))
 	OR EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid IN (SELECT oid FROM rels) AND age(i.xmin) <= age($2::xid))
+	OR EXISTS (SELECT 1 FROM pg_inherits i WHERE i.inhparent IN (SELECT oid FROM rels) AND age(i.xmin) <= age($2::xid))
+	OR EXISTS (SELECT 1 FROM pg_namespace n JOIN pg_class c ON c.relnamespace = n.oid WHERE c.oid IN (SELECT oid FROM rels) AND age(n.xmin) <= age($2::xid))
 	OR EXISTS (SELECT 1 FROM pg_type y WHERE y.oid IN (SELECT oid FROM types) AND age(y.xmin) <= age($2::xid))
 	OR EXISTS (SELECT 1 FROM pg_enum e WHERE e.enumtypid IN (SELECT oid FROM types) AND age(e.xmin) <= age($2::xid))
+	OR EXISTS (SELECT 1 FROM pg_range r WHERE r.rngtypid IN (SELECT oid FROM types) AND age(r.xmin) <= age($2::xid))
 	OR EXISTS (SELECT 1 FROM pg_type y WHERE y.oid IN (SELECT oid FROM types) AND y.typnamespace = 'pg_catalog'::regnamespace
 		AND y.typname IN ('regclass', 'regtype', 'regproc', 'regprocedure', 'regoper', 'regoperator', 'regconfig',
 			'regdictionary', 'regnamespace', 'regrole', 'regcollation'))`
 
 // schemaMoved runs schemaMovedSQL for the table ident on one side.
 func schemaMoved(ctx context.Context, c *pgx.Conn, ident string, xid uint64) (bool, error) {
-	rels := `SELECT $1::regclass::oid AS oid UNION SELECT relid FROM pg_partition_tree($1::regclass)`
-	if v, _ := strconv.Atoi(c.PgConn().ParameterStatus("server_version_num")); v > 0 && v < 120000 {
-		rels = `SELECT $1::regclass::oid AS oid`
+	multirange := `
+		UNION ALL SELECT r.rngtypid FROM pg_range r WHERE r.rngmultitypid = y.oid`
+	if serverMajor(c) < 14 {
+		multirange = ""
 	}
 	var moved bool
-	if err := c.QueryRow(ctx, fmt.Sprintf(schemaMovedSQL, rels), ident, strconv.FormatUint(xid&0xFFFFFFFF, 10)).Scan(&moved); err != nil {
+	if err := c.QueryRow(ctx, fmt.Sprintf(schemaMovedSQL, multirange), ident, strconv.FormatUint(xid&0xFFFFFFFF, 10)).Scan(&moved); err != nil {
 		return false, fmt.Errorf("catalog of %s since the mark: %w", ident, err)
 	}
 	return moved, nil
 }
 
-// keyHash is the SQL of the hash of a row's key.
+// serverMajor is the server's major version (12 for 12.22), from the
+// server_version the server reports at connection.
+func serverMajor(c *pgx.Conn) int {
+	v := c.PgConn().ParameterStatus("server_version")
+	major, _ := strconv.Atoi(v[:strings.IndexFunc(v+".", func(r rune) bool { return r < '0' || r > '9' })])
+	return major
+}
+
+// keyHash is the SQL of the hash of a row's key: of its text, or of the
+// text of the row of its columns.
 func (st *dbState) keyHash(t *tableJob) string {
+	if len(t.key) == 1 {
+		return st.hash.sql("(" + rowAlias + "." + t.key[0].expr() + ")::text")
+	}
 	exprs := make([]string, len(t.key))
 	for i, c := range t.key {
 		exprs[i] = rowAlias + "." + c.expr()
@@ -358,19 +379,37 @@ func (st *dbState) keyHash(t *tableJob) string {
 	return st.hash.sql("ROW(" + strings.Join(exprs, ", ") + ")::text")
 }
 
-// changedKeys returns the keys of the rows written since the mark xid, at
-// most maxChangedRows + 1 of them.
-func (st *dbState) changedKeys(ctx context.Context, c *pgx.Conn, t *tableJob, xid uint64) ([][]string, error) {
-	rows, err := c.Query(ctx, fmt.Sprintf(`SELECT %s FROM %s AS %s WHERE %s LIMIT %d`,
-		keyTextList(t.key, rowAlias+"."), t.ident, rowAlias, changedSince(xid), maxChangedRows+1))
+// changedRows reads the rows written since the mark xid, at most
+// maxChangedRows + 1 of them.
+func (st *dbState) changedRows(ctx context.Context, c *pgx.Conn, t *tableJob, xid uint64) ([]sinceRow, error) {
+	return st.sinceRows(ctx, c, t, fmt.Sprintf(`SELECT %s, %s, %s, true FROM %s AS %s WHERE %s LIMIT %d`,
+		keyTextList(t.key, rowAlias+"."), st.rowHashOf(t), st.keyHash(t), t.ident, rowAlias, changedSince(xid), maxChangedRows+1))
+}
+
+// sinceRows runs q, which selects a row's key columns as text, its hash,
+// its key's hash and whether it changed since the mark.
+func (st *dbState) sinceRows(ctx context.Context, c *pgx.Conn, t *tableJob, q string, args ...any) ([]sinceRow, error) {
+	rows, err := c.Query(ctx, q, args...)
 	if err != nil {
-		return nil, fmt.Errorf("rows of %s changed since the mark: %w", t.ident, err)
+		return nil, fmt.Errorf("rows of %s since the mark: %w", t.ident, err)
 	}
-	keys, err := pgx.CollectRows(rows, scanKey(len(t.key)))
-	if err != nil {
-		return nil, fmt.Errorf("rows of %s changed since the mark: %w", t.ident, err)
+	defer rows.Close()
+	var out []sinceRow
+	for rows.Next() {
+		r := sinceRow{key: make([]string, len(t.key))}
+		dest := make([]any, 0, len(r.key)+3)
+		for i := range r.key {
+			dest = append(dest, &r.key[i])
+		}
+		if err := rows.Scan(append(dest, &r.hash, &r.keyHash, &r.changed)...); err != nil {
+			return nil, fmt.Errorf("rows of %s since the mark: %w", t.ident, err)
+		}
+		out = append(out, r)
 	}
-	return keys, nil
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("rows of %s since the mark: %w", t.ident, err)
+	}
+	return out, nil
 }
 
 // rowsByKey reads the rows with the given keys (each as long as the key),
@@ -400,27 +439,7 @@ func (st *dbState) rowsByKey(ctx context.Context, c *pgx.Conn, t *tableJob, keys
 		WHERE (%s) IN (SELECT %s FROM unnest(%s) AS u(%s))`,
 		keyTextList(t.key, rowAlias+"."), st.rowHashOf(t), st.keyHash(t), changedSince(xid), t.ident, rowAlias,
 		keyList(t.key, rowAlias+"."), strings.Join(casts, ", "), params(len(t.key)), strings.Join(names, ", "))
-	rows, err := c.Query(ctx, q, arrays...)
-	if err != nil {
-		return nil, fmt.Errorf("rows of %s by key: %w", t.ident, err)
-	}
-	defer rows.Close()
-	out := make([]sinceRow, 0, len(keys))
-	for rows.Next() {
-		r := sinceRow{key: make([]string, len(t.key))}
-		dest := make([]any, 0, len(r.key)+3)
-		for i := range r.key {
-			dest = append(dest, &r.key[i])
-		}
-		if err := rows.Scan(append(dest, &r.hash, &r.keyHash, &r.changed)...); err != nil {
-			return nil, fmt.Errorf("rows of %s by key: %w", t.ident, err)
-		}
-		out = append(out, r)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("rows of %s by key: %w", t.ident, err)
-	}
-	return out, nil
+	return st.sinceRows(ctx, c, t, q, arrays...)
 }
 
 // rowHashOf is rowHash over the columns qualified with rowAlias.

@@ -200,7 +200,7 @@ func (st *dbState) planChunks(ctx context.Context, w *worker, t *tableJob) ([]ke
 		coalesce(sum(greatest(c.reltuples, 0)), 0)::float8
 		FROM pg_class c WHERE c.oid = $1::regclass
 		   OR c.oid IN (SELECT relid FROM pg_partition_tree($1::regclass) WHERE isleaf)`
-	if v, _ := strconv.Atoi(w.src.PgConn().ParameterStatus("server_version_num")); v > 0 && v < 120000 {
+	if serverMajor(w.src) < 12 {
 		sizeSQL = `SELECT pg_relation_size(oid) / current_setting('block_size')::bigint, greatest(reltuples, 0)::float8
 			FROM pg_class WHERE oid = $1::regclass`
 	}

@@ -376,11 +376,13 @@ func sequencesCopyable(ctx context.Context, db plan.Database) error {
 	}
 	var fixes []string
 	for _, b := range blocked {
-		side, name, _ := strings.Cut(b, ": ")
-		if side == "source" {
-			fixes = append(fixes, fmt.Sprintf("on the source GRANT SELECT ON SEQUENCE %s TO %s", name, pgx.Identifier{db.Source.User()}.Sanitize()))
+		schema, seq := pgx.Identifier{b.Schema}.Sanitize(), pgx.Identifier{b.Schema, b.Name}.Sanitize()
+		if b.OnTarget {
+			role := pgx.Identifier{db.Target.User()}.Sanitize()
+			fixes = append(fixes, fmt.Sprintf("on the target GRANT USAGE ON SCHEMA %s TO %s; GRANT SELECT, UPDATE ON SEQUENCE %s TO %s", schema, role, seq, role))
 		} else {
-			fixes = append(fixes, fmt.Sprintf("on the target GRANT SELECT, UPDATE ON SEQUENCE %s TO %s", name, pgx.Identifier{db.Target.User()}.Sanitize()))
+			role := pgx.Identifier{db.Source.User()}.Sanitize()
+			fixes = append(fixes, fmt.Sprintf("on the source GRANT USAGE ON SCHEMA %s TO %s; GRANT SELECT ON SEQUENCE %s TO %s", schema, role, seq, role))
 		}
 	}
 	return fmt.Errorf("%w: database %s: cutover could not copy %d %s: run %s", ErrCheckFailed, db.Name, len(blocked), plural(len(blocked), "sequence"), strings.Join(fixes, "; "))
