@@ -390,24 +390,49 @@ func sequencesCopyable(ctx context.Context, db plan.Database) error {
 
 // awaitCaughtUp waits, at most --max-wait, until the sync daemon applying
 // db is within --max-lag of the source, with a line on stderr every few
-// seconds; r is the first health report.
+// seconds; r is the first health report. The lag counts from the last
+// source commit applied, or, when less, from when the source's WAL was at
+// the position the target's checkpoint has reached (sampled at each
+// check), so a publication that stays quiet while the rest of the server
+// writes is not behind.
 func (c *CutoverCmd) awaitCaughtUp(ctx context.Context, env *Env, db plan.Database, r health.Report) error {
-	opts := health.Options{Slot: c.SlotFor(db.Name), Publication: c.Publication, CheckpointSchema: c.CheckpointSchema, MaxLagSeconds: c.MaxLag}
+	opts := health.Options{Slot: c.SlotFor(db.Name), Publication: c.Publication, CheckpointSchema: c.CheckpointSchema}
+	type sample struct {
+		at  time.Time
+		lsn pglogrepl.LSN
+	}
+	samples := []sample{{time.Now(), r.SourceLSN}}
+	// lag bounds the age of the oldest source commit not applied: at most
+	// the age of the last one applied, and at most the time since the
+	// newest sample of the source's position the checkpoint has reached.
+	lag := func() time.Duration {
+		if r.Checkpoint >= r.SourceLSN || r.Pending != nil && !*r.Pending {
+			return 0
+		}
+		bound := r.Lag
+		for i := len(samples) - 1; i >= 0; i-- {
+			if samples[i].lsn <= r.Checkpoint {
+				return min(bound, time.Since(samples[i].at))
+			}
+		}
+		return bound
+	}
 	deadline := time.Now().Add(c.MaxWait)
 	said := time.Time{}
 	for {
+		behind := lag()
 		switch {
-		case r.Verdict == health.Healthy && r.Lag <= c.MaxLag:
-			return nil
 		case r.Verdict != health.Healthy && r.Verdict != health.Lagging:
 			return fmt.Errorf("%w: database %s: %s: wait until status says it is caught up", ErrCheckFailed, db.Name, r.Reason)
+		case behind <= c.MaxLag:
+			return nil
 		case time.Now().After(deadline):
-			return fmt.Errorf("%w: database %s: the sync daemon did not come within --max-lag %s of the source in --max-wait %s (%s): wait until status says it is caught up, or give more --max-wait",
-				ErrCheckFailed, db.Name, c.MaxLag, c.MaxWait, r.Reason)
+			return fmt.Errorf("%w: database %s: the sync daemon did not come within --max-lag %s of the source in --max-wait %s (%s, %s behind): wait until status says it is caught up, or give more --max-wait",
+				ErrCheckFailed, db.Name, c.MaxLag, c.MaxWait, behind.Round(100*time.Millisecond), health.FormatBytes(r.LagBytes))
 		}
 		if time.Since(said) >= 2*time.Second {
 			fmt.Fprintf(env.Stderr, "cutover: waiting for the sync daemon to catch up on %s: lag %s, %s behind (--max-lag %s)\n",
-				db.Name, r.Lag.Round(100*time.Millisecond), health.FormatBytes(r.LagBytes), c.MaxLag)
+				db.Name, behind.Round(100*time.Millisecond), health.FormatBytes(r.LagBytes), c.MaxLag)
 			said = time.Now()
 		}
 		select {
@@ -419,6 +444,7 @@ func (c *CutoverCmd) awaitCaughtUp(ctx context.Context, env *Env, db plan.Databa
 		if r, err = health.Check(ctx, db, opts); err != nil {
 			return err
 		}
+		samples = append(samples, sample{time.Now(), r.SourceLSN})
 	}
 }
 

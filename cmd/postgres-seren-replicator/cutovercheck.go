@@ -29,10 +29,10 @@ type beforeFence struct {
 }
 
 // compareBeforeFence marks every database and verifies it while the
-// application still writes. A difference verify cannot name row by row (a
-// table it could not read, more differing rows than it names) stops the
-// cutover here, before anything changes; named rows are compared again at
-// the fence.
+// application still writes. A table it could not read stops the cutover
+// here, before anything changes; named rows are compared again at the
+// fence, and a table with more differing rows than it names is compared
+// there range by range.
 func (c *CutoverCmd) compareBeforeFence(ctx context.Context, env *Env, p plan.Plan) (*beforeFence, string, error) {
 	b := &beforeFence{}
 	for _, db := range p.Databases {
@@ -61,8 +61,6 @@ func (c *CutoverCmd) compareBeforeFence(ctx context.Context, env *Env, p plan.Pl
 			switch {
 			case t.Status == verify.StatusError:
 				unusable = append(unusable, fmt.Sprintf("%s.%s (not compared: %s)", db.Name, t.Qualified(), t.Error))
-			case t.Status == verify.StatusMismatch && len(t.Key) > 0 && !t.Complete:
-				unusable = append(unusable, fmt.Sprintf("%s.%s (more than %d differing rows)", db.Name, t.Qualified(), v.MaxDiffRows))
 			}
 		}
 		if len(unusable) > 0 {
