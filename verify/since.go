@@ -371,9 +371,17 @@ func serverMajor(c *pgx.Conn) int {
 	return major
 }
 
-// keyHash is the SQL of the hash of a row's key: of its text, or of the
-// text of the row of its columns.
+// keyHash is the SQL of the hash of a row's key: of an integer key as a
+// bigint, else of its text, or of the text of the row of its columns.
 func (st *dbState) keyHash(t *tableJob) string {
+	if len(t.key) == 1 && st.hash.name == hashExtended.name {
+		switch t.key[0].base {
+		case "pg_catalog.int2", "pg_catalog.int4", "pg_catalog.int8":
+			// The same hash whatever the width on either side, without
+			// printing the number.
+			return "hashint8extended((" + rowAlias + "." + t.key[0].ident() + ")::int8, 0)"
+		}
+	}
 	if len(t.key) == 1 {
 		return st.hash.sql("(" + rowAlias + "." + t.key[0].expr() + ")::text")
 	}
