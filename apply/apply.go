@@ -42,10 +42,10 @@ const (
 	// bounds memory whatever the size of a source transaction.
 	DefaultPipelineBytes = 8 << 20
 	// keepaliveCheckpointEvery limits how often an idle stream's position is
-	// written to the checkpoint when nothing else moves it: often enough
-	// that a cutover's drain to its fence mark (WAL that carries no change)
-	// does not wait for it, rarely enough to cost the target nothing.
-	keepaliveCheckpointEvery = 100 * time.Millisecond
+	// written to the checkpoint when nothing else moves it (each write is a
+	// target transaction); a cutover's fence message lifts the limit once
+	// (stream.FenceMessagePrefix).
+	keepaliveCheckpointEvery = time.Second
 )
 
 // Config tunes an Applier.
@@ -557,9 +557,15 @@ func (a *Applier) handle(ctx context.Context, ev stream.Event) error {
 		if a.pipe.full(a.cfg.PipelineStatements, a.cfg.PipelineBytes) {
 			return a.flush(ctx)
 		}
-	case *stream.Origin, *stream.LogicalMessage, *stream.Type:
-		// Origins name where a change first came from; messages are not data;
-		// types are looked up in the source catalog by OID when needed.
+	case *stream.LogicalMessage:
+		if !m.Transactional && m.Prefix == stream.FenceMessagePrefix {
+			// A cutover waits for the checkpoint to pass this mark: the
+			// next keepalive is checkpointed at once.
+			a.b.hurry()
+		}
+	case *stream.Origin, *stream.Type:
+		// Origins name where a change first came from; types are looked
+		// up in the source catalog by OID when needed.
 	default:
 		return fmt.Errorf("apply %s: unexpected message %T", a.cfg.Database, m)
 	}

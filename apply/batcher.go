@@ -128,6 +128,10 @@ func (b *batcher) keepalive(lsn pglogrepl.LSN, now time.Time, idleEvery time.Dur
 	return true
 }
 
+// hurry lifts the rate limit for the next keepalive-only checkpoint: a
+// cutover waits for the position it marked.
+func (b *batcher) hurry() { b.lastIdle = time.Time{} }
+
 // idleDue returns the held-back keepalive position and when it is due; ok
 // is false when there is none still ahead of what was written, or while a
 // transaction or batch is open (a batch's end covers it).

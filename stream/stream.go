@@ -153,6 +153,12 @@ func (c *coalescer) pause() time.Duration {
 	return coalesceDelay
 }
 
+// FenceMessagePrefix is the prefix of the logical message a cutover writes
+// to the source's WAL right after its fence (pg_logical_emit_message,
+// outside a transaction): the applier checkpoints the next position at
+// once. Sources before PostgreSQL 14 do not send messages.
+const FenceMessagePrefix = "seren-replicator-cutover"
+
 // Open connects to the source database and starts streaming the slot from
 // cfg.Start.
 func Open(ctx context.Context, src *conninfo.Conn, cfg Config, log *slog.Logger) (*Stream, error) {
@@ -169,12 +175,16 @@ func Open(ctx context.Context, src *conninfo.Conn, cfg Config, log *slog.Logger)
 	if err != nil {
 		return nil, err
 	}
+	args := []string{
+		"proto_version '1'",
+		"publication_names " + sqltext.Literal(pgx.Identifier{cfg.Publication}.Sanitize()),
+	}
+	if serverMajor(conn) >= 14 {
+		// Logical messages, for a cutover's fence mark (FenceMessagePrefix).
+		args = append(args, "messages 'true'")
+	}
 	err = pglogrepl.StartReplication(ctx, conn, pgx.Identifier{cfg.Slot}.Sanitize(), cfg.Start, pglogrepl.StartReplicationOptions{
-		Mode: pglogrepl.LogicalReplication,
-		PluginArgs: []string{
-			"proto_version '1'",
-			"publication_names " + sqltext.Literal(pgx.Identifier{cfg.Publication}.Sanitize()),
-		},
+		Mode: pglogrepl.LogicalReplication, PluginArgs: args,
 	})
 	if err != nil {
 		conn.Close(context.Background())

@@ -12,6 +12,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/serenorg/postgres-seren-replicator/internal/plan"
+	"github.com/serenorg/postgres-seren-replicator/stream"
 )
 
 // The fence stops writes on the source so that the drain can reach a
@@ -283,7 +284,7 @@ func markFence(ctx context.Context, db plan.Database) (pglogrepl.LSN, error) {
 	}
 	defer conn.Close(context.Background())
 	var s string
-	if err := conn.QueryRow(ctx, `SELECT pg_logical_emit_message(false, 'seren-replicator-cutover', '')::text`).Scan(&s); err != nil {
+	if err := conn.QueryRow(ctx, `SELECT pg_logical_emit_message(false, $1, '')::text`, stream.FenceMessagePrefix).Scan(&s); err != nil {
 		return 0, fmt.Errorf("mark the fence in the source WAL: %w", err)
 	}
 	return pglogrepl.ParseLSN(s)
