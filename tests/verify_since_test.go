@@ -124,10 +124,32 @@ func TestVerifySinceMark(t *testing.T) {
 	if _, err := open.Exec(ctx, "COMMIT"); err != nil {
 		t.Fatal(err)
 	}
-	after, err := v.Since(ctx, db, mark, before)
+	// The check at the fence from the first mark, and from a second one
+	// after a round of Narrow (as cutover does), must say the same.
+	direct, err := v.Since(ctx, db, mark, before)
 	if err != nil {
 		t.Fatal(err)
 	}
+	second, err := verify.MarkNow(ctx, db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	narrowed, err := v.Narrow(ctx, db, mark, before)
+	if err != nil {
+		t.Fatal(err)
+	}
+	viaNarrow, err := v.Since(ctx, db, second, narrowed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, after := range []verify.DatabaseReport{direct, viaNarrow} {
+		checkSinceReport(t, after)
+	}
+}
+
+// checkSinceReport compares a report of Since with what sinceTables want.
+func checkSinceReport(t *testing.T, after verify.DatabaseReport) {
+	t.Helper()
 	got := map[string]verify.TableReport{}
 	for _, tr := range after.Tables {
 		got[tr.Name] = tr

@@ -73,6 +73,21 @@ const maxChangedRows = 100_000
 // one with more than maxChangedRows such rows, is compared range by range
 // instead. Differences are in the report, as from Database.
 func (v *Verifier) Since(ctx context.Context, db plan.Database, m Mark, before DatabaseReport) (DatabaseReport, error) {
+	return v.sinceMark(ctx, db, m, before, false)
+}
+
+// Narrow is Since while both sides still move (the application writes, a
+// sync daemon applies): it compares the rows written since m and the rows
+// before named, and names those that differ now, in flight or not; a table
+// Since would compare range by range it reports as differing beyond what
+// it names, which leaves it to the check at the fence. Its report takes
+// before's place with a mark taken before Narrow began: each row unchanged
+// since that mark was equal in a comparison after it, or is named.
+func (v *Verifier) Narrow(ctx context.Context, db plan.Database, m Mark, before DatabaseReport) (DatabaseReport, error) {
+	return v.sinceMark(ctx, db, m, before, true)
+}
+
+func (v *Verifier) sinceMark(ctx context.Context, db plan.Database, m Mark, before DatabaseReport, moving bool) (DatabaseReport, error) {
 	v.defaults()
 	rep := DatabaseReport{Name: db.Name, Source: db.Source.String(), Target: db.Target.String(), Tables: []TableReport{},
 		Consistency: "both sides still: rows changed since the comparison before the fence, compared row by row"}
@@ -111,13 +126,16 @@ func (v *Verifier) Since(ctx context.Context, db plan.Database, m Mark, before D
 			full := prev.Status == StatusMismatch && len(prev.Key) > 0 && !prev.Complete
 			var err error
 			if !full {
-				full, err = st.since(ctx, w, tj, m, prev)
+				full, err = st.since(ctx, w, tj, m, prev, moving)
 			}
 			switch {
 			case err != nil && !tableLevel(err):
 				return rep, err
 			case err != nil:
 				tj.fail(err)
+			case full && moving:
+				rep.Tables = append(rep.Tables, TableReport{Schema: t.Schema, Name: t.Name, Key: tj.rep.Key, Status: StatusMismatch, cols: tj.rep.cols})
+				continue
 			case full:
 				whole = append(whole, t)
 				rep.Tables = append(rep.Tables, TableReport{Schema: t.Schema, Name: t.Name})
@@ -159,7 +177,7 @@ type sinceRow struct {
 
 // since compares one table (see Since); full asks for the comparison range
 // by range instead.
-func (st *dbState) since(ctx context.Context, w *worker, t *tableJob, m Mark, prev TableReport) (full bool, err error) {
+func (st *dbState) since(ctx context.Context, w *worker, t *tableJob, m Mark, prev TableReport, moving bool) (full bool, err error) {
 	if err := st.describe(ctx, w, t); err != nil {
 		return false, err
 	}
@@ -176,7 +194,7 @@ func (st *dbState) since(ctx context.Context, w *worker, t *tableJob, m Mark, pr
 		if moved[i], err = schemaMoved(ctx, c, t.ident, xid); err != nil || moved[i] {
 			return err
 		}
-		if changed[i], err = st.changedRows(ctx, c, t, xid); err != nil || len(changed[i]) > maxChangedRows {
+		if changed[i], err = st.changedRows(ctx, c, t, xid); err != nil || len(changed[i]) > maxChangedRows || moving {
 			return err
 		}
 		counts[i], err = st.sideCounts(ctx, c, t, xid)
@@ -228,7 +246,6 @@ func (st *dbState) since(ctx context.Context, w *worker, t *tableJob, m Mark, pr
 	for _, k := range keys {
 		list = append(list, k)
 	}
-	t.counted(counts[0].total, counts[1].total)
 	var diffs []RowDiff
 	var byKey [2]map[string]sinceRow
 	for i := range rows {
@@ -241,7 +258,7 @@ func (st *dbState) since(ctx context.Context, w *worker, t *tableJob, m Mark, pr
 				diffs = append(diffs, RowDiff{Kind: map[int]string{0: MissingOnTarget, 1: ExtraOnTarget}[i], Key: r.key})
 			}
 			byKey[i][id] = r
-			if !r.changed {
+			if !r.changed && !moving {
 				// The named rows that had not changed leave the unchanged
 				// sums: what remains was equal before.
 				counts[i].unchanged--
@@ -262,6 +279,14 @@ func (st *dbState) since(ctx context.Context, w *worker, t *tableJob, m Mark, pr
 			diffs = append(diffs, RowDiff{Kind: Changed, Key: k})
 		}
 	}
+	if moving {
+		// Rows still move: only the keys compared are named.
+		if len(diffs) > 0 {
+			t.addRange(RangeDiff{Rows: diffs, Complete: true})
+		}
+		return false, nil
+	}
+	t.counted(counts[0].total, counts[1].total)
 	rest := counts[0].unchanged == counts[1].unchanged && counts[0].keySum.Cmp(counts[1].keySum) == 0
 	if len(diffs) == 0 && rest && counts[0].total == counts[1].total {
 		return false, nil

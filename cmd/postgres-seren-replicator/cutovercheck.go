@@ -29,7 +29,8 @@ type beforeFence struct {
 }
 
 // compareBeforeFence marks every database and verifies it while the
-// application still writes. A table it could not read stops the cutover
+// application still writes, then narrows that down from a second mark
+// (verify.Narrow). A table it could not read stops the cutover
 // here, before anything changes; named rows are compared again at the
 // fence, and a table with more differing rows than it names is compared
 // there range by range.
@@ -70,6 +71,24 @@ func (c *CutoverCmd) compareBeforeFence(ctx context.Context, env *Env, p plan.Pl
 			return nil, "", fmt.Errorf("%w: verify before the fence: %s: run verify, mend the target (or run init again for these tables), then cut over", ErrCheckFailed, strings.Join(unusable, "; "))
 		}
 		b.before = append(b.before, d)
+	}
+	// Rows written during that pass would all wait for the fence: compare
+	// them now, from a second mark, so that only what is written from here
+	// on, and what still differs, is left for the fence.
+	named = 0
+	for i, db := range p.Databases {
+		m, err := verify.MarkNow(ctx, db)
+		if err != nil {
+			return nil, "", err
+		}
+		d, err := v.Narrow(ctx, db, b.marks[i], b.before[i])
+		if err != nil {
+			return nil, "", fmt.Errorf("verify database %s: %w", db.Name, err)
+		}
+		for _, t := range d.Tables {
+			named += t.DifferingRows
+		}
+		b.marks[i], b.before[i] = m, d
 	}
 	detail := fmt.Sprintf("%d %s, %d rows", tables, plural(tables, "table"), rows)
 	if named > 0 {
