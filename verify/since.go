@@ -307,7 +307,15 @@ func (st *dbState) since(ctx context.Context, w *worker, t *tableJob, m Mark, pr
 // next table needs.
 func bothSides(ctx context.Context, w *worker, m Mark, f func(ctx context.Context, i int, c *pgx.Conn, xid uint64) error) error {
 	done := make(chan error, 1)
-	go func() { done <- f(ctx, 0, w.src, m.Source) }()
+	go func() {
+		defer func() {
+			// A panic here would end the process with the source fenced.
+			if p := recover(); p != nil {
+				done <- fmt.Errorf("internal error reading the source: %v", p)
+			}
+		}()
+		done <- f(ctx, 0, w.src, m.Source)
+	}()
 	err := f(ctx, 1, w.dst, m.Target)
 	if srcErr := <-done; srcErr != nil {
 		return srcErr
