@@ -61,17 +61,17 @@ const rowAlias = "seren_verify_row"
 // Database does, which with both sides still is exact and as fast.
 const maxChangedRows = 100_000
 
-// Since compares db's selected tables after a full comparison, before,
-// that began after the mark m and found no difference it could not name.
-// Both sides must hold still (the source fenced, the target drained).
-// Rows written since the mark on either side, and the rows before named,
-// are compared one by one (a table in which before could not name every
-// differing row is compared range by range); the rows unchanged since the mark on both sides
-// were equal in before, so their number and the sum of their keys' hashes
-// must agree. A table without a key, one whose key, columns or catalog
-// (types, indexes, a rename) changed on either side since the mark, and
-// one with more than maxChangedRows such rows, is compared range by range
-// instead. Differences are in the report, as from Database.
+// Since compares db's selected tables after a comparison, before, that
+// began after the mark m (Database, or Narrow from an earlier mark). Both
+// sides must hold still (the source fenced, the target drained). Rows
+// written since the mark on either side, and the rows before named, are
+// compared one by one; the rows unchanged since the mark on both sides were
+// equal in before, so their number and the sum of their keys' hashes must
+// agree. A table is compared range by range instead when it has no key,
+// when its key, columns or catalog (types, indexes, a rename) changed on
+// either side since the mark, when more than maxChangedRows of its rows
+// changed, and when before could not name all its differing rows.
+// Differences are in the report, as from Database.
 func (v *Verifier) Since(ctx context.Context, db plan.Database, m Mark, before DatabaseReport) (DatabaseReport, error) {
 	return v.sinceMark(ctx, db, m, before, false)
 }

@@ -59,8 +59,7 @@ func (c *CutoverCmd) compareBeforeFence(ctx context.Context, env *Env, p plan.Pl
 		var unusable []string
 		for _, t := range d.Tables {
 			tables, rows, named = tables+1, rows+t.SourceRows, named+t.DifferingRows
-			switch {
-			case t.Status == verify.StatusError:
+			if t.Status == verify.StatusError {
 				unusable = append(unusable, fmt.Sprintf("%s.%s (not compared: %s)", db.Name, t.Qualified(), t.Error))
 			}
 		}
@@ -87,6 +86,9 @@ func (c *CutoverCmd) compareBeforeFence(ctx context.Context, env *Env, p plan.Pl
 		}
 		for _, t := range d.Tables {
 			named += t.DifferingRows
+			if t.Status == verify.StatusError {
+				return nil, "", fmt.Errorf("%w: verify before the fence: %s.%s (not compared: %s): run verify, mend the target (or run init again for this table), then cut over", ErrCheckFailed, db.Name, t.Qualified(), t.Error)
+			}
 		}
 		b.marks[i], b.before[i] = m, d
 	}
@@ -134,6 +136,7 @@ func (c *CutoverCmd) verifyTables(ctx context.Context, env *Env, p plan.Plan) (s
 	return c.judge(env, rep, "equal checksums")
 }
 
+// verifier is verify's comparison with the migration's checkpoint schema.
 func (c *CutoverCmd) verifier(env *Env) *verify.Verifier {
 	v := verify.New()
 	v.Checkpoint.Schema = c.CheckpointSchema
