@@ -104,11 +104,10 @@ func TestCutoverQuietPublicationOnABusyServer(t *testing.T) {
 	src.Exec("other", "CREATE TABLE big (id bigint, v text)")
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
+	conn := src.Connect("other") // closed by its cleanup, after the goroutine stops
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		conn := src.Connect("other")
-		defer conn.Close(context.Background())
 		for ctx.Err() == nil {
 			conn.Exec(ctx, "INSERT INTO big SELECT g, repeat(md5(g::text), 8) FROM generate_series(1, 50000000) g")
 		}
@@ -141,11 +140,10 @@ func TestCutoverNoDaemonWritesDuringVerify(t *testing.T) {
 		INSERT INTO acct SELECT g, g, repeat('n', 100) FROM generate_series(1, 3000000) g;`, "public.acct", "public.hist", "public.ev")
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
+	conn := src.Connect("nd") // closed by its cleanup, after the goroutine stops
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		conn := src.Connect("nd")
-		defer conn.Close(context.Background())
 		for ctx.Err() == nil {
 			if _, err := conn.Exec(ctx, "INSERT INTO hist (acct, delta) SELECT g, 1 FROM generate_series(1, 300) g"); err != nil {
 				return // fenced
@@ -287,11 +285,10 @@ func TestSyncIdleStreamTargetCommits(t *testing.T) {
 	src.Exec("other", "CREATE TABLE log (id bigserial PRIMARY KEY)")
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
+	conn := src.Connect("other") // closed by its cleanup, after the goroutine stops
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		conn := src.Connect("other")
-		defer conn.Close(context.Background())
 		for ctx.Err() == nil {
 			conn.Exec(ctx, "INSERT INTO log DEFAULT VALUES")
 			time.Sleep(20 * time.Millisecond)
@@ -432,11 +429,10 @@ func TestCutoverBusyTableDuringVerify(t *testing.T) {
 	eventually(t, 30*time.Second, "the daemon streaming", func() bool { return strings.Contains(syncLog(daemon), "msg=streaming") })
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
+	conn := src.Connect("busy") // closed by its cleanup, after the goroutine stops
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		conn := src.Connect("busy")
-		defer conn.Close(context.Background())
 		for ctx.Err() == nil {
 			if _, err := conn.Exec(ctx, "INSERT INTO hist (acct, delta) SELECT g, 1 FROM generate_series(1, 300) g"); err != nil {
 				return // fenced
