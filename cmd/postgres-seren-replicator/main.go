@@ -11,7 +11,6 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
-	"runtime/debug"
 	"runtime/pprof"
 	"runtime/trace"
 	"strings"
@@ -61,17 +60,7 @@ by its long name as a key of the --config file.
 Connection strings are libpq URLs or keyword/value strings; PG* variables
 and ~/.pgpass (or PGPASSFILE) fill in what they leave out.`
 
-// defaultMemoryLimit is the Go heap's soft limit when GOMEMLIMIT is not
-// set: the garbage collector works harder as the heap nears it, so a slow
-// collection under CPU contention does not let the process grow to several
-// times the memory it holds (a soft limit: the process still takes more
-// when it needs it).
-const defaultMemoryLimit = 192 << 20
-
 func main() {
-	if os.Getenv("GOMEMLIMIT") == "" {
-		debug.SetMemoryLimit(defaultMemoryLimit)
-	}
 	// SEREN_CPUPROFILE and SEREN_TRACE name files for a CPU profile and an
 	// execution trace of the run (for performance work; see the README's
 	// benchmark section).
