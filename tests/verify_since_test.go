@@ -8,8 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/serenorg/postgres-seren-replicator/internal/conninfo"
-	"github.com/serenorg/postgres-seren-replicator/internal/plan"
 	"github.com/serenorg/postgres-seren-replicator/internal/selection"
 	"github.com/serenorg/postgres-seren-replicator/tests/pgtest"
 	"github.com/serenorg/postgres-seren-replicator/verify"
@@ -89,15 +87,8 @@ func TestVerifySinceMark(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	s, err := conninfo.Parse(src.DSN("postgres"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	d, err := conninfo.Parse(dst.DSN("postgres"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	db := plan.Database{Name: "postgres", Source: s, Target: d, Tables: sel}
+	db := sinceDB(t, src, dst)
+	db.Tables = sel
 
 	// A transaction open on the source at the mark, with a later one
 	// committed, ends after the comparison before the fence: its row,
