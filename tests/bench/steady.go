@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -149,6 +150,7 @@ func (b *bench) measureLag(src, dst *pgtest.Cluster) ([]time.Duration, string) {
 		mu    sync.Mutex
 		sent  []time.Time // heartbeats not yet seen on dst, oldest first
 		lags  []time.Duration
+		at    []time.Time // when each of lags was sent
 		final time.Time
 	)
 	writing, stopWriting := context.WithCancel(ctx)
@@ -187,6 +189,7 @@ func (b *bench) measureLag(src, dst *pgtest.Cluster) ([]time.Duration, string) {
 			// those a batch applied together and the poll never saw alone.
 			for len(sent) > 0 && !sent[0].After(ts) {
 				lags = append(lags, now.Sub(sent[0]))
+				at = append(at, sent[0])
 				sent = sent[1:]
 			}
 			done := writing.Err() != nil && len(sent) == 0 && !ts.Before(final)
@@ -218,8 +221,8 @@ func (b *bench) measureLag(src, dst *pgtest.Cluster) ([]time.Duration, string) {
 			summary = append(summary, strings.TrimSpace(l))
 		}
 	}
-	fmt.Fprintf(os.Stderr, "steady: %d heartbeats, p50 %s p99 %s max %s; %s\n", len(lags),
-		fmtDur(quantile(lags, 0.5)), fmtDur(quantile(lags, 0.99)), fmtDur(quantile(lags, 1)), strings.Join(summary, "; "))
+	fmt.Fprintf(os.Stderr, "steady: %d heartbeats, p50 %s p99 %s max %s (worst: %s); %s\n", len(lags),
+		fmtDur(quantile(lags, 0.5)), fmtDur(quantile(lags, 0.99)), fmtDur(quantile(lags, 1)), worst(lags, at, 5), strings.Join(summary, "; "))
 	return lags, strings.Join(summary, "; ")
 }
 
@@ -241,4 +244,23 @@ func quantile(ds []time.Duration, q float64) time.Duration {
 	slices.Sort(s)
 	i := int(math.Ceil(q*float64(len(s)))) - 1
 	return s[min(max(i, 0), len(s)-1)]
+}
+
+// worst lists the n largest lags with the second of the run (counted from
+// the first heartbeat) at which each heartbeat was written, to tell a
+// periodic stall from scattered ones.
+func worst(lags []time.Duration, at []time.Time, n int) string {
+	if len(lags) == 0 {
+		return ""
+	}
+	idx := make([]int, len(lags))
+	for i := range idx {
+		idx[i] = i
+	}
+	slices.SortFunc(idx, func(a, b int) int { return cmp.Compare(lags[b], lags[a]) })
+	var parts []string
+	for _, i := range idx[:min(n, len(idx))] {
+		parts = append(parts, fmt.Sprintf("%s at %.1fs", fmtDur(lags[i]), at[i].Sub(at[0]).Seconds()))
+	}
+	return strings.Join(parts, ", ")
 }
