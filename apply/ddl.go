@@ -227,8 +227,19 @@ func (a *Applier) applyCaptured(ctx context.Context, rec ddlcapture.Record) erro
 	if err := a.flush(ctx); err != nil {
 		return err
 	}
+	oids := make([]uint32, len(rec.Tables))
+	for i, t := range rec.Tables {
+		oids[i] = t.OID.OID()
+	}
+	released, err := a.releaseRowSecurity(ctx, oids)
+	if err != nil {
+		return err
+	}
 	refused, err := a.runCaptured(ctx, rec, text, sel)
 	if err != nil {
+		return err
+	}
+	if err := a.rehold(ctx, released); err != nil {
 		return err
 	}
 	if refused != nil {

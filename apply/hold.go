@@ -22,7 +22,11 @@ import (
 //   - in ordered mode, foreign keys that touch the table become DEFERRABLE
 //     and each batch defers them to its commit, so rows the source checked
 //     at the end of a statement (a self-referencing tree inserted in one
-//     statement) apply row by row.
+//     statement) apply row by row;
+//   - in ordered mode, a table with FORCE ROW LEVEL SECURITY (made so by a
+//     captured statement) loses FORCE when the role does not bypass row
+//     security: its owner applies with row_security = off, which a forced
+//     policy refuses, and the source's rows must not be filtered.
 //
 // Each hold is recorded in the tool's schema (table held) in the same target
 // transaction that makes it, and RestoreHolds puts everything back exactly as
@@ -73,7 +77,12 @@ SELECT 'foreign key', n.nspname, c.relname, k.conname, c.oid = $1::regclass OR p
 			UNION SELECT p.oid, p.conparentid FROM up JOIN pg_constraint p ON p.oid = up.parent)
 		SELECT DISTINCT oid FROM up WHERE parent = 0) fk
 	JOIN pg_constraint k ON k.oid = fk.oid JOIN pg_class c ON c.oid = k.conrelid JOIN pg_namespace n ON n.oid = c.relnamespace
-	WHERE NOT k.condeferrable`
+	WHERE NOT k.condeferrable
+UNION ALL
+SELECT 'row security', n.nspname, c.relname, 'force', true
+	FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+	WHERE $2::bool AND c.oid = $1::regclass AND c.relforcerowsecurity AND pg_has_role(c.relowner, 'USAGE')
+		AND NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = current_user AND (rolsuper OR rolbypassrls))`
 
 // holdKind says, for one kind of hold, the DDL that makes it and the DDL
 // that undoes it (formats taking the table and the object, quoted), and how
@@ -91,6 +100,8 @@ var holdKinds = map[string]holdKind{
 		`SELECT 1 FROM pg_rewrite WHERE ev_class = to_regclass($1) AND rulename = $2`},
 	"foreign key": {"ALTER TABLE %s ALTER CONSTRAINT %s DEFERRABLE INITIALLY IMMEDIATE", "ALTER TABLE %s ALTER CONSTRAINT %s NOT DEFERRABLE",
 		`SELECT 1 FROM pg_constraint WHERE conrelid = to_regclass($1) AND conname = $2`},
+	"row security": {"ALTER TABLE %[1]s NO FORCE ROW LEVEL SECURITY", "ALTER TABLE %[1]s FORCE ROW LEVEL SECURITY",
+		`SELECT 1 FROM pg_class WHERE oid = to_regclass($1) AND $2 = 'force'`},
 }
 
 func (h hold) tableName() string { return pgx.Identifier{h.schema, h.table}.Sanitize() }
@@ -142,6 +153,49 @@ func (a *Applier) hold(ctx context.Context, r *relation) error {
 			return fmt.Errorf("record %s: %w", h, err)
 		}
 		a.log.Info("held for the migration", "what", h.String())
+	}
+	return nil
+}
+
+// releaseRowSecurity gives back FORCE ROW LEVEL SECURITY, in the open batch,
+// to the carried tables a captured statement is about to alter that hold it
+// (their source OIDs), so that the statement meets each table as the source
+// had it: a captured NO FORCE must leave it off, and cleanup must not force
+// it again. It returns the tables released; rehold holds them again where
+// they are still forced once the statement ran or was refused.
+func (a *Applier) releaseRowSecurity(ctx context.Context, oids []uint32) ([]*relation, error) {
+	if a.replicaMode {
+		return nil, nil
+	}
+	var released []*relation
+	for _, id := range oids {
+		st, ok := a.byOID[id]
+		if !ok {
+			continue
+		}
+		rows, err := a.query(ctx, fmt.Sprintf(`DELETE FROM %s WHERE kind = 'row security' AND schema_name = $1 AND table_name = $2 RETURNING object`, heldTable(a.cfg.Store)),
+			st.Schema, st.Name)
+		if err != nil {
+			return nil, fmt.Errorf("release the row security hold of %s.%s: %w", st.Schema, st.Name, err)
+		}
+		if len(rows) == 0 {
+			continue
+		}
+		h := hold{kind: "row security", schema: st.Schema, table: st.Name, object: string(rows[0][0])}
+		if _, err := a.query(ctx, h.restoreSQL()); err != nil {
+			return nil, permanent(fmt.Errorf("target table %s: %s: %w", h.tableName(), h.restoreSQL(), err))
+		}
+		released = append(released, &relation{name: st.Schema + "." + st.Name, target: h.tableName()})
+	}
+	return released, nil
+}
+
+// rehold holds again what releaseRowSecurity released.
+func (a *Applier) rehold(ctx context.Context, released []*relation) error {
+	for _, r := range released {
+		if err := a.hold(ctx, r); err != nil {
+			return err
+		}
 	}
 	return nil
 }

@@ -113,10 +113,12 @@ func DescribeDependencies(deps []Dependency) string {
 
 // rowSecuritySQL lists the selected tables ($1 schemas, $2 names) that have
 // row-level security enabled, and whether the session's role bypasses their
-// policies (superuser, BYPASSRLS, or owner without FORCE).
+// policies (superuser, BYPASSRLS, or owner without FORCE; on the target, $3,
+// also an owner with FORCE, which the applier holds without it for the
+// migration).
 const rowSecuritySQL = `SELECT format('%I.%I', n.nspname, c.relname),
 	(SELECT rolsuper OR rolbypassrls FROM pg_roles WHERE rolname = current_user)
-		OR (pg_has_role(c.relowner, 'USAGE') AND NOT c.relforcerowsecurity)
+		OR (pg_has_role(c.relowner, 'USAGE') AND (NOT c.relforcerowsecurity OR $3))
 	FROM unnest($1::text[], $2::text[]) AS t(schema, name)
 	JOIN pg_namespace n ON n.nspname = t.schema
 	JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = t.name
@@ -129,7 +131,7 @@ const rowSecuritySQL = `SELECT format('%I.%I', n.nspname, c.relname),
 func checkRowSecurity(ctx context.Context, conn *pgx.Conn, d plan.Database, side, user string) (Check, error) {
 	c := Check{Name: side + " row-level security", Database: d.Name, Status: Pass, Detail: "no selected table has row-level security enabled"}
 	schemas, names := tableArrays(d.Tables)
-	rows, err := conn.Query(ctx, rowSecuritySQL, schemas, names)
+	rows, err := conn.Query(ctx, rowSecuritySQL, schemas, names, side == "target")
 	if err != nil {
 		return c, fmt.Errorf("%s %s: read row-level security: %w", side, d.Name, err)
 	}
