@@ -23,10 +23,8 @@ import (
 //     and each batch defers them to its commit, so rows the source checked
 //     at the end of a statement (a self-referencing tree inserted in one
 //     statement) apply row by row;
-//   - in ordered mode, a table with FORCE ROW LEVEL SECURITY (made so by a
-//     captured statement) loses FORCE when the role does not bypass row
-//     security: its owner applies with row_security = off, which a forced
-//     policy refuses, and the source's rows must not be filtered.
+//   - a table with FORCE ROW LEVEL SECURITY loses FORCE while the role does
+//     not bypass row security (rowsecurity.go).
 //
 // Each hold is recorded in the tool's schema (table held) in the same target
 // transaction that makes it, and RestoreHolds puts everything back exactly as
@@ -58,7 +56,7 @@ func ensureHeldSQL(s checkpoint.Store) string {
 // held where it is declared, on the partitioned table (its partitions'
 // copies follow); one declared on another table is held too, since the
 // checks on both sides of a key follow its timing.
-const holdsSQL = `SELECT 'identity', n.nspname, c.relname, a.attname, true
+var holdsSQL = `SELECT 'identity', n.nspname, c.relname, a.attname, true
 	FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace
 	WHERE a.attrelid = $1::regclass AND a.attnum > 0 AND NOT a.attisdropped AND a.attidentity = 'a'
 UNION ALL
@@ -79,10 +77,7 @@ SELECT 'foreign key', n.nspname, c.relname, k.conname, c.oid = $1::regclass OR p
 	JOIN pg_constraint k ON k.oid = fk.oid JOIN pg_class c ON c.oid = k.conrelid JOIN pg_namespace n ON n.oid = c.relnamespace
 	WHERE NOT k.condeferrable
 UNION ALL
-SELECT 'row security', n.nspname, c.relname, 'force', true
-	FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-	WHERE $2::bool AND c.oid = $1::regclass AND c.relforcerowsecurity AND pg_has_role(c.relowner, 'USAGE')
-		AND NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = current_user AND (rolsuper OR rolbypassrls))`
+` + fmt.Sprintf(rowSecurityHoldSQL, "$1::regclass")
 
 // holdKind says, for one kind of hold, the DDL that makes it and the DDL
 // that undoes it (formats taking the table and the object, quoted), and how
@@ -136,66 +131,29 @@ func (a *Applier) hold(ctx context.Context, r *relation) error {
 	if err != nil {
 		return fmt.Errorf("read what table %s needs held on the target: %w", r.name, err)
 	}
+	return a.makeHolds(ctx, r.name, rows)
+}
+
+// makeHolds makes and records the holds rows of holdsSQL name, for table
+// name.
+func (a *Applier) makeHolds(ctx context.Context, name string, rows [][][]byte) error {
 	for _, row := range rows {
 		h := hold{kind: string(row[0]), schema: string(row[1]), table: string(row[2]), object: string(row[3])}
 		if string(row[4]) != "t" {
 			// Another table's key to this one, on a table the role does not
 			// own (outside the migration): it stays checked row by row.
 			a.log.Warn("cannot defer a foreign key for the migration: the target role does not own its table",
-				"what", h.String(), "references", r.name)
+				"what", h.String(), "references", name)
 			continue
 		}
 		if _, err := a.query(ctx, h.holdSQL()); err != nil {
-			return permanent(fmt.Errorf("target table %s: %s: %w", r.name, h.holdSQL(), err))
+			return permanent(fmt.Errorf("target table %s: %s: %w", name, h.holdSQL(), err))
 		}
 		if _, err := a.query(ctx, fmt.Sprintf(`INSERT INTO %s (kind, schema_name, table_name, object) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING`, heldTable(a.cfg.Store)),
 			h.kind, h.schema, h.table, h.object); err != nil {
 			return fmt.Errorf("record %s: %w", h, err)
 		}
 		a.log.Info("held for the migration", "what", h.String())
-	}
-	return nil
-}
-
-// releaseRowSecurity gives back FORCE ROW LEVEL SECURITY, in the open batch,
-// to the carried tables a captured statement is about to alter that hold it
-// (their source OIDs), so that the statement meets each table as the source
-// had it: a captured NO FORCE must leave it off, and cleanup must not force
-// it again. It returns the tables released; rehold holds them again where
-// they are still forced once the statement ran or was refused.
-func (a *Applier) releaseRowSecurity(ctx context.Context, oids []uint32) ([]*relation, error) {
-	if a.replicaMode {
-		return nil, nil
-	}
-	var released []*relation
-	for _, id := range oids {
-		st, ok := a.byOID[id]
-		if !ok {
-			continue
-		}
-		rows, err := a.query(ctx, fmt.Sprintf(`DELETE FROM %s WHERE kind = 'row security' AND schema_name = $1 AND table_name = $2 RETURNING object`, heldTable(a.cfg.Store)),
-			st.Schema, st.Name)
-		if err != nil {
-			return nil, fmt.Errorf("release the row security hold of %s.%s: %w", st.Schema, st.Name, err)
-		}
-		if len(rows) == 0 {
-			continue
-		}
-		h := hold{kind: "row security", schema: st.Schema, table: st.Name, object: string(rows[0][0])}
-		if _, err := a.query(ctx, h.restoreSQL()); err != nil {
-			return nil, permanent(fmt.Errorf("target table %s: %s: %w", h.tableName(), h.restoreSQL(), err))
-		}
-		released = append(released, &relation{name: st.Schema + "." + st.Name, target: h.tableName()})
-	}
-	return released, nil
-}
-
-// rehold holds again what releaseRowSecurity released.
-func (a *Applier) rehold(ctx context.Context, released []*relation) error {
-	for _, r := range released {
-		if err := a.hold(ctx, r); err != nil {
-			return err
-		}
 	}
 	return nil
 }
