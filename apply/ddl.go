@@ -243,8 +243,6 @@ func (a *Applier) applyCaptured(ctx context.Context, rec ddlcapture.Record) erro
 		if err := a.reholdRefused(ctx, released); err != nil {
 			return err
 		}
-	}
-	if refused != nil {
 		if alreadyDone(refused.err) {
 			log.Info("captured DDL statement not applied: the target has its effect already ("+refused.why+"); "+fallback, "statement", stmt)
 		} else {

@@ -134,8 +134,8 @@ func (a *Applier) hold(ctx context.Context, r *relation) error {
 	return a.makeHolds(ctx, r.name, rows)
 }
 
-// makeHolds makes and records the holds rows of holdsSQL name, for table
-// name.
+// makeHolds makes and records the holds that rows (of holdsSQL or
+// rowSecurityHoldSQL) describe; name is the table they were read for.
 func (a *Applier) makeHolds(ctx context.Context, name string, rows [][][]byte) error {
 	for _, row := range rows {
 		h := hold{kind: string(row[0]), schema: string(row[1]), table: string(row[2]), object: string(row[3])}
