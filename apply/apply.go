@@ -230,10 +230,6 @@ func New(ctx context.Context, target *conninfo.Conn, cfg Config, log *slog.Logge
 	a.b = newBatcher(pos, cfg.MaxBatchChanges, cfg.MaxBatchDelay, cfg.StopAt)
 	a.acks = newAckQueue(pos.EndLSN)
 	a.execCtx, a.stopExec = context.WithCancel(context.Background())
-	if err := a.holdForcedTables(ctx); err != nil {
-		conn.Close(context.Background())
-		return nil, err
-	}
 	return a, nil
 }
 

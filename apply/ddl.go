@@ -235,7 +235,7 @@ func (a *Applier) applyCaptured(ctx context.Context, rec ddlcapture.Record) erro
 	if err != nil {
 		return err
 	}
-	refused, err := a.runCaptured(ctx, rec, text, sel, released)
+	refused, err := a.runCaptured(ctx, rec, text, sel)
 	if err != nil {
 		return err
 	}
@@ -277,20 +277,20 @@ type refusal struct {
 // they read on the source. A statement the target refuses, or whose
 // columns would differ, is rolled back to the savepoint and reported as a
 // refusal; other errors (the connection) fail the batch.
-func (a *Applier) runCaptured(ctx context.Context, rec ddlcapture.Record, text string, sel captureScope, released map[uint32]string) (*refusal, error) {
-	refused, asOwner, err := a.tryCaptured(ctx, rec, text, sel.owner, released)
+func (a *Applier) runCaptured(ctx context.Context, rec ddlcapture.Record, text string, sel captureScope) (*refusal, error) {
+	refused, asOwner, err := a.tryCaptured(ctx, rec, text, sel.owner)
 	if err == nil && refused != nil && asOwner && !alreadyDone(refused.err) {
 		// The owner's role may lack a privilege the statement needs on the
 		// target (CREATE on the database or a schema): as the target role.
 		a.log.Debug("captured statement refused as its owner's role; trying as the target role", "ddl_id", rec.ID, "owner", sel.owner, "why", refused.why)
-		refused, _, err = a.tryCaptured(ctx, rec, text, "", released)
+		refused, _, err = a.tryCaptured(ctx, rec, text, "")
 	}
 	return refused, err
 }
 
 // tryCaptured is one attempt of runCaptured, as owner's role when the
 // target role may act as it (asOwner says it did).
-func (a *Applier) tryCaptured(ctx context.Context, rec ddlcapture.Record, text, owner string, released map[uint32]string) (out *refusal, asOwner bool, err error) {
+func (a *Applier) tryCaptured(ctx context.Context, rec ddlcapture.Record, text, owner string) (out *refusal, asOwner bool, err error) {
 	err = a.inBatch(ctx, func() error {
 		if _, err := a.query(ctx, "SAVEPOINT "+captureSavepoint); err != nil {
 			return err
@@ -298,7 +298,7 @@ func (a *Applier) tryCaptured(ctx context.Context, rec ddlcapture.Record, text, 
 		restore, role, refused, err := a.enterCapture(ctx, rec, owner)
 		asOwner = role
 		if err == nil && refused == nil {
-			refused, err = a.execCaptured(ctx, rec, text, released)
+			refused, err = a.execCaptured(ctx, rec, text)
 		}
 		if err == nil && refused == nil {
 			err = restore()
@@ -392,10 +392,10 @@ func (a *Applier) enterCapture(ctx context.Context, rec ddlcapture.Record, owner
 	return restore, asOwner, nil, nil
 }
 
-// execCaptured runs the statement, holds again the tables released for it
-// that are still forced (under the names it left them), and checks the
-// columns it added.
-func (a *Applier) execCaptured(ctx context.Context, rec ddlcapture.Record, text string, released map[uint32]string) (*refusal, error) {
+// execCaptured runs the statement, holds the carried tables it altered
+// that are forced now (under the names it left them: rowsecurity.go), and
+// checks the columns it added.
+func (a *Applier) execCaptured(ctx context.Context, rec ddlcapture.Record, text string) (*refusal, error) {
 	before := map[string]string{} // highest attribute number, by table
 	for _, t := range rec.Tables {
 		q := pgx.Identifier{t.Schema, t.Name}.Sanitize()
@@ -423,7 +423,7 @@ func (a *Applier) execCaptured(ctx context.Context, rec ddlcapture.Record, text 
 		return nil, err
 	}
 	for _, t := range rec.Tables {
-		if _, ok := released[t.OID.OID()]; ok {
+		if _, carried := a.byOID[t.OID.OID()]; carried {
 			if err := a.holdRowSecurity(ctx, pgx.Identifier{t.Schema, t.Name}.Sanitize()); err != nil {
 				return nil, err
 			}

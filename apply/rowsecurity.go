@@ -3,10 +3,10 @@ package apply
 import (
 	"context"
 	"fmt"
-	"sort"
-	"strings"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/serenorg/postgres-seren-replicator/checkpoint"
 )
 
 // A table with FORCE ROW LEVEL SECURITY (forced on the source before init,
@@ -15,12 +15,10 @@ import (
 // policy can never filter rows; session_replication_role does not lift
 // that. While the role does not bypass row security (superuser or
 // BYPASSRLS), such a table is held without FORCE for the migration, in
-// both apply modes, like the other holds (hold.go): when a session starts,
-// every carried table (verify and cutover read the tables no change has
-// reached, and a partitioned table's own FORCE governs reads through it);
-// when a Relation message arrives; and after a captured statement, which
-// first gets FORCE back (releaseRowSecurity) so that it meets the table as
-// the source had it.
+// both apply modes, like the other holds (hold.go): once init has copied
+// it (HoldForcedTables); when a Relation message arrives; and after a
+// captured statement on a carried table, which first gets FORCE back
+// (releaseRowSecurity) so that it meets the table as the source had it.
 
 // rowSecurityHoldSQL is the row security hold a table needs: %s is how the
 // query names the table ($1).
@@ -38,50 +36,50 @@ func (a *Applier) holdRowSecurity(ctx context.Context, table string) error {
 	return a.makeHolds(ctx, table, rows)
 }
 
-// holdForcedTables holds every carried table that needs it, in a
-// transaction of its own, when a session starts.
-func (a *Applier) holdForcedTables(ctx context.Context) error {
-	var names []string
-	for _, st := range a.byOID {
-		names = append(names, pgx.Identifier{st.Schema, st.Name}.Sanitize())
-	}
-	if len(names) == 0 {
-		return nil
-	}
-	sort.Strings(names)
-	rows, err := a.query(ctx, `SELECT x FROM unnest($1::text[]) x WHERE EXISTS (`+fmt.Sprintf(rowSecurityHoldSQL, "to_regclass(x)")+`)`, textArray(names))
+// HoldForcedTables holds, in a transaction of its own on conn, those of
+// tables (quoted names) that need it, and returns what it held. init calls
+// it once a database is copied, so that verify and cutover read the tables
+// no change reaches, and a partitioned table whose own FORCE governs reads
+// through it. A sync session does not call it when it starts: after a
+// cutover (which restores every hold) a sync started again must leave the
+// live tables as they are.
+func HoldForcedTables(ctx context.Context, conn *pgx.Conn, s checkpoint.Store, tables []string) ([]string, error) {
+	tx, err := conn.Begin(ctx)
 	if err != nil {
-		return fmt.Errorf("read which tables are forced to row-level security on the target: %w", err)
+		return nil, err
 	}
-	if len(rows) == 0 {
-		return nil
+	defer tx.Rollback(context.WithoutCancel(ctx))
+	if _, err := tx.Exec(ctx, ensureHeldSQL(s)); err != nil {
+		return nil, fmt.Errorf("create the table of holds on the target: %w", err)
 	}
-	return a.inBatch(ctx, func() error {
-		for _, row := range rows {
-			if err := a.holdRowSecurity(ctx, string(row[0])); err != nil {
-				return err
-			}
+	rows, err := tx.Query(ctx, `SELECT h.* FROM unnest($1::text[]) x, LATERAL (`+fmt.Sprintf(rowSecurityHoldSQL, "to_regclass(x)")+`) h`, tables)
+	if err != nil {
+		return nil, fmt.Errorf("read which tables are forced to row-level security on the target: %w", err)
+	}
+	var holds []hold
+	for rows.Next() {
+		var h hold
+		var owned bool
+		if err := rows.Scan(&h.kind, &h.schema, &h.table, &h.object, &owned); err != nil {
+			return nil, err
 		}
-		return nil
-	})
-}
-
-var arrayQuote = strings.NewReplacer(`\`, `\\`, `"`, `\"`)
-
-// textArray is names as a text[] literal.
-func textArray(names []string) string {
-	var b strings.Builder
-	b.WriteByte('{')
-	for i, n := range names {
-		if i > 0 {
-			b.WriteByte(',')
-		}
-		b.WriteByte('"')
-		b.WriteString(arrayQuote.Replace(n))
-		b.WriteByte('"')
+		holds = append(holds, h)
 	}
-	b.WriteByte('}')
-	return b.String()
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read which tables are forced to row-level security on the target: %w", err)
+	}
+	var held []string
+	for _, h := range holds {
+		if _, err := tx.Exec(ctx, h.holdSQL()); err != nil {
+			return nil, fmt.Errorf("target table %s: %s: %w", h.tableName(), h.holdSQL(), err)
+		}
+		if _, err := tx.Exec(ctx, fmt.Sprintf(`INSERT INTO %s (kind, schema_name, table_name, object) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING`, heldTable(s)),
+			h.kind, h.schema, h.table, h.object); err != nil {
+			return nil, fmt.Errorf("record %s: %w", h, err)
+		}
+		held = append(held, h.String())
+	}
+	return held, tx.Commit(ctx)
 }
 
 // releaseRowSecurity gives back FORCE ROW LEVEL SECURITY, in the open
@@ -89,9 +87,8 @@ func textArray(names []string) string {
 // about to alter that are held without it, so that the statement meets
 // each as the source had it: a captured NO FORCE must leave it off, and
 // cleanup must not force it again. It returns the released tables' quoted
-// names by OID: the statement's run holds each again under its name after
-// the statement (execCaptured), and reholdRefused under the old one when
-// the statement was refused.
+// names by OID, for reholdRefused when the statement is refused (the run of
+// a statement holds every carried table it altered, execCaptured).
 func (a *Applier) releaseRowSecurity(ctx context.Context, oids []uint32) (map[uint32]string, error) {
 	released := map[uint32]string{}
 	for _, id := range oids {

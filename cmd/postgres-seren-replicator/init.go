@@ -169,6 +169,9 @@ func (c *InitCmd) Run(ctx context.Context, env *Env) error {
 			return fmt.Errorf("init %s: %w", a.db.Name, err)
 		}
 		results = append(results, res)
+		if err := holdForcedTables(ctx, env, a.db, c.CheckpointSchema); err != nil {
+			return fmt.Errorf("init %s: %w", a.db.Name, err)
+		}
 		if err := c.remember(ctx, p, a.db); err != nil {
 			return err
 		}
@@ -514,4 +517,24 @@ func initRound(d time.Duration) time.Duration {
 		return d.Round(100 * time.Millisecond)
 	}
 	return d.Round(time.Millisecond)
+}
+
+// holdForcedTables holds the copied tables that FORCE ROW LEVEL SECURITY
+// would close to the target role (see apply.HoldForcedTables), so that
+// verify reads them whole before sync has run.
+func holdForcedTables(ctx context.Context, env *Env, db plan.Database, schema string) error {
+	dst, err := db.Target.Connect(ctx)
+	if err != nil {
+		return err
+	}
+	defer dst.Close(context.WithoutCancel(ctx))
+	names := make([]string, len(db.Tables))
+	for i, t := range db.Tables {
+		names[i] = pgx.Identifier{t.Schema, t.Name}.Sanitize()
+	}
+	held, err := apply.HoldForcedTables(ctx, dst, checkpoint.Store{Schema: schema}, names)
+	for _, h := range held {
+		env.Log.Info("held for the migration", "db", db.Name, "what", h)
+	}
+	return err
 }

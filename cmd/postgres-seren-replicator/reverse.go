@@ -50,7 +50,7 @@ func (c *CutoverCmd) canReverse(ctx context.Context, db plan.Database) error {
 	if len(slot) > maxSlotName {
 		return usageError("the way back's slot name %s is longer than %d characters: choose a shorter --slot", slot, maxSlotName)
 	}
-	checks, err := reverseChecks(ctx, db, slot)
+	checks, err := reverseChecks(ctx, db, slot, c.CheckpointSchema)
 	if err != nil {
 		return err
 	}
@@ -68,10 +68,11 @@ func (c *CutoverCmd) canReverse(ctx context.Context, db plan.Database) error {
 
 // reverseChecks tells whether db's target can be the source of a
 // migration back: wal_level = logical, a role that may replicate and
-// publish the tables, a free slot, and no slot or publication of the names
-// the way back takes. Before init (no target database yet) it looks at
-// the server through its maintenance database.
-func reverseChecks(ctx context.Context, db plan.Database, slot string) ([]preflight.Check, error) {
+// publish the tables, a free slot, no slot or publication of the names
+// the way back takes, and tables it reads whole (row-level security). Before
+// init (no target database yet) it looks at the server through its
+// maintenance database; schema is the tool's schema on the target.
+func reverseChecks(ctx context.Context, db plan.Database, slot, schema string) ([]preflight.Check, error) {
 	pub := stream.PublicationName(slot)
 	conn, err := db.Target.Connect(ctx)
 	exists := err == nil
@@ -137,8 +138,39 @@ func reverseChecks(ctx context.Context, db plan.Database, slot string) ([]prefli
 		checks = append(checks, check("target tables owned", len(notOwned) == 0,
 			map[bool]string{true: "the target role owns the selected tables", false: "the target role does not own " + listSome(notOwned, "table")}[len(notOwned) == 0],
 			"a publication needs their owner: connect as the owner of the tables"))
+		forced, err := forcedForReverse(ctx, conn, names, schema)
+		if err != nil {
+			return nil, fmt.Errorf("check row-level security on the target %s: %w", db.Name, err)
+		}
+		checks = append(checks, check("target tables readable", len(forced) == 0,
+			map[bool]string{true: "no selected table is forced to row-level security for the target role", false: "FORCE ROW LEVEL SECURITY (held without it while the migration runs, put back at cutover) closes " + listSome(forced, "table") + " to the target role, which the way back reads and verifies as"}[len(forced) == 0],
+			"as a superuser on the target: ALTER ROLE "+pgx.Identifier{db.Target.User()}.Sanitize()+" BYPASSRLS"))
 	}
 	return checks, nil
+}
+
+// forcedForReverse lists the tables (quoted names) that will be forced to
+// row-level security on the target after cutover, forced now or held
+// without FORCE in schema's table of holds, for a role that does not
+// bypass row security.
+func forcedForReverse(ctx context.Context, conn *pgx.Conn, names []string, schema string) ([]string, error) {
+	held := pgx.Identifier{schema, "held"}.Sanitize()
+	var exists bool
+	if err := conn.QueryRow(ctx, `SELECT to_regclass($1) IS NOT NULL`, held).Scan(&exists); err != nil {
+		return nil, err
+	}
+	heldSQL := "false"
+	if exists {
+		heldSQL = `EXISTS (SELECT 1 FROM ` + held + ` h WHERE h.kind = 'row security' AND h.schema_name = n.nspname AND h.table_name = c.relname)`
+	}
+	rows, err := conn.Query(ctx, `SELECT c.oid::regclass::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace, pg_roles r
+		WHERE c.oid = ANY (SELECT to_regclass(x) FROM unnest($1::text[]) AS x) AND r.rolname = current_user
+		AND NOT (r.rolsuper OR r.rolbypassrls) AND c.relrowsecurity AND (c.relforcerowsecurity OR `+heldSQL+`)
+		ORDER BY 1`, names)
+	if err != nil {
+		return nil, err
+	}
+	return pgx.CollectRows(rows, pgx.RowTo[string])
 }
 
 // prepareReverse makes the way back for every database; on failure it

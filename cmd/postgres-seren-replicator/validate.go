@@ -66,7 +66,7 @@ func (c *ValidateCmd) Run(ctx context.Context, env *Env) error {
 	}
 	if c.Reverse {
 		for _, db := range p.Databases {
-			more, err := reverseChecks(ctx, db, c.SlotFor(db.Name)+reverseSuffix)
+			more, err := reverseChecks(ctx, db, c.SlotFor(db.Name)+reverseSuffix, c.CheckpointSchema)
 			if err != nil {
 				return err
 			}
