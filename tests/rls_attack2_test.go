@@ -231,6 +231,7 @@ func TestRLSAttack2OperatorNoForceDuringMigration(t *testing.T) {
 // pooler, an idle-session killer) starts a new session, which must not
 // strip FORCE from the live table again.
 func TestRLSAttack2DaemonReconnectAfterCutover(t *testing.T) {
+	longTest(t) // 26 s; TestRLSAttack2SyncAfterCutoverKeepsForce covers the same cause in make test
 	src, dst, source, target := forcedSecretsPair(t, "")
 	if res := runCLI(t, nil, "init", "--yes", "--source", source, "--target", target); res.Code != 0 {
 		t.Fatalf("init: exit %d\n%s", res.Code, res.Stderr)
