@@ -13,24 +13,15 @@ import (
 // database owned by a plain role, and returns their URLs.
 func forcedSecretsPair(t *testing.T, extra string) (src, dst *pgtest.Cluster, source, target string) {
 	t.Helper()
-	src, dst = pgtest.StartPair(t)
-	src.Exec("postgres", "CREATE DATABASE rls")
-	src.Exec("rls", `CREATE TABLE secrets (id int PRIMARY KEY, tenant int NOT NULL);
+	return rlsPair(t, `CREATE TABLE secrets (id int PRIMARY KEY, tenant int NOT NULL);
 		INSERT INTO secrets SELECT g, g % 4 FROM generate_series(1, 100) g;
 		ALTER TABLE secrets ENABLE ROW LEVEL SECURITY; ALTER TABLE secrets FORCE ROW LEVEL SECURITY;
 		CREATE POLICY one_tenant ON secrets USING (tenant = 0);`+extra)
-	dst.CreateRole("applier", "applier-pw")
-	dst.Exec("postgres", "CREATE DATABASE rls OWNER applier")
-	source, target = src.URL("postgres", "", "rls"), dst.URL("applier", "applier-pw", "rls")
-	return src, dst, source, target
 }
 
-// init leaves a forced source table forced on the target (pg_dump's FORCE
-// comes after the data), and nothing holds it until a sync session starts.
-// validate right after init says the owned forced table is fine (held for
-// the migration), so verify right after init must read it, or at least say
-// that a sync session must hold it first (the README says the table is still
-// forced until then; verify fails with PostgreSQL's bare 42501).
+// pg_dump's FORCE comes after the data, and init holds the forced table
+// once it is copied: validate right after init says the owned forced table
+// is fine (held for the migration), and verify right after init reads it.
 func TestRLSAttack2VerifyRightAfterInit(t *testing.T) {
 	_, dst, source, target := forcedSecretsPair(t, "")
 	if res := runCLI(t, nil, "init", "--yes", "--source", source, "--target", target); res.Code != 0 {

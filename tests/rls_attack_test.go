@@ -67,16 +67,11 @@ func TestRLSAttackRenameHeldTableCaptured(t *testing.T) {
 // a forced table the source has not written since init must be held too,
 // or verify and cutover (row_security = off, as its owner) cannot read it.
 func TestRLSAttackVerifyUnwrittenForcedTable(t *testing.T) {
-	src, dst := pgtest.StartPair(t)
-	src.Exec("postgres", "CREATE DATABASE rls")
-	src.Exec("rls", `CREATE TABLE secrets (id int PRIMARY KEY, tenant int NOT NULL);
+	src, _, source, target := rlsPair(t, `CREATE TABLE secrets (id int PRIMARY KEY, tenant int NOT NULL);
 		INSERT INTO secrets SELECT g, g % 4 FROM generate_series(1, 100) g;
 		ALTER TABLE secrets ENABLE ROW LEVEL SECURITY; ALTER TABLE secrets FORCE ROW LEVEL SECURITY;
 		CREATE POLICY one_tenant ON secrets USING (tenant = 0);
 		CREATE TABLE plain (id int PRIMARY KEY);`)
-	dst.CreateRole("applier", "applier-pw")
-	dst.Exec("postgres", "CREATE DATABASE rls OWNER applier")
-	source, target := src.URL("postgres", "", "rls"), dst.URL("applier", "applier-pw", "rls")
 	if res := runCLI(t, nil, "init", "--yes", "--source", source, "--target", target); res.Code != 0 {
 		t.Fatalf("init: exit %d\n%s", res.Code, res.Stderr)
 	}
@@ -104,9 +99,7 @@ func TestRLSAttackVerifyUnwrittenForcedTable(t *testing.T) {
 // reads the root (row_security = off, as its owner), which must be held
 // too, as validate says.
 func TestRLSAttackPartitionedRootForced(t *testing.T) {
-	src, dst := pgtest.StartPair(t)
-	src.Exec("postgres", "CREATE DATABASE rls")
-	src.Exec("rls", `CREATE TABLE p (id int PRIMARY KEY, tenant int NOT NULL) PARTITION BY RANGE (id);
+	src, dst, source, target := rlsPair(t, `CREATE TABLE p (id int PRIMARY KEY, tenant int NOT NULL) PARTITION BY RANGE (id);
 		CREATE TABLE p1 PARTITION OF p FOR VALUES FROM (0) TO (1000);
 		CREATE TABLE p2 PARTITION OF p FOR VALUES FROM (1000) TO (2000);
 		INSERT INTO p SELECT g, g % 4 FROM generate_series(1, 1999, 7) g;
@@ -114,9 +107,6 @@ func TestRLSAttackPartitionedRootForced(t *testing.T) {
 		ALTER TABLE p1 ENABLE ROW LEVEL SECURITY; ALTER TABLE p1 FORCE ROW LEVEL SECURITY;
 		CREATE POLICY one_tenant ON p USING (tenant = 0);
 		CREATE POLICY one_tenant1 ON p1 USING (tenant = 0);`)
-	dst.CreateRole("applier", "applier-pw")
-	dst.Exec("postgres", "CREATE DATABASE rls OWNER applier")
-	source, target := src.URL("postgres", "", "rls"), dst.URL("applier", "applier-pw", "rls")
 	if res := runCLI(t, nil, "init", "--yes", "--source", source, "--target", target); res.Code != 0 {
 		t.Fatalf("init: exit %d\n%s", res.Code, res.Stderr)
 	}

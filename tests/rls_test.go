@@ -91,15 +91,10 @@ func TestRowLevelSecurityIsNeverAFilter(t *testing.T) {
 // table without FORCE (its own writes run with row_security = off, which a
 // forced policy refuses), so every row arrives; cleanup forces it again.
 func TestRowLevelSecurityForcedTableOrdered(t *testing.T) {
-	src, dst := pgtest.StartPair(t)
-	src.Exec("postgres", "CREATE DATABASE rls")
-	src.Exec("rls", `CREATE TABLE secrets (id int PRIMARY KEY, tenant int NOT NULL, v text);
+	src, dst, source, target := rlsPair(t, `CREATE TABLE secrets (id int PRIMARY KEY, tenant int NOT NULL, v text);
 		INSERT INTO secrets SELECT g, g % 4, 'v' || g FROM generate_series(1, 1000) g;
 		ALTER TABLE secrets ENABLE ROW LEVEL SECURITY; ALTER TABLE secrets FORCE ROW LEVEL SECURITY;
 		CREATE POLICY one_tenant ON secrets USING (tenant = 0);`)
-	dst.CreateRole("applier", "applier-pw")
-	dst.Exec("postgres", "CREATE DATABASE rls OWNER applier")
-	source, target := src.URL("postgres", "", "rls"), dst.URL("applier", "applier-pw", "rls")
 	if res := runCLI(t, nil, "init", "--yes", "--source", source, "--target", target); res.Code != 0 {
 		t.Fatalf("init: exit %d\n%s", res.Code, res.Stderr)
 	}
@@ -122,4 +117,18 @@ func TestRowLevelSecurityForcedTableOrdered(t *testing.T) {
 	if got := dst.QueryString("rls", `SELECT relforcerowsecurity FROM pg_class WHERE oid = 'public.secrets'::regclass`); got != "true" {
 		t.Errorf("target table forced after cleanup: %s, want true as on the source", got)
 	}
+}
+
+// rlsPair starts a source and a target, makes database rls on the source
+// with sql, and on the target an empty rls owned by the plain role
+// applier; it returns the source's URL as its superuser and the target's
+// as applier.
+func rlsPair(t *testing.T, sql string) (src, dst *pgtest.Cluster, source, target string) {
+	t.Helper()
+	src, dst = pgtest.StartPair(t)
+	src.Exec("postgres", "CREATE DATABASE rls")
+	src.Exec("rls", sql)
+	dst.CreateRole("applier", "applier-pw")
+	dst.Exec("postgres", "CREATE DATABASE rls OWNER applier")
+	return src, dst, src.URL("postgres", "", "rls"), dst.URL("applier", "applier-pw", "rls")
 }
