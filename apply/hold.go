@@ -39,6 +39,11 @@ type hold struct {
 // heldTable is the table of holds in the tool's schema.
 func heldTable(s checkpoint.Store) string { return s.Ident("held") }
 
+// recordHoldSQL records a hold ($1 kind, $2 schema, $3 table, $4 object).
+func recordHoldSQL(s checkpoint.Store) string {
+	return fmt.Sprintf(`INSERT INTO %s (kind, schema_name, table_name, object) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING`, heldTable(s))
+}
+
 // ensureHeldSQL creates the table of holds.
 func ensureHeldSQL(s checkpoint.Store) string {
 	return fmt.Sprintf(`CREATE TABLE IF NOT EXISTS %s (
@@ -149,7 +154,7 @@ func (a *Applier) makeHolds(ctx context.Context, name string, rows [][][]byte) e
 		if _, err := a.query(ctx, h.holdSQL()); err != nil {
 			return permanent(fmt.Errorf("target table %s: %s: %w", name, h.holdSQL(), err))
 		}
-		if _, err := a.query(ctx, fmt.Sprintf(`INSERT INTO %s (kind, schema_name, table_name, object) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING`, heldTable(a.cfg.Store)),
+		if _, err := a.query(ctx, recordHoldSQL(a.cfg.Store),
 			h.kind, h.schema, h.table, h.object); err != nil {
 			return fmt.Errorf("record %s: %w", h, err)
 		}

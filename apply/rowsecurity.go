@@ -73,7 +73,7 @@ func HoldForcedTables(ctx context.Context, conn *pgx.Conn, s checkpoint.Store, t
 		if _, err := tx.Exec(ctx, h.holdSQL()); err != nil {
 			return nil, fmt.Errorf("target table %s: %s: %w", h.tableName(), h.holdSQL(), err)
 		}
-		if _, err := tx.Exec(ctx, fmt.Sprintf(`INSERT INTO %s (kind, schema_name, table_name, object) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING`, heldTable(s)),
+		if _, err := tx.Exec(ctx, recordHoldSQL(s),
 			h.kind, h.schema, h.table, h.object); err != nil {
 			return nil, fmt.Errorf("record %s: %w", h, err)
 		}

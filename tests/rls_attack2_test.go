@@ -10,13 +10,13 @@ import (
 
 // forcedSecretsPair makes a source database rls with a forced table
 // secrets (a policy that shows one tenant in four) and an empty target
-// database owned by a plain role, and returns their URLs.
-func forcedSecretsPair(t *testing.T, extra string) (src, dst *pgtest.Cluster, source, target string) {
+// database owned by a plain role (with roleOptions), and returns their URLs.
+func forcedSecretsPair(t *testing.T, extra string, roleOptions ...string) (src, dst *pgtest.Cluster, source, target string) {
 	t.Helper()
 	return rlsPair(t, `CREATE TABLE secrets (id int PRIMARY KEY, tenant int NOT NULL);
 		INSERT INTO secrets SELECT g, g % 4 FROM generate_series(1, 100) g;
 		ALTER TABLE secrets ENABLE ROW LEVEL SECURITY; ALTER TABLE secrets FORCE ROW LEVEL SECURITY;
-		CREATE POLICY one_tenant ON secrets USING (tenant = 0);`+extra)
+		CREATE POLICY one_tenant ON secrets USING (tenant = 0);`+extra, roleOptions...)
 }
 
 // pg_dump's FORCE comes after the data, and init holds the forced table
@@ -84,15 +84,7 @@ func TestRLSAttack2ForcedTableWithAwkwardName(t *testing.T) {
 // --reverse refuses up front, changing nothing, with advice that works:
 // then sync back, verify back and the rollback cutover succeed.
 func TestRLSAttack2WayBackFromForcedTable(t *testing.T) {
-	src, dst := pgtest.StartPair(t)
-	src.Exec("postgres", "CREATE DATABASE rls")
-	src.Exec("rls", `CREATE TABLE secrets (id int PRIMARY KEY, tenant int NOT NULL);
-		INSERT INTO secrets SELECT g, g % 4 FROM generate_series(1, 100) g;
-		ALTER TABLE secrets ENABLE ROW LEVEL SECURITY; ALTER TABLE secrets FORCE ROW LEVEL SECURITY;
-		CREATE POLICY one_tenant ON secrets USING (tenant = 0);`)
-	dst.CreateRole("applier", "applier-pw", "REPLICATION")
-	dst.Exec("postgres", "CREATE DATABASE rls OWNER applier")
-	oldURL, newURL := src.URL("postgres", "", "rls"), dst.URL("applier", "applier-pw", "rls")
+	src, dst, oldURL, newURL := forcedSecretsPair(t, "", "REPLICATION")
 	if res := runCLI(t, nil, "init", "--yes", "--source", oldURL, "--target", newURL); res.Code != 0 {
 		t.Fatalf("init: exit %d\n%s", res.Code, res.Stderr)
 	}

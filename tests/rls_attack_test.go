@@ -72,13 +72,7 @@ func TestRLSAttackVerifyUnwrittenForcedTable(t *testing.T) {
 		ALTER TABLE secrets ENABLE ROW LEVEL SECURITY; ALTER TABLE secrets FORCE ROW LEVEL SECURITY;
 		CREATE POLICY one_tenant ON secrets USING (tenant = 0);
 		CREATE TABLE plain (id int PRIMARY KEY);`)
-	if res := runCLI(t, nil, "init", "--yes", "--source", source, "--target", target); res.Code != 0 {
-		t.Fatalf("init: exit %d\n%s", res.Code, res.Stderr)
-	}
-	v := runCLI(t, nil, "validate", "--source", source, "--target", target)
-	if strings.Contains(v.Stdout, "would hide rows") {
-		t.Fatalf("validate after init fails the forced table:\n%s", v.Stdout)
-	}
+	initRLS(t, source, target)
 	src.Exec("rls", "INSERT INTO plain VALUES (1)")
 	if res := runCLI(t, nil, "sync", "--catch-up", "--source", source, "--target", target); res.Code != 0 {
 		t.Fatalf("sync --catch-up: exit %d\n%s", res.Code, res.Stderr)
@@ -107,13 +101,7 @@ func TestRLSAttackPartitionedRootForced(t *testing.T) {
 		ALTER TABLE p1 ENABLE ROW LEVEL SECURITY; ALTER TABLE p1 FORCE ROW LEVEL SECURITY;
 		CREATE POLICY one_tenant ON p USING (tenant = 0);
 		CREATE POLICY one_tenant1 ON p1 USING (tenant = 0);`)
-	if res := runCLI(t, nil, "init", "--yes", "--source", source, "--target", target); res.Code != 0 {
-		t.Fatalf("init: exit %d\n%s", res.Code, res.Stderr)
-	}
-	v := runCLI(t, nil, "validate", "--source", source, "--target", target)
-	if strings.Contains(v.Stdout, "would hide rows") {
-		t.Fatalf("validate after init fails a forced table:\n%s", v.Stdout)
-	}
+	initRLS(t, source, target)
 	src.Exec("rls", "INSERT INTO p VALUES (2, 0), (1003, 1); UPDATE p SET tenant = 3 WHERE id IN (8, 1009); DELETE FROM p WHERE id IN (15, 1016)")
 	if res := runCLI(t, nil, "sync", "--catch-up", "--source", source, "--target", target); res.Code != 0 {
 		t.Fatalf("sync --catch-up: exit %d\n%s", res.Code, lastLines(res.Stderr, 5))
@@ -329,16 +317,8 @@ func TestRLSAttackRenameHeldTableWithoutCapture(t *testing.T) {
 // the role changes, so the next change stops sync with exit 4 ("needs
 // action"), though a restart of sync alone holds the table and goes on.
 func TestRLSAttackRoleLosesBypassWhileSyncRuns(t *testing.T) {
-	t.Skip("not fixed: a forced table met while the role bypassed row security is held only by the next session, so losing BYPASSRLS mid-run stops sync with exit 4; running sync again goes on")
-	src, dst := pgtest.StartPair(t)
-	src.Exec("postgres", "CREATE DATABASE rls")
-	src.Exec("rls", `CREATE TABLE secrets (id int PRIMARY KEY, tenant int NOT NULL);
-		INSERT INTO secrets SELECT g, g % 4 FROM generate_series(1, 100) g;
-		ALTER TABLE secrets ENABLE ROW LEVEL SECURITY; ALTER TABLE secrets FORCE ROW LEVEL SECURITY;
-		CREATE POLICY one_tenant ON secrets USING (tenant = 0);`)
-	dst.CreateRole("applier", "applier-pw", "BYPASSRLS")
-	dst.Exec("postgres", "CREATE DATABASE rls OWNER applier")
-	source, target := src.URL("postgres", "", "rls"), dst.URL("applier", "applier-pw", "rls")
+	t.Skip("not fixed: a forced table met while the role bypassed row security is held only when the next session's Relation message for it comes, so losing BYPASSRLS mid-run stops sync with exit 4; running sync again goes on")
+	src, dst, source, target := forcedSecretsPair(t, "", "BYPASSRLS")
 	if res := runCLI(t, nil, "init", "--yes", "--source", source, "--target", target); res.Code != 0 {
 		t.Fatalf("init: exit %d\n%s", res.Code, res.Stderr)
 	}

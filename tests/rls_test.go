@@ -120,15 +120,27 @@ func TestRowLevelSecurityForcedTableOrdered(t *testing.T) {
 }
 
 // rlsPair starts a source and a target, makes database rls on the source
-// with sql, and on the target an empty rls owned by the plain role
-// applier; it returns the source's URL as its superuser and the target's
-// as applier.
-func rlsPair(t *testing.T, sql string) (src, dst *pgtest.Cluster, source, target string) {
+// with sql, and on the target an empty rls owned by the plain role applier
+// (with roleOptions); it returns the source's URL as its superuser and the
+// target's as applier.
+func rlsPair(t *testing.T, sql string, roleOptions ...string) (src, dst *pgtest.Cluster, source, target string) {
 	t.Helper()
 	src, dst = pgtest.StartPair(t)
 	src.Exec("postgres", "CREATE DATABASE rls")
 	src.Exec("rls", sql)
-	dst.CreateRole("applier", "applier-pw")
+	dst.CreateRole("applier", "applier-pw", roleOptions...)
 	dst.Exec("postgres", "CREATE DATABASE rls OWNER applier")
 	return src, dst, src.URL("postgres", "", "rls"), dst.URL("applier", "applier-pw", "rls")
+}
+
+// initRLS runs init, then validate, which must not fail a forced table the
+// target role owns (init holds it for the migration).
+func initRLS(t *testing.T, source, target string) {
+	t.Helper()
+	if res := runCLI(t, nil, "init", "--yes", "--source", source, "--target", target); res.Code != 0 {
+		t.Fatalf("init: exit %d\n%s", res.Code, res.Stderr)
+	}
+	if v := runCLI(t, nil, "validate", "--source", source, "--target", target); strings.Contains(v.Stdout, "would hide rows") {
+		t.Fatalf("validate after init fails a forced table:\n%s", v.Stdout)
+	}
 }
